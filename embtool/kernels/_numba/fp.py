@@ -1,0 +1,34 @@
+"""Exactly rounded float32 primitives for Numba kernels.
+
+``fma32`` emits LLVM's ``llvm.fma.f32`` intrinsic: a hardware FMA where the CPU has one and a
+correctly rounded libm ``fmaf`` otherwise, so results never depend on whether LLVM chose to
+contract ``a*b + c``.  Arguments must already be float32.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+import numba
+from numba import types
+from numba.extending import intrinsic
+
+#: JIT options shared by every kernel (stumpy keeps them in one constant too).
+JIT = dict(cache=True, nogil=True)
+PJIT = dict(JIT, parallel=True)
+
+
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f], ir.FunctionType(f, [f, f, f]))
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", **JIT)
+def fma32(a, b, c):
+    """Correctly rounded float32 ``a*b + c``."""
+    return _fma32(numba.float32(a), numba.float32(b), numba.float32(c))

@@ -1,0 +1,43 @@
+"""Exactly rounded float32 primitives in numpy.
+
+PyTorch's CPU kernels use fused multiply-add (one rounding) in many places
+(TORCH_SEMANTICS.md §2.1, §3.1, §4.2).  numpy has no fma, so ``fma32`` computes it exactly:
+the float64 product of two float32 values is exact (48-bit significand), the float64 sum is
+made *round-to-odd* with a TwoSum error term, and rounding a round-to-odd float64 to float32
+is correctly rounded because 53 >= 24 + 2.  Plain ``f32(a*b + c)`` in float64 would double-round
+in rare cases.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+f32 = np.float32
+f64 = np.float64
+
+
+def fma32(a, b, c):
+    """Correctly rounded float32 ``a*b + c`` (broadcasting, float32 inputs)."""
+    p = np.multiply(np.asarray(a, f32), np.asarray(b, f32), dtype=f64)
+    c64 = np.asarray(c, f32).astype(f64)
+    s = p + c64
+    # TwoSum: e is the exact error of s = fl(p + c64).
+    with np.errstate(invalid="ignore", over="ignore"):
+        bb = s - p
+        e = (p - (s - bb)) + (c64 - bb)
+        s = np.atleast_1d(s)
+        e = np.atleast_1d(e)
+        bits = s.view(np.int64)
+        inexact = np.isfinite(e) & (e != 0) & ((bits & 1) == 0)
+        if inexact.any():
+            # Step one float64 ulp towards the exact value: the last bit becomes 1 (sticky).
+            away = (e > 0) == (s > 0)
+            bits = bits.copy()
+            bits[inexact] += np.where(away[inexact], 1, -1)
+            s = bits.view(f64)
+        out = s.astype(f32)
+    return out.reshape(np.shape(p))
+
+
+def round32(x) -> np.float32:
+    """A Python float (double) rounded to float32, as ATen converts scalar arguments."""
+    return f32(x)
