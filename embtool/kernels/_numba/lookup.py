@@ -1,0 +1,144 @@
+"""Row norms, max_norm renormalisation and gather with Numba (twins of ``_numpy/lookup.py``).
+
+See the numpy module for the exact reduction orders; these loops follow them element for element
+(``fma32`` is llvm.fma, so the tail of the p=2 norm is fused exactly as torch's kernel does).
+"""
+from __future__ import annotations
+
+import math
+
+import llvmlite.ir as ir
+import numba
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+from .fp import JIT, PJIT, fma32
+
+f32 = np.float32
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """llvm.prefetch of ``arr.flat[idx]`` (read, high locality): hides the latency of the random
+    row reads of a gather behind the copy of earlier rows."""
+    sig = types.void(arr, types.intp)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@numba.njit(**JIT)
+def _norm(x, p):
+    d = x.shape[0]
+    if p == 2.0:
+        lanes = np.zeros(8, np.float32)
+        full = (d // 8) * 8
+        for j in range(0, full, 8):
+            for lane in range(8):
+                v = x[j + lane]
+                lanes[lane] = lanes[lane] + f32(v * v)
+        acc = f32(0.0)
+        for lane in range(8):
+            acc = f32(acc + lanes[lane])
+        mid = full + ((d - full) // 4) * 4
+        for j in range(full, mid):
+            acc = f32(acc + f32(x[j] * x[j]))
+        for j in range(mid, d):
+            acc = fma32(x[j], x[j], acc)
+        return f32(math.sqrt(acc))
+    if p == 1.0:
+        acc = f32(0.0)
+        for j in range(d):
+            acc = f32(acc + abs(x[j]))
+        return acc
+    if p == np.inf or p == -np.inf:
+        if d == 0:
+            return f32(0.0) if p > 0 else f32(np.inf)
+        m = abs(x[0])
+        for j in range(d):
+            a = abs(x[j])
+            if a != a:
+                return a
+            if (p > 0 and a > m) or (p < 0 and a < m):
+                m = a
+        return m
+    if p == 0.0:
+        c = 0
+        for j in range(d):
+            if x[j] != 0:
+                c += 1
+        return f32(c)
+    if d == 1:
+        return abs(x[0])  # torch skips pow/root for a single element
+    pf = f32(p)
+    acc = f32(0.0)
+    for j in range(d):
+        acc = f32(acc + abs(x[j]) ** pf)
+    return acc ** (f32(1.0) / pf)
+
+
+@numba.njit(**JIT)
+def _renorm_row(x, max_norm, p):
+    n = np.float64(_norm(x, p))
+    if n > max_norm:
+        scale = f32(max_norm / (n + 1e-7))
+        for j in range(x.shape[0]):
+            x[j] = f32(x[j] * scale)
+        return True
+    return False
+
+
+@numba.njit(**PJIT)
+def row_norms(rows, norm_type):
+    out = np.empty(rows.shape[0], np.float32)
+    for i in numba.prange(rows.shape[0]):
+        out[i] = _norm(rows[i], norm_type)
+    return out
+
+
+@numba.njit(**PJIT)
+def renorm_rows(rows, max_norm, norm_type):
+    hit = np.zeros(rows.shape[0], np.bool_)
+    for i in numba.prange(rows.shape[0]):
+        hit[i] = _renorm_row(rows[i], max_norm, norm_type)
+    return hit
+
+
+@numba.njit(**PJIT)
+def renorm_ids(weight, ids, max_norm, norm_type):
+    # A byte per row marks the distinct ids (instead of torch's sort), then rows are renormed in
+    # parallel; each row is visited once, as torch visits each distinct index once.
+    seen = np.zeros(weight.shape[0], np.uint8)
+    for i in range(ids.shape[0]):
+        seen[ids[i]] = 1
+    changed = 0
+    for r in numba.prange(weight.shape[0]):
+        if seen[r] and _renorm_row(weight[r], max_norm, norm_type):
+            changed += 1
+    return changed
+
+
+@numba.njit(**PJIT)
+def gather(weight, ids, out):
+    n = ids.shape[0]
+    d = weight.shape[1]
+    flat = weight.reshape(-1)
+    for i in numba.prange(n):
+        if i + 16 < n:
+            base = ids[i + 16] * d
+            for c in range(0, d, 16):
+                _prefetch(flat, base + c)
+        r = ids[i]
+        for j in range(d):
+            out[i, j] = weight[r, j]
+    return out

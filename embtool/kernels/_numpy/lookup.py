@@ -1,0 +1,101 @@
+"""Row norms, max_norm renormalisation and gather (numpy twins of ``_numba/lookup.py``).
+
+The norms reproduce ``torch.linalg.vector_norm`` on a contiguous float32 row bit for bit
+(TORCH_SEMANTICS.md §2.1):
+
+* p = 2: eight lane accumulators ``lane += f32(x*x)`` over the first floor(D/8)*8 elements, the
+  lanes summed left to right, the next floor((D mod 8)/4)*4 elements added one by one as rounded
+  squares, the last D mod 4 elements with ``fma(x, x, acc)``, then ``sqrt``;
+* p = 1: sequential ``acc = f32(acc + |x|)``; p = inf / -inf: max / min of |x| (NaN propagates);
+* p = 0: the number of non-zero entries;
+* other p: sequential ``acc = f32(acc + powf(|x|, p))`` then ``powf(acc, f32(1)/f32(p))`` with
+  the C library's powf, as torch's (see ``fp.powf``); a one-column row gives ``|x|`` (torch
+  skips the pow and root there).
+
+Columns are visited in a Python loop with whole-column vector operations over the rows, so the
+accumulation order per row is exactly sequential (numpy's pairwise ``sum`` would not be).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .fp import fma32, powf
+
+f32 = np.float32
+
+
+def row_norms(rows, norm_type):
+    """float32 norms of the rows of a 2-D float32 array, as torch computes them."""
+    rows = np.asarray(rows, dtype=f32)
+    k, d = rows.shape
+    p = float(norm_type)
+    a = np.abs(rows)
+    with np.errstate(invalid="ignore", over="ignore"):
+        if p == 2.0:
+            acc = np.zeros(k, f32)
+            full = (d // 8) * 8
+            if full:
+                lanes = np.zeros((k, 8), f32)
+                sq = rows[:, :full] * rows[:, :full]
+                for j in range(0, full, 8):
+                    lanes += sq[:, j:j + 8]
+                for lane in range(8):
+                    acc = acc + lanes[:, lane]
+            mid = full + ((d - full) // 4) * 4
+            for j in range(full, mid):
+                acc = acc + rows[:, j] * rows[:, j]
+            for j in range(mid, d):
+                acc = fma32(rows[:, j], rows[:, j], acc)
+            return np.sqrt(acc)
+        if p == 1.0:
+            acc = np.zeros(k, f32)
+            for j in range(d):
+                acc = acc + a[:, j]
+            return acc
+        if p == np.inf:
+            return a.max(axis=1) if d else np.zeros(k, f32)
+        if p == -np.inf:
+            return a.min(axis=1) if d else np.full(k, np.inf, f32)
+        if p == 0.0:
+            return (rows != 0).sum(axis=1).astype(f32)
+        if d == 1:
+            return a[:, 0].copy()  # torch skips pow/root for a single element
+        pf = f32(p)
+        acc = np.zeros(k, f32)
+        for j in range(d):
+            acc = acc + powf(a[:, j], pf)
+        return powf(acc, f32(1) / pf)
+
+
+def renorm_rows(rows, max_norm, norm_type):
+    """Renormalise a float32 block of rows in place; return the mask of rows changed.
+
+    ``scale = max_norm / (n + 1e-7)`` in double, rounded to float32, one float32 multiply,
+    only where ``n > max_norm`` (false for NaN).
+    """
+    norms = row_norms(rows, norm_type).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        hit = norms > max_norm
+    if hit.any():
+        scale = (max_norm / (norms[hit] + 1e-7)).astype(f32)
+        with np.errstate(invalid="ignore", over="ignore"):
+            rows[hit] = rows[hit] * scale[:, None]
+    return hit
+
+
+def renorm_ids(weight, ids, max_norm, norm_type):
+    """``torch.embedding_renorm_``: renorm each distinct row named in ``ids`` in place.
+
+    Returns the number of rows changed.  ``ids`` must already be range-checked.
+    """
+    rows = np.unique(ids)
+    block = weight[rows]
+    hit = renorm_rows(block, max_norm, norm_type)
+    weight[rows[hit]] = block[hit]
+    return int(hit.sum())
+
+
+def gather(weight, ids, out):
+    """``out[i] = weight[ids[i]]`` for flat ``ids``."""
+    np.take(weight, ids, axis=0, out=out)
+    return out
