@@ -1,0 +1,136 @@
+"""Embedding backward with ``nn.Embedding`` semantics: the gradient of the weight, as rows.
+
+``embedding_backward(indices, grad, ...)`` returns a ``RowGrad``: the rows of the weight that
+receive gradient and their values (TORCH_SEMANTICS.md §3):
+
+* dense (``sparse=False``): the non-zero part of torch's dense ``grad_weight``. ``rows`` are the
+  distinct non-padding indices, ascending; ``values[s]`` is accumulated in input order from
+  +0 with float32 adds, or with ``fma(g, f32(1/count), acc)`` under ``scale_grad_by_freq``, where
+  ``count`` is the row's number of occurrences in the whole index tensor (padding positions
+  counted too, though padding rows themselves get no gradient).
+* sparse (``sparse=True``): torch's uncoalesced COO gradient: one entry per non-padding position,
+  in input order (row-major), duplicates kept. ``coalesce()`` gives sorted unique rows with
+  duplicates summed by float32 adds in input order. torch sums them in the order of an
+  *unstable* sort: identical for at most 16 entries, or when no row has more than two entries
+  (two-term sums commute); otherwise a row's sum can differ in the last bits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from embtool import kernels
+from embtool.errors import ConfigError, IndexRangeError, ShapeError
+
+#: torch's refusal, verbatim (``embedding_backward`` in ATen).
+SPARSE_SCALE_MESSAGE = "embedding_backward: scale_grad_by_freq not supported with sparse gradients"
+
+
+@dataclass(frozen=True)
+class RowGrad:
+    """The gradient of a ``(num_embeddings, D)`` weight as rows: ``rows`` (int64, k) and ``values``
+    (float32, k x D).  ``sparse`` tells which of torch's two layouts it is (module docstring);
+    ``coalesced`` is true for a dense gradient and for the result of ``coalesce()``."""
+
+    num_embeddings: int
+    rows: np.ndarray
+    values: np.ndarray
+    sparse: bool
+    coalesced: bool
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.values.shape[1])
+
+    def coalesce(self) -> "RowGrad":
+        """Sorted unique rows, duplicates summed as torch's ``coalesce()`` (see module doc)."""
+        if self.coalesced:
+            return self
+        order, rows, starts = group_entries(self.rows, -1, self.num_embeddings)
+        # torch copies the first entry of a row and adds the others (a lone -0.0 stays -0.0).
+        out = self.values[order[starts[:-1]]]
+        ones = np.ones(rows.size, np.float32)
+        work = self.values.size
+        kernels.get("backward.scatter_rows", work)(self.values, order, starts[:-1] + 1, starts[1:], ones, out)
+        return RowGrad(self.num_embeddings, rows, out, self.sparse, True)
+
+    def to_dense(self) -> np.ndarray:
+        """The full ``(num_embeddings, D)`` gradient (tests and small tables only)."""
+        c = self.coalesce()
+        dense = np.zeros((self.num_embeddings, self.embedding_dim), np.float32)
+        dense[c.rows] = c.values
+        return dense
+
+
+def group_entries(flat: np.ndarray, padding_idx: int, num_embeddings: int):
+    """``(order, rows, starts)`` of the ``backward.group_rows`` kernel for a flat int64 array."""
+    return kernels.get("backward.group_rows", flat.size)(flat, np.int64(padding_idx), np.int64(num_embeddings))
+
+
+def normalize_padding_idx(padding_idx: int | None, num_embeddings: int) -> int | None:
+    """nn.Embedding's rule: ``-V <= padding_idx < V``, negative values counted from the end."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
+        raise ConfigError(f"padding_idx must be an integer, not {padding_idx!r}")
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ConfigError(
+            f"Padding_idx must be within num_embeddings (padding_idx={padding_idx}, num_embeddings={num_embeddings})"
+        )
+    return int(padding_idx) % num_embeddings if padding_idx < 0 else int(padding_idx)
+
+
+def check_indices(indices, num_embeddings: int) -> np.ndarray:
+    """Indices as an int64 array, each in ``[0, num_embeddings)``; IndexRangeError names the first bad one."""
+    arr = np.asarray(indices)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise IndexRangeError(f"indices must be integers, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64, copy=False)
+    bad = (arr < 0) | (arr >= num_embeddings)
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad.ravel())), arr.shape)
+        raise IndexRangeError(
+            f"index {int(arr[pos])} at position {tuple(int(p) for p in pos)} out of range for "
+            f"{num_embeddings} embeddings"
+        )
+    return arr
+
+
+def embedding_backward(
+    indices,
+    grad,
+    *,
+    num_embeddings: int,
+    padding_idx: int | None = None,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+) -> RowGrad:
+    """The weight gradient of ``F.embedding(indices, weight, padding_idx, ...)`` for upstream
+    gradient ``grad`` of shape ``indices.shape + (D,)`` (module docstring for the layouts)."""
+    if num_embeddings < 0:
+        raise ConfigError(f"num_embeddings must be >= 0, not {num_embeddings}")
+    if sparse and scale_grad_by_freq:
+        raise ConfigError(SPARSE_SCALE_MESSAGE)
+    idx = check_indices(indices, num_embeddings)
+    grad = np.asarray(grad)
+    if grad.ndim != idx.ndim + 1 or grad.shape[:-1] != idx.shape:
+        raise ShapeError(
+            f"gradient shape {tuple(grad.shape)} does not match indices shape {tuple(idx.shape)} + (D,)"
+        )
+    if grad.dtype != np.float32:
+        raise ConfigError(f"gradient must be float32, got {grad.dtype}")
+    pad = normalize_padding_idx(padding_idx, num_embeddings)
+    pad = -1 if pad is None else pad
+    flat = np.ascontiguousarray(idx.reshape(-1))
+    values = np.ascontiguousarray(grad.reshape(flat.size, grad.shape[-1]))
+    if sparse:
+        keep = flat != pad
+        return RowGrad(num_embeddings, flat[keep], values[keep], True, False)
+    order, rows, starts = group_entries(flat, pad, num_embeddings)
+    counts = np.diff(starts)
+    # f32(1.0/count) as ATen computes it: the reciprocal in double, then rounded.
+    scale = (1.0 / counts).astype(np.float32) if scale_grad_by_freq else np.ones(rows.size, np.float32)
+    out = np.zeros((rows.size, values.shape[1]), np.float32)
+    kernels.get("backward.scatter_rows", values.size)(values, order, starts[:-1], starts[1:], scale, out)
+    return RowGrad(num_embeddings, rows, out, False, True)
