@@ -28,20 +28,51 @@ SPARSE_SCALE_MESSAGE = "embedding_backward: scale_grad_by_freq not supported wit
 
 
 @dataclass(frozen=True)
+class Segments:
+    """Input entries grouped by row: gradient row s is the fma-accumulation, from +0.0, of
+    ``entries[order[j]] * scale[s]`` for j in ``starts[s]:starts[s+1]`` (input order)."""
+
+    entries: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+    scale: np.ndarray
+
+
 class RowGrad:
     """The gradient of a ``(num_embeddings, D)`` weight as rows: ``rows`` (int64, k) and ``values``
     (float32, k x D).  ``sparse`` tells which of torch's two layouts it is (module docstring);
-    ``coalesced`` is true for a dense gradient and for the result of ``coalesce()``."""
+    ``coalesced`` is true for a dense gradient and for the result of ``coalesce()``.
 
-    num_embeddings: int
-    rows: np.ndarray
-    values: np.ndarray
-    sparse: bool
-    coalesced: bool
+    A dense gradient keeps its ``segments`` and computes ``values`` on first use, so that an
+    optimizer can fuse the accumulation into its update (plain SGD) without a k x D temporary."""
+
+    def __init__(self, num_embeddings: int, rows: np.ndarray, values: np.ndarray | None, sparse: bool,
+                 coalesced: bool, segments: Segments | None = None):
+        self.num_embeddings = int(num_embeddings)
+        self.rows = rows
+        self._values = values
+        self.sparse = sparse
+        self.coalesced = coalesced
+        self.segments = segments
+
+    def __repr__(self) -> str:
+        kind = "sparse" if self.sparse else "dense"
+        return f"RowGrad({kind}, {self.rows.size} rows of {self.num_embeddings} x {self.embedding_dim})"
+
+    @property
+    def values(self) -> np.ndarray:
+        if self._values is None:
+            seg = self.segments
+            out = np.empty((self.rows.size, seg.entries.shape[1]), np.float32)
+            kernels.get("backward.scatter_rows", seg.entries.size)(
+                seg.entries, seg.order, seg.starts[:-1], seg.starts[1:], seg.scale, True, out)
+            self._values = out
+        return self._values
 
     @property
     def embedding_dim(self) -> int:
-        return int(self.values.shape[1])
+        arr = self._values if self._values is not None else self.segments.entries
+        return int(arr.shape[1])
 
     def coalesce(self) -> "RowGrad":
         """Sorted unique rows, duplicates summed as torch's ``coalesce()`` (see module doc)."""
@@ -52,7 +83,7 @@ class RowGrad:
         out = self.values[order[starts[:-1]]]
         ones = np.ones(rows.size, np.float32)
         work = self.values.size
-        kernels.get("backward.scatter_rows", work)(self.values, order, starts[:-1] + 1, starts[1:], ones, out)
+        kernels.get("backward.scatter_rows", work)(self.values, order, starts[:-1] + 1, starts[1:], ones, False, out)
         return RowGrad(self.num_embeddings, rows, out, self.sparse, True)
 
     def to_dense(self) -> np.ndarray:
@@ -131,6 +162,4 @@ def embedding_backward(
     counts = np.diff(starts)
     # f32(1.0/count) as ATen computes it: the reciprocal in double, then rounded.
     scale = (1.0 / counts).astype(np.float32) if scale_grad_by_freq else np.ones(rows.size, np.float32)
-    out = np.zeros((rows.size, values.shape[1]), np.float32)
-    kernels.get("backward.scatter_rows", values.size)(values, order, starts[:-1], starts[1:], scale, out)
-    return RowGrad(num_embeddings, rows, out, False, True)
+    return RowGrad(num_embeddings, rows, None, False, True, Segments(values, order, starts, scale))

@@ -229,7 +229,7 @@ class Update:
     @property
     def grad_norm(self) -> float:
         """L2 norm of the (coalesced) gradient, before maximize and weight decay, in float64."""
-        v = self.grad.values
+        v = self.grad.coalesce().values
         return float(math.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64))) if v.size else 0.0
 
 
@@ -260,10 +260,12 @@ def step(spec: OptimizerSpec, step_count: int, weight: np.ndarray, state: dict[s
     spec.check_gradient(rowgrad.sparse)
     _check_arrays(spec, weight, state, rowgrad)
     new_step = _next_step(spec, step_count)
-    grad = rowgrad.coalesce()
     n, dim = weight.shape
     if spec.name == "sgd" and spec.momentum == 0 and rowgrad.sparse:
-        return _sgd_sparse_entries(spec, new_step, weight, rowgrad, grad)
+        return _sgd_sparse_entries(spec, new_step, weight, rowgrad)
+    if spec.name == "sgd" and rowgrad.segments is not None and spec.row_sparse(False):
+        return _sgd_dense_fused(spec, new_step, weight, rowgrad)
+    grad = rowgrad.coalesce()
     row_sparse = spec.row_sparse(rowgrad.sparse)
     if row_sparse:
         rows, gidx = grad.rows, np.arange(grad.rows.size, dtype=np.int64)
@@ -287,15 +289,26 @@ def step(spec: OptimizerSpec, step_count: int, weight: np.ndarray, state: dict[s
     return Update(new_step, rows if row_sparse else None, out_w, out, int(grad.rows.size), grad)
 
 
-def _sgd_sparse_entries(spec, new_step, weight, rowgrad, grad) -> Update:
+def _sgd_dense_fused(spec, new_step, weight, rowgrad) -> Update:
+    """Plain SGD on a dense gradient still held as segments: the backward accumulation and
+    ``p = fma(g, f32(-lr), p)`` in one pass over each row (no k x D gradient temporary)."""
+    seg = rowgrad.segments
+    out_w = np.empty((rowgrad.rows.size, weight.shape[1]), np.float32)
+    kernels.get("optim.sgd_segment_rows", seg.entries.size)(
+        weight, seg.entries, seg.order, seg.starts[:-1], seg.starts[1:], seg.scale, rowgrad.rows,
+        -f32(spec.lr), out_w)
+    return Update(new_step, rowgrad.rows, out_w, {}, int(rowgrad.rows.size), rowgrad)
+
+
+def _sgd_sparse_entries(spec, new_step, weight, rowgrad) -> Update:
     """Plain SGD on a sparse gradient: torch's ``p.add_(grad, alpha=-lr)`` applies the uncoalesced
     entries one by one, ``p = fma(v, f32(-lr), p)`` in stored order."""
     order, rows, starts = group_entries(rowgrad.rows, -1, rowgrad.num_embeddings)
     lr = f32(spec.lr) if spec.maximize else -f32(spec.lr)  # fma(-v, -lr, p) == fma(v, lr, p)
     out_w = np.array(weight[rows], dtype=np.float32)
     kernels.get("backward.scatter_rows", rowgrad.values.size)(
-        rowgrad.values, order, starts[:-1], starts[1:], np.full(rows.size, lr, np.float32), out_w)
-    return Update(new_step, rows, out_w, {}, int(rows.size), grad)
+        rowgrad.values, order, starts[:-1], starts[1:], np.full(rows.size, lr, np.float32), False, out_w)
+    return Update(new_step, rows, out_w, {}, int(rows.size), rowgrad)
 
 
 def _sgd_args(spec, new_step, sparse, step_count):

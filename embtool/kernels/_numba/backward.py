@@ -6,6 +6,8 @@ import numpy as np
 
 from embtool.kernels._numba.fp import JIT, PJIT, fma32
 
+f32 = np.float32
+
 
 @numba.njit(**JIT)
 def group_rows(flat, padding_idx, num_embeddings):
@@ -68,11 +70,14 @@ def group_rows(flat, padding_idx, num_embeddings):
 
 
 @numba.njit(**PJIT)
-def scatter_rows(values, order, begin, end, scale, out):
-    """``out[s] = fma(values[order[j]], scale[s], out[s])`` for j in ``begin[s]:end[s]``, in order."""
+def scatter_rows(values, order, begin, end, scale, zero_init, out):
+    """``out[s] = fma(values[order[j]], scale[s], out[s])`` for j in ``begin[s]:end[s]``, in order;
+    with ``zero_init`` the accumulators start at +0.0 instead of ``out``'s contents."""
     dim = values.shape[1]
     for s in numba.prange(begin.size):
         sc = scale[s]
+        if zero_init:
+            out[s, :] = f32(0.0)
         for j in range(begin[s], end[s]):
             src = order[j]
             for d in range(dim):

@@ -117,3 +117,20 @@ def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus
                 out_vmax[i, d] = vn
             denom = f32(f32(f32(math.sqrt(vn)) / bc2_sqrt) + eps)
             out_w[i, d] = f32(p + f32(f32(neg_step_size * mn) / denom))
+
+
+@numba.njit(**NJIT)
+def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w):
+    """Dense backward fused with plain SGD: row s accumulates ``fma(entries[order[j]], scale[s],
+    acc)`` from +0.0 over j in ``begin[s]:end[s]``, then ``out_w[s] = fma(acc, neg_lr, weight[rows[s]])``."""
+    dim = weight.shape[1]
+    for s in numba.prange(rows.size):
+        sc = scale[s]
+        out_w[s, :] = f32(0.0)
+        for j in range(begin[s], end[s]):
+            src = order[j]
+            for d in range(dim):
+                out_w[s, d] = fma32(entries[src, d], sc, out_w[s, d])
+        r = rows[s]
+        for d in range(dim):
+            out_w[s, d] = fma32(out_w[s, d], neg_lr, weight[r, d])

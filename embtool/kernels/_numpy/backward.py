@@ -28,12 +28,15 @@ def group_rows(flat, padding_idx, num_embeddings):
     return order, sorted_rows[first].astype(np.int64), starts
 
 
-def scatter_rows(values, order, begin, end, scale, out):
-    """``out[s] = fma(values[order[j]], scale[s], out[s])`` for j in ``begin[s]:end[s]``, in order.
+def scatter_rows(values, order, begin, end, scale, zero_init, out):
+    """``out[s] = fma(values[order[j]], scale[s], out[s])`` for j in ``begin[s]:end[s]``, in order;
+    with ``zero_init`` the accumulators start at +0.0 instead of ``out``'s contents.
 
     Vectorised over rows: the j-th entry of every row is applied in one pass, rows sorted by
     entry count so that the rows still active at pass j are a prefix.
     """
+    if zero_init:
+        out[...] = 0
     lengths = end - begin
     if lengths.size == 0 or lengths.max(initial=0) <= 0:
         return out

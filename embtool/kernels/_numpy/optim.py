@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from embtool.kernels._numpy.backward import scatter_rows
 from embtool.kernels._numpy.fp import fma32
 
 f32 = np.float32
@@ -106,3 +107,10 @@ def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus
         denom = sqrt(vn) / bc2_sqrt + eps
         with np.errstate(divide="ignore", invalid="ignore"):
             out_w[c] = p + (neg_step_size * mn) / denom
+
+
+def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w):
+    """Dense backward fused with plain SGD (see the Numba twin): accumulate, then one fma."""
+    scatter_rows(entries, order, begin, end, scale, True, out_w)
+    for c in _chunks(rows.size):
+        out_w[c] = fma32(out_w[c], neg_lr, weight[rows[c]])
