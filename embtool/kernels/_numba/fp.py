@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 import numba
+import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
@@ -32,3 +33,12 @@ def _fma32(typingctx, a, b, c):
 def fma32(a, b, c):
     """Correctly rounded float32 ``a*b + c``."""
     return _fma32(numba.float32(a), numba.float32(b), numba.float32(c))
+
+
+@numba.njit(**JIT)
+def fma32_array(a, b, c):
+    """Elementwise ``fma32`` over 1-D float32 arrays (the twin of ``_numpy.fp.fma32``)."""
+    out = np.empty(a.shape[0], np.float32)
+    for i in range(a.shape[0]):
+        out[i] = fma32(a[i], b[i], c[i])
+    return out

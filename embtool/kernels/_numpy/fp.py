@@ -86,3 +86,6 @@ def powf(x, p):
         for i in np.flatnonzero(near.reshape(-1)):
             flat_r[i] = _powf(float(x.reshape(-1)[i]), float(p))
     return r
+
+
+fma32_array = fma32

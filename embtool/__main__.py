@@ -1,0 +1,3 @@
+from embtool.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The ``embtool`` command: click commands over the library, and the one error boundary.
+
+Every command module registers its commands on ``cli``; ``main`` turns library errors into one
+``Error: ...`` line and exit code 1, usage errors into exit code 2, and never shows a traceback
+(set ``EMBTOOL_DEBUG=1`` to see one for an unexpected internal error).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx):
+        return list(self.commands)  # in the order of SPEC §3, not alphabetical
+
+
+@click.group(cls=_Group, context_settings=CONTEXT)
+@click.version_option(package_name="embtool", prog_name="embtool")
+def cli():
+    """Build, inspect, query and train embedding tables stored as safetensors files.
+
+    Semantics are PyTorch's nn.Embedding / nn.EmbeddingBag / torch.optim and gensim's for
+    pretrained word vectors. Data goes to stdout (JSON by default), messages to stderr.
+    """
+
+
+from . import tables  # noqa: E402,F401  (registers the commands)
+for _module in ("pretrained", "train", "query"):
+    try:
+        __import__(f"{__name__}.{_module}")
+    except ModuleNotFoundError as _exc:  # a command group not present in this build
+        if _exc.name != f"{__name__}.{_module}":
+            raise
+
+
+def _fail(message: str, code: int = 1):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv=None) -> None:
+    from ..errors import EmbtoolError
+
+    try:
+        rv = cli.main(args=argv, prog_name="embtool", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        _fail("aborted")
+    except EmbtoolError as exc:
+        _fail(str(exc))
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; keep Python from complaining.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:
+        click.echo("Interrupted", err=True)
+        sys.exit(130)
+    except MemoryError:
+        _fail("out of memory")
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except Exception as exc:  # pragma: no cover - a bug: say so in one line
+        if os.environ.get("EMBTOOL_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (set EMBTOOL_DEBUG=1 for a traceback)")
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,205 @@
+"""Commands on the table itself: init, info, lookup, renorm, freeze, unfreeze."""
+from __future__ import annotations
+
+import click
+
+from . import cli
+from .common import (DTYPES, NoneOrFloat, NoneOrInt, config_options, dtype_option, info,
+                     output_options, progress, read_stdin_allowed, tensor_option)
+
+TABLE = click.argument("table", type=click.Path(dir_okay=False))
+
+
+def config_overrides(**opts) -> dict:
+    keys = ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
+    return {k: opts.get(k) for k in keys}
+
+
+@cli.command()
+@TABLE
+@click.option("-n", "--num-embeddings", type=click.IntRange(min=0), required=True, help="Rows.")
+@click.option("-d", "--embedding-dim", type=click.IntRange(min=0), required=True, help="Columns.")
+@click.option("--init", "init_", type=click.Choice(["normal", "uniform", "zeros"]), default="normal",
+              show_default=True, help="N(0,1) as nn.Embedding, U(-1,1), or zeros.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiply the values by this.")
+@click.option("--seed", type=int, help="Seed for reproducible values (recorded in the table).")
+@dtype_option()
+@config_options
+@click.option("--frozen/--no-frozen", default=False, show_default=True, help="Start frozen.")
+@click.option("--force", is_flag=True, help="Replace TABLE if it exists.")
+def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, frozen, force, **opts):
+    """Create a new table, as nn.Embedding(N, D) initialises one (padding row zeroed)."""
+    from ..ops import init_table
+    from ..table import Config
+
+    cfg = Config(frozen=frozen).with_overrides(num_embeddings, **config_overrides(**opts))
+    with progress(num_embeddings, "init") as advance:
+        done = init_table(table, num_embeddings, embedding_dim, init=init_, scale=scale, seed=seed,
+                          dtype=DTYPES[dtype.lower()], config=cfg, force=force, progress=advance)
+    info(f"Created {table}: {num_embeddings} x {embedding_dim} {done['dtype']}, "
+         f"{init_} init (seed {done['seed']})")
+
+
+@cli.command("info")
+@TABLE
+@tensor_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--stats", is_flag=True, help="Row-norm summary, histogram, zero/non-finite/duplicate rows.")
+def info_cmd(table, tensor, as_json, stats):
+    """Describe a safetensors file: tensors, and for a table its shape, config, vocab, optimizer."""
+    from ..inspect import describe
+    from ..render import Output, render_object
+
+    facts = describe(table, tensor)
+    if stats:
+        facts["stats"] = _stats(table, tensor, facts)
+    if as_json:
+        render_object(facts, Output())
+        return
+    click.echo(_human_info(facts, stats), nl=False)
+
+
+def _stats(path, tensor, facts):
+    if facts["table"] is None:
+        from ..errors import FormatError
+
+        raise FormatError(facts.get("table_error", f"{path}: no table"))
+    from ..stats import table_stats
+    from ..table import Table
+
+    with Table.open(path, tensor=tensor) as t, progress(t.num_embeddings, "stats") as advance:
+        return table_stats(t.weight(), progress=advance)
+
+
+def _human_info(facts: dict, stats: bool) -> str:
+    lines = [f"{facts['path']}  ({facts['size_bytes']:,} bytes, {len(facts['tensors'])} tensors)"]
+    t = facts["table"]
+    if t is not None:
+        lines.append(f"table      {t['tensor']}: {t['num_embeddings']:,} x {t['embedding_dim']} {t['dtype']}"
+                     + ("" if t["embtool_format"] else "  (not written by embtool: defaults shown)"))
+        cfg = ", ".join(f"{k}={t[k]}" for k in ("padding_idx", "max_norm", "norm_type",
+                                                   "scale_grad_by_freq", "sparse"))
+        lines.append(f"config     {cfg}")
+        lines.append(f"frozen     {str(t['frozen']).lower()}")
+        v = t["vocab"]
+        lines.append("vocab      none" if v is None else
+                     f"vocab      {v['size']:,} words: " + " ".join(v["sample"]) +
+                     (" ..." if v["size"] > len(v["sample"]) else ""))
+        o = t["optimizer"]
+        lines.append("optimizer  none" if o is None else
+                     f"optimizer  {o['name']} step {o['step']} {o['hparams']} state: {', '.join(o['state'])}")
+    elif "table_error" in facts:
+        lines.append(f"table      none ({facts['table_error']})")
+    lines.append("tensors")
+    for x in facts["tensors"]:
+        lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes")
+    other = {k: v for k, v in facts["metadata"].items() if not k.startswith("embtool.")}
+    if other:
+        lines.append("metadata")
+        lines += [f"  {k} = {v}" for k, v in sorted(other.items())]
+    if stats:
+        from ..stats import format_stats
+
+        lines.append(format_stats(facts["stats"]))
+    return "\n".join(lines) + "\n"
+
+
+def read_index_input(ids, input_path, words: bool = False):
+    """Indices (or words) from arguments, -i FILE / -i -, or piped stdin."""
+    if ids and input_path:
+        raise click.UsageError("give indices as arguments or with -i, not both")
+    if not ids and not input_path:
+        if not read_stdin_allowed():
+            raise click.UsageError("no indices: give them as arguments, with -i FILE, or on stdin")
+        input_path = "-"
+    if words:
+        from ..inputs import read_words
+
+        return read_words(ids, input_path)
+    from ..inputs import ids_from_args, read_ids
+
+    return read_ids(input_path) if input_path else ids_from_args(ids)
+
+
+@cli.command()
+@TABLE
+@click.argument("ids", nargs=-1)
+@click.option("-i", "--input", "input_path", metavar="FILE",
+              help="Indices from FILE or - (stdin): JSON nested lists, whitespace integers or .npy.")
+@tensor_option
+@click.option("--max-norm", metavar="X", type=NoneOrFloat(),
+              help="Override the table's max_norm for this call ('none' clears).")
+@click.option("--norm-type", type=float, metavar="P", help="Override the table's norm_type.")
+@click.option("--padding-idx", metavar="I", type=NoneOrInt(),
+              help="Override the table's padding_idx ('none' clears).")
+@click.option("--write-back", is_flag=True,
+              help="Persist max_norm renormalisation in the table, as PyTorch mutates weight.")
+@output_options()
+def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, fmt, output, force):
+    """Rows of TABLE for IDS of any shape (F.embedding): output shape (*, D)."""
+    from ..ops import lookup as do_lookup
+    from ..render import Output, render_array
+    from ..table import Table
+
+    out = Output(output, force, binary=fmt == "npy")
+    idx = read_index_input(ids, input_path)
+    with Table.open(table, tensor=tensor, write=write_back) as t:
+        t.config.with_overrides(t.num_embeddings, padding_idx=padding_idx)  # validates it
+        rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, write_back=write_back)
+    render_array(rows, fmt, out, ids=idx if idx.ndim <= 1 else None)
+
+
+@cli.command()
+@TABLE
+@click.argument("ids", nargs=-1)
+@click.option("-i", "--input", "input_path", metavar="FILE", help="Ids to renorm from FILE or -.")
+@tensor_option
+@click.option("--max-norm", type=float, metavar="X", help="Use X instead of the table's max_norm.")
+@click.option("--norm-type", type=float, metavar="P", help="Use P instead of the table's norm_type.")
+@click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json):
+    """Apply max_norm renormalisation (PyTorch's formula) to the whole table or to IDS."""
+    from ..inputs import ids_from_args, read_ids
+    from ..ops import renorm as do_renorm
+    from ..render import Output, render_object
+    from ..table import Table
+
+    idx = read_ids(input_path) if input_path else (ids_from_args(ids) if ids else None)
+    with Table.open(table, tensor=tensor, write=not dry_run) as t, \
+            progress(t.num_embeddings if idx is None else None, "renorm") as advance:
+        report = do_renorm(t, idx, max_norm=max_norm, norm_type=norm_type, dry_run=dry_run,
+                           progress=advance)
+    verb = "would change" if dry_run else "changed"
+    info(f"{table}: {verb} {report.rows_changed} of {report.rows_checked} rows checked "
+         f"(max_norm={report.max_norm}, norm_type={report.norm_type})")
+    if as_json:
+        render_object(report.to_dict(), Output())
+
+
+def _set_frozen(table, tensor, frozen: bool) -> None:
+    from ..table import Table
+
+    with Table.open(table, tensor=tensor, write=True) as t:
+        was = t.config.frozen
+        meta = t.config.__class__(**{**t.config.__dict__, "frozen": frozen}).to_metadata()
+        if was != frozen or not t.is_embtool:
+            t.update(metadata=meta)
+    state = "frozen" if frozen else "trainable"
+    info(f"{table}: {state}" + ("" if was != frozen else " (unchanged)"))
+
+
+@cli.command()
+@TABLE
+@tensor_option
+def freeze(table, tensor):
+    """Mark the table frozen (requires_grad=False): train-step refuses it. O(1), in place."""
+    _set_frozen(table, tensor, True)
+
+
+@cli.command()
+@TABLE
+@tensor_option
+def unfreeze(table, tensor):
+    """Mark the table trainable again. O(1), in place."""
+    _set_frozen(table, tensor, False)

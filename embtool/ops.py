@@ -1,0 +1,281 @@
+"""Checked public operations on tables and on in-memory arrays: init, lookup (F.embedding),
+max_norm renormalisation (torch.embedding_renorm_).
+
+The in-memory functions ``embedding`` and ``embedding_renorm_`` take numpy arrays and behave as
+their PyTorch namesakes (renorm mutates the array, as torch mutates ``weight``); the table functions
+read rows from the memory-mapped file and write changed rows back through the journal.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .errors import ConfigError, ShapeError
+from .inputs import check_ids
+from .store import ChunkedTensor
+from .table import Config, Table, bf16_to_f32, create, f32_to_bf16, from_storage, numpy_dtype
+
+f32 = np.float32
+#: rows per chunk when a whole table is streamed (about 64 MB of float32 at D=128)
+STREAM_BYTES = 64 << 20
+
+
+# --------------------------------------------------------------------------------------------
+# Norms and renorm on blocks of rows
+
+
+def row_norms(rows: np.ndarray, norm_type: float) -> np.ndarray:
+    """Norms of a 2-D block as torch computes them (float32 bit-exact; float64 in double)."""
+    rows = np.asarray(rows)
+    if rows.dtype == np.float64:
+        return _norms_f64(rows, norm_type)
+    rows = np.ascontiguousarray(rows, f32)
+    return kernels.get("lookup.row_norms", rows.size)(rows, float(norm_type))
+
+
+def _norms_f64(rows, p):
+    p = float(p)
+    a = np.abs(rows)
+    if p == 0:
+        return (rows != 0).sum(axis=1).astype(np.float64)
+    if np.isinf(p):
+        return (a.max(axis=1) if p > 0 else a.min(axis=1)) if rows.shape[1] else np.zeros(len(rows))
+    if p == 2:
+        return np.sqrt((rows * rows).sum(axis=1))
+    if p == 1:
+        return a.sum(axis=1)
+    return (a ** p).sum(axis=1) ** (1.0 / p)
+
+
+def renorm_block(rows: np.ndarray, max_norm: float, norm_type: float) -> np.ndarray:
+    """Renormalise a writable block of rows in place (PyTorch's formula); the mask of rows changed.
+
+    float32 rows follow torch bit for bit: ``scale = f32(max_norm / (norm + 1e-7))`` computed in
+    double, applied with one float32 multiply, only where ``norm > max_norm``.  float64 rows use
+    the double scale (torch multiplies a double weight by the double scale).
+    """
+    if rows.dtype == np.float64:
+        norms = _norms_f64(rows, norm_type)
+        with np.errstate(invalid="ignore"):
+            hit = norms > max_norm
+        rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
+        return hit
+    return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
+
+
+# --------------------------------------------------------------------------------------------
+# In-memory API (numpy arrays), the counterparts of F.embedding and torch.embedding_renorm_
+
+
+def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float = 2.0) -> int:
+    """``torch.embedding_renorm_``: renorm, in place, each distinct row of ``weight`` named in
+    ``ids`` whose norm exceeds ``max_norm``; returns the number of rows changed."""
+    _check_weight(weight, writable=True)
+    flat = check_ids(ids, weight.shape[0]).reshape(-1)
+    if weight.dtype == np.float32:
+        fn = kernels.get("lookup.renorm_ids", flat.size * max(1, weight.shape[1]))
+        return int(fn(weight, flat, float(max_norm), float(norm_type)))
+    rows = np.unique(flat)
+    block = weight[rows]
+    hit = renorm_block(block, max_norm, norm_type)
+    weight[rows[hit]] = block[hit]
+    return int(hit.sum())
+
+
+def embedding(weight: np.ndarray, ids, *, max_norm: float | None = None, norm_type: float = 2.0) -> np.ndarray:
+    """``F.embedding(ids, weight, max_norm=...)``: rows of ``weight`` in the shape ``ids.shape + (D,)``.
+
+    With ``max_norm`` the looked-up rows of ``weight`` are renormalised in place first, as torch does.
+    """
+    _check_weight(weight, writable=max_norm is not None)
+    ids = check_ids(ids, weight.shape[0])
+    if max_norm is not None:
+        embedding_renorm_(weight, ids, max_norm, norm_type)
+    return gather(weight, ids.reshape(-1)).reshape(ids.shape + (weight.shape[1],))
+
+
+def gather(weight: np.ndarray, flat_ids: np.ndarray) -> np.ndarray:
+    """``weight[flat_ids]`` into a new array (ids already range-checked)."""
+    out = np.empty((flat_ids.size, weight.shape[1]), weight.dtype)
+    if flat_ids.size == 0 or weight.shape[1] == 0:
+        return out
+    work = flat_ids.size * weight.shape[1]
+    if weight.flags.c_contiguous and weight.dtype in (np.float32, np.float64, np.float16, np.uint16):
+        return kernels.get("lookup.gather", work)(weight, flat_ids, out)
+    return np.take(weight, flat_ids, axis=0, out=out)
+
+
+def _check_weight(weight, *, writable: bool) -> None:
+    if not isinstance(weight, np.ndarray) or weight.ndim != 2:
+        raise ShapeError(f"'weight' must be 2-D, got shape {list(np.shape(weight))}")
+    if writable and not weight.flags.writeable:
+        raise ConfigError("max_norm renormalises the weight in place: it must be writable")
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+def effective_config(table: Table, **overrides) -> Config:
+    """The table's configuration with one-call overrides (``--max-norm`` etc.)."""
+    return table.config.with_overrides(table.num_embeddings, **overrides)
+
+
+def lookup(table: Table, ids, *, max_norm=None, norm_type=None, write_back: bool = False) -> np.ndarray:
+    """``F.embedding`` on a table: shape ``ids.shape + (D,)``, values in the table's value dtype
+    (BF16 widened exactly to float32).
+
+    Out-of-range and negative indices are errors.  With max_norm (the table's, or the override)
+    the distinct looked-up rows are renormalised in the returned copy; ``write_back`` also
+    persists the renormed rows, as PyTorch mutates ``weight`` (in place, journaled).
+    """
+    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type)
+    ids = check_ids(ids, table.num_embeddings)
+    flat = ids.reshape(-1)
+    d = table.embedding_dim
+    if cfg.max_norm is None:
+        out = from_storage(gather(table.raw, flat), table.dtype)
+        return out.reshape(ids.shape + (d,))
+    uniq, inverse = np.unique(flat, return_inverse=True)
+    block = np.ascontiguousarray(table.rows(uniq), dtype=_compute_dtype(table.dtype))
+    hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
+    if table.dtype in ("F16", "BF16"):
+        # Renormed in float32, stored back rounded, so the output equals what is (or would be) stored.
+        block = _round_trip(block, table.dtype)
+    if write_back and hit.any():
+        table.update({table.tensor: (uniq[hit], block[hit])})
+    return gather(block, inverse.reshape(-1)).reshape(ids.shape + (d,))
+
+
+def _compute_dtype(dtype: str):
+    return np.float64 if dtype == "F64" else f32
+
+
+def _round_trip(block: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "F16":
+        return block.astype(np.float16)
+    return bf16_to_f32(f32_to_bf16(block))
+
+
+@dataclass
+class RenormReport:
+    rows_checked: int
+    rows_changed: int
+    max_norm: float
+    norm_type: float
+    changed_ids: np.ndarray
+    written: bool
+
+    def to_dict(self, sample: int = 20) -> dict:
+        return {"rows_checked": self.rows_checked, "rows_changed": self.rows_changed,
+                "max_norm": self.max_norm, "norm_type": self.norm_type,
+                "changed_ids": self.changed_ids[:sample].tolist(), "written": self.written}
+
+
+#: above this many bytes of changed rows a full renorm rewrites the file instead of journaling
+REWRITE_BYTES = 256 << 20
+
+
+def renorm(table: Table, ids=None, *, max_norm=None, norm_type=None, dry_run: bool = False,
+           progress=None) -> RenormReport:
+    """max_norm renormalisation of the whole table or of the distinct rows ``ids``."""
+    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type)
+    if cfg.max_norm is None:
+        raise ConfigError(f"{table.path}: no max_norm: pass --max-norm or set it on the table")
+    if ids is not None:
+        rows = np.unique(check_ids(ids, table.num_embeddings))
+        block = np.ascontiguousarray(table.rows(rows), dtype=_compute_dtype(table.dtype))
+        hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
+        changed, values = rows[hit], block[hit]
+        checked = rows.size
+    else:
+        changed_parts, value_parts = [], []
+        for start, block in _stream(table, progress):
+            hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
+            changed_parts.append(np.flatnonzero(hit) + start)
+            value_parts.append(block[hit])
+        changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, np.int64)
+        values = np.concatenate(value_parts) if value_parts else np.zeros((0, table.embedding_dim))
+        checked = table.num_embeddings
+    report = RenormReport(checked, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
+    if dry_run or changed.size == 0:
+        return report
+    if changed.size * table.embedding_dim * table.raw.itemsize > REWRITE_BYTES:
+        _rewrite_renormed(table, cfg, progress)
+    else:
+        table.update({table.tensor: (changed, values)})
+    report.written = True
+    return report
+
+
+def _stream(table: Table, progress=None):
+    """(first row, writable compute-dtype copy of the rows) over the whole table, chunk by chunk."""
+    step = max(1, STREAM_BYTES // max(1, table.embedding_dim * 4))
+    dtype = _compute_dtype(table.dtype)
+    for start in range(0, table.num_embeddings, step):
+        stop = min(table.num_embeddings, start + step)
+        block = np.array(table.rows(np.arange(start, stop)), dtype=dtype)
+        yield start, block
+        if progress:
+            progress(stop - start)
+
+
+def _rewrite_renormed(table: Table, cfg: Config, progress) -> None:
+    def chunks():
+        for _, block in _stream(table):
+            renorm_block(block, cfg.max_norm, cfg.norm_type)
+            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(numpy_dtype(table.dtype))
+
+    table.rewrite({table.tensor: ChunkedTensor(table.dtype, table.shape, chunks)})
+
+
+# --------------------------------------------------------------------------------------------
+# init
+
+
+INITS = ("normal", "uniform", "zeros")
+
+
+def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "normal",
+               scale: float = 1.0, seed: int | None = None, dtype: str = "F32",
+               config: Config = Config(), force: bool = False, progress=None) -> dict:
+    """A new table as ``nn.Embedding`` makes one: N(0, 1) rows (times ``scale``), or U(-1, 1) or
+    zeros, the padding row zeroed.  Values come from numpy's PCG64 seeded with ``seed`` (PyTorch's
+    MT19937 + Box-Muller stream cannot be reproduced bit for bit); the seed is recorded."""
+    if num_embeddings < 0 or embedding_dim < 0:
+        raise ConfigError("Trying to create tensor with negative dimension: "
+                          f"num_embeddings={num_embeddings}, embedding_dim={embedding_dim}")
+    if init not in INITS:
+        raise ConfigError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    gen_dtype = np.float64 if dtype == "F64" else f32
+    step = max(1, STREAM_BYTES // max(1, embedding_dim * 4))
+
+    def chunks():
+        rng = np.random.default_rng(seed)
+        for start in range(0, num_embeddings, step):
+            n = min(step, num_embeddings - start)
+            if init == "normal":
+                block = rng.standard_normal((n, embedding_dim), dtype=gen_dtype)
+            elif init == "uniform":
+                block = rng.uniform(-1.0, 1.0, (n, embedding_dim)).astype(gen_dtype)
+            else:
+                block = np.zeros((n, embedding_dim), gen_dtype)
+            if scale != 1.0:
+                block *= gen_dtype(scale)
+            p = config.padding_idx
+            if p is not None and start <= p < start + n:
+                block[p - start] = 0
+            if progress:
+                progress(n)
+            yield f32_to_bf16(block) if dtype == "BF16" else block.astype(numpy_dtype(dtype), copy=False)
+
+    meta = {"embtool.init": f"{init}(scale={scale!r}, seed={seed}, generator=numpy.PCG64)"}
+    create(path, {"weight": ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)}, config,
+           weight_dtype=dtype, extra_metadata=meta, force=force)
+    return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
+            "init": init, "scale": scale, "seed": seed}

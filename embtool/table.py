@@ -1,0 +1,385 @@
+"""The table: a 2-D ``weight`` tensor plus nn.Embedding's configuration, an optional vocabulary and
+optional optimizer state, all inside one safetensors file.
+
+Layout (format version 1):
+
+* ``weight`` ``[num_embeddings, embedding_dim]``, F32 (default), F64, F16 or BF16;
+* ``vocab.bytes`` / ``vocab.offsets`` / ``vocab.order``: words as UTF-8 bytes and a sorted index
+  (see ``embtool.vocab``), present when the table has a vocabulary;
+* ``optim.<state>``: optimizer state tensors (see ``embtool.optim``);
+* ``__metadata__`` keys ``embtool.*`` (all strings): ``format_version``, ``padding_idx``,
+  ``max_norm`` (``none`` or a float), ``norm_type``, ``scale_grad_by_freq``, ``sparse``,
+  ``frozen`` and the optimizer description.  Other keys are preserved across every rewrite.
+
+Any other safetensors file opens as a table too: ``tensor=`` names a 2-D tensor, and with a single
+2-D tensor (or one called ``weight``) it is the default; its configuration is nn.Embedding's
+defaults unless the caller overrides it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import store as st
+from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError, StateError
+
+FORMAT_VERSION = "1"
+PREFIX = "embtool."
+TABLE_DTYPES = ("F32", "F64", "F16", "BF16")
+VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
+
+
+# --------------------------------------------------------------------------------------------
+# dtypes: BF16 has no numpy type; its bits are kept as uint16 and widened exactly to float32.
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """Exact widening: a bfloat16 is the top half of a float32."""
+    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def f32_to_bf16(values: np.ndarray) -> np.ndarray:
+    """Round float32 to bfloat16 bits, to nearest even (as torch's ``.to(torch.bfloat16)``)."""
+    u = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    nan = np.isnan(np.ascontiguousarray(values, np.float32))
+    return np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), rounded)
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype that values of a table dtype are computed in (BF16 -> float32)."""
+    return np.dtype({"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "float32"}[dtype])
+
+
+def to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Values (computed in ``numpy_dtype(dtype)``) as the bits stored for ``dtype``."""
+    if dtype == "BF16":
+        return f32_to_bf16(values)
+    return np.ascontiguousarray(values, numpy_dtype(dtype))
+
+
+def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
+    return bf16_to_f32(raw) if dtype == "BF16" else raw
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+
+def normalize_padding_idx(padding_idx, num_embeddings: int):
+    """nn.Embedding's rule: ``-N <= padding_idx < N``, negative values count from the end."""
+    if padding_idx is None:
+        return None
+    if isinstance(padding_idx, bool) or int(padding_idx) != padding_idx:
+        raise ConfigError(f"padding_idx must be an integer, not {padding_idx!r}")
+    padding_idx = int(padding_idx)
+    if not -num_embeddings <= padding_idx < num_embeddings:
+        raise ConfigError(
+            f"padding_idx must be within num_embeddings: {padding_idx} is outside "
+            f"[{-num_embeddings}, {num_embeddings - 1}]")
+    return padding_idx + num_embeddings if padding_idx < 0 else padding_idx
+
+
+def _fmt_float(x: float) -> str:
+    return repr(float(x))
+
+
+@dataclass(frozen=True)
+class Config:
+    padding_idx: int | None = None
+    max_norm: float | None = None
+    norm_type: float = 2.0
+    scale_grad_by_freq: bool = False
+    sparse: bool = False
+    frozen: bool = False
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            PREFIX + "format_version": FORMAT_VERSION,
+            PREFIX + "padding_idx": "none" if self.padding_idx is None else str(self.padding_idx),
+            PREFIX + "max_norm": "none" if self.max_norm is None else _fmt_float(self.max_norm),
+            PREFIX + "norm_type": _fmt_float(self.norm_type),
+            PREFIX + "scale_grad_by_freq": str(self.scale_grad_by_freq).lower(),
+            PREFIX + "sparse": str(self.sparse).lower(),
+            PREFIX + "frozen": str(self.frozen).lower(),
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], num_embeddings: int, where) -> "Config":
+        if PREFIX + "format_version" not in meta:
+            return cls()
+        version = meta[PREFIX + "format_version"]
+        if version != FORMAT_VERSION:
+            raise FormatError(f"{where}: embtool format version {version!r} is not supported "
+                              f"(this embtool reads version {FORMAT_VERSION})")
+
+        def get(key, parse, default):
+            raw = meta.get(PREFIX + key)
+            if raw is None:
+                return default
+            try:
+                return parse(raw)
+            except ValueError:
+                raise FormatError(f"{where}: metadata {PREFIX + key}={raw!r} is not valid") from None
+
+        def opt_int(s):
+            return None if s == "none" else int(s)
+
+        def opt_float(s):
+            return None if s == "none" else float(s)
+
+        def boolean(s):
+            if s not in ("true", "false"):
+                raise ValueError(s)
+            return s == "true"
+
+        cfg = cls(
+            padding_idx=get("padding_idx", opt_int, None),
+            max_norm=get("max_norm", opt_float, None),
+            norm_type=get("norm_type", float, 2.0),
+            scale_grad_by_freq=get("scale_grad_by_freq", boolean, False),
+            sparse=get("sparse", boolean, False),
+            frozen=get("frozen", boolean, False),
+        )
+        if cfg.padding_idx is not None and not 0 <= cfg.padding_idx < num_embeddings:
+            raise FormatError(f"{where}: metadata padding_idx={cfg.padding_idx} is outside the "
+                              f"table's {num_embeddings} rows")
+        return cfg
+
+    def with_overrides(self, num_embeddings: int, **overrides) -> "Config":
+        """A copy with the given options replaced (``None`` values in ``overrides`` are ignored;
+        use ``padding_idx="none"``/``max_norm="none"`` to clear)."""
+        changes = {}
+        for f in fields(self):
+            if overrides.get(f.name) is None:
+                continue
+            value = overrides[f.name]
+            if f.name == "padding_idx":
+                value = None if value == "none" else normalize_padding_idx(value, num_embeddings)
+            elif f.name == "max_norm":
+                value = None if value == "none" else float(value)
+            elif f.name == "norm_type":
+                value = float(value)
+                if math.isnan(value):
+                    raise ConfigError("norm_type must be a number, not nan")
+            changes[f.name] = value
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+
+
+def _pick_tensor(header: st.Header, tensor: str | None, path) -> str:
+    tensors = header.tensors
+    if tensor is not None:
+        if tensor not in tensors:
+            names = ", ".join(sorted(tensors)) or "none"
+            raise FormatError(f"{path}: no tensor {tensor!r} (tensors: {names})")
+        return tensor
+    if "weight" in tensors:
+        return "weight"
+    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2)
+    if len(two_d) == 1:
+        return two_d[0]
+    if not two_d:
+        raise FormatError(f"{path}: no 2-D tensor to use as a table (tensors: "
+                          f"{', '.join(sorted(tensors)) or 'none'})")
+    shown = ", ".join(two_d[:8]) + (", ..." if len(two_d) > 8 else "")
+    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({shown})")
+
+
+class Table:
+    """An open table.  Use ``Table.open(path)`` (or ``embtool.open``) and ``close()`` / ``with``."""
+
+    def __init__(self, store: st.Store, tensor: str | None = None):
+        self.store = store
+        self.path = store.path
+        self.tensor = _pick_tensor(store.header, tensor, self.path)
+        info = store.tensors[self.tensor]
+        where = f"{self.path}: tensor {self.tensor!r}"
+        if len(info.shape) != 2:
+            raise FormatError(f"{where} is {len(info.shape)}-D (shape {list(info.shape)}); "
+                              "a table needs a 2-D tensor")
+        if info.dtype not in TABLE_DTYPES:
+            raise FormatError(f"{where} has dtype {info.dtype}; a table needs F32, F64, F16 or BF16")
+        self.dtype = info.dtype
+        self.num_embeddings, self.embedding_dim = info.shape
+        self.is_embtool = PREFIX + "format_version" in store.metadata
+        self.config = Config.from_metadata(store.metadata, self.num_embeddings, self.path)
+        self._vocab = None
+
+    @classmethod
+    def open(cls, path, *, tensor: str | None = None, write: bool = False) -> "Table":
+        path = Path(path)
+        if path.is_dir():
+            raise EmbtoolError(f"{path}: is a directory, not a table file")
+        s = st.Store(path, write=write)
+        try:
+            return cls(s, tensor)
+        except BaseException:
+            s.close()
+            raise
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.store.metadata
+
+    @property
+    def raw(self) -> np.ndarray:
+        """The stored weight, zero-copy (BF16 as uint16 bits)."""
+        return self.store.array(self.tensor)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_embeddings, self.embedding_dim)
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        return numpy_dtype(self.dtype)
+
+    def weight(self) -> np.ndarray:
+        """The weight as values: a zero-copy view, except BF16 (widened copy)."""
+        return from_storage(self.raw, self.dtype)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (flat int64, range-checked by the caller) as values, a copy."""
+        return from_storage(np.take(self.raw, ids, axis=0), self.dtype)
+
+    @property
+    def has_vocab(self) -> bool:
+        return all(n in self.store.tensors for n in VOCAB_TENSORS)
+
+    @property
+    def vocab(self):
+        """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors) or None."""
+        if self._vocab is None and self.has_vocab:
+            from .vocab import Vocab
+
+            self._vocab = Vocab(*(self.store.array(n) for n in VOCAB_TENSORS))
+            if len(self._vocab) != self.num_embeddings:
+                raise FormatError(f"{self.path}: vocabulary has {len(self._vocab)} words for "
+                                  f"{self.num_embeddings} rows")
+        return self._vocab
+
+    def optimizer_tensors(self) -> dict[str, st.TensorInfo]:
+        return {n: t for n, t in self.store.tensors.items() if n.startswith("optim.")}
+
+    # -- writing ------------------------------------------------------------------------------
+    def require_writable(self) -> None:
+        if not self.store.write:
+            raise EmbtoolError(f"{self.path}: internal error: table opened read-only")
+
+    def update(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+               metadata: Mapping[str, str] | None = None) -> None:
+        """Change some rows of some tensors and/or the metadata as one crash-safe transaction.
+
+        ``rows`` maps a tensor name to (row ids, new values in the tensor's value dtype).  The
+        write is O(k) in place through the journal when the header has room for the new metadata;
+        otherwise the file is rewritten atomically.
+        """
+        self.require_writable()
+        rows = dict(rows or {})
+        new_meta = dict(self.metadata)
+        if metadata:
+            new_meta.update(metadata)
+        patches = []
+        header = self.store.header_patch(new_meta) if metadata else None
+        if metadata and header is None:
+            self._rewrite_with(rows, new_meta)
+            return
+        for name, (ids, values) in rows.items():
+            dtype = self.store.tensors[name].dtype
+            stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else np.asarray(values)
+            patches += self.store.patch_rows(name, np.asarray(ids), stored)
+        if header is not None:
+            patches.append(header)
+        self.store.patch(patches)
+        if header is not None:
+            self.store.reload()
+            self.config = Config.from_metadata(self.store.metadata, self.num_embeddings, self.path)
+
+    def _rewrite_with(self, rows, metadata) -> None:
+        tensors: dict[str, object] = {}
+        for name in self.store.tensors:
+            arr = self.store.array(name)
+            if name in rows:
+                arr = np.array(arr)
+                ids, values = rows[name]
+                dtype = self.store.tensors[name].dtype
+                arr[np.asarray(ids)] = to_storage(values, dtype) if dtype in TABLE_DTYPES else values
+            tensors[name] = _as_written(arr, self.store.tensors[name].dtype)
+        self.store.rewrite(tensors, metadata)
+
+    def rewrite(self, tensors: Mapping[str, object | None], metadata: Mapping[str, str] | None = None,
+                *, progress=None) -> None:
+        """Rewrite the file atomically with some tensors replaced (``None`` removes one); the
+        table is closed afterwards.  Values for table-dtype tensors are given as values."""
+        self.require_writable()
+        out: dict[str, object] = {}
+        for name in self.store.tensors:
+            if name not in tensors:
+                out[name] = _as_written(self.store.array(name), self.store.tensors[name].dtype)
+        for name, value in tensors.items():
+            if value is None:
+                continue
+            if isinstance(value, st.ChunkedTensor):
+                out[name] = value
+            elif name in self.store.tensors and self.store.tensors[name].dtype == "BF16":
+                out[name] = _as_written(f32_to_bf16(value), "BF16")
+            else:
+                out[name] = value
+        meta = dict(self.metadata)
+        if metadata:
+            meta.update(metadata)
+        self.store.rewrite(out, meta, progress=progress)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _as_written(arr: np.ndarray, dtype: str):
+    """Keep the stored dtype of raw bits on a rewrite (BF16 bits are uint16 in numpy)."""
+    if dtype in ("BF16", "F8_E4M3", "F8_E5M2"):
+        return st.ChunkedTensor(dtype, arr.shape, lambda: st._tensor_chunks(arr))
+    return arr
+
+
+def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",
+           extra_metadata: Mapping[str, str] | None = None, force: bool = False, progress=None) -> None:
+    """Write a new table file atomically.
+
+    ``tensors["weight"]`` holds values (any float array, or a ``ChunkedTensor`` already in
+    ``weight_dtype``'s storage form); other tensors are stored as given.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} already exists; use --force to replace it")
+    if path.is_dir():
+        raise EmbtoolError(f"{path}: is a directory")
+    if weight_dtype not in TABLE_DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(TABLE_DTYPES)}, not {weight_dtype}")
+    out = dict(tensors)
+    weight = out["weight"]
+    if not isinstance(weight, st.ChunkedTensor):
+        stored = to_storage(np.asarray(weight), weight_dtype)
+        out["weight"] = _as_written(stored, weight_dtype)
+    meta = dict(extra_metadata or {})
+    meta.update(config.to_metadata())
+    st.write_file(path, out, meta, progress=progress)
+
+
+def check_trainable(table: Table) -> None:
+    if table.config.frozen:
+        raise StateError(f"{table.path}: the table is frozen; run `embtool unfreeze` first")

@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: running the real command line, making tables."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    stdout_bytes: bytes
+
+
+def run(*args, input: bytes | str | None = None, env: dict | None = None, cwd=None) -> Result:
+    """Run ``python -m embtool ARGS`` as a user would (real entry point, real exit code)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    if isinstance(input, str):
+        input = input.encode()
+    proc = subprocess.run([sys.executable, "-m", "embtool", *map(str, args)], input=input,
+                          capture_output=True, env=full_env, cwd=cwd,
+                          stdin=None if input is not None else subprocess.DEVNULL)
+    return Result(proc.returncode, proc.stdout.decode("utf-8", "replace"),
+                  proc.stderr.decode("utf-8", "replace"), proc.stdout)
+
+
+def make_table(path: Path, weight: np.ndarray, **config) -> Path:
+    """Write a table with the given weight (values) and nn.Embedding config."""
+    from embtool.table import Config, create
+
+    dtype = {np.dtype("float32"): "F32", np.dtype("float64"): "F64", np.dtype("float16"): "F16"}[weight.dtype]
+    create(path, {"weight": weight}, Config(**config), weight_dtype=config.pop("dtype", dtype), force=True)
+    return path
+
+
+def assert_single_error_line(result: Result, *needles: str, code: int = 1) -> None:
+    assert result.code == code, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("Error: "), result.err
+    assert "Traceback" not in result.err
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
