@@ -1,0 +1,215 @@
+"""embtool.backward: nn.Embedding's weight gradient, dense and sparse, on both kernel backends.
+
+Checked three ways: against the naive loops of tests/naive_train.py, against the committed
+golden fixture made by tests/golden/make_train.py, and live against torch when it imports.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import naive_train as naive
+from embtool import kernels
+from embtool.backward import SPARSE_SCALE_MESSAGE, RowGrad, embedding_backward
+from embtool.errors import ConfigError, IndexRangeError, ShapeError
+
+GOLDEN = Path(__file__).parent / "golden" / "train_cases.npz"
+V, D = 23, 5
+
+
+def bits(a):
+    return np.ascontiguousarray(a, np.float32).view(np.int32)
+
+
+def batch(seed, shape, num_embeddings=V, dim=D, hot=None, pad=None, pad_rate=0.3):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, hot or num_embeddings, size=shape)
+    if pad is not None:
+        idx = np.where(rng.random(shape) < pad_rate, pad % num_embeddings, idx)
+    return idx.astype(np.int64), rng.standard_normal(shape + (dim,)).astype(np.float32)
+
+
+SHAPES = [(40,), (6, 7), (2, 3, 4), (), (0,), (3, 0)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("padding_idx", [None, 4, -1])
+@pytest.mark.parametrize("scale_grad_by_freq", [False, True])
+def test_dense_matches_naive(backend, shape, padding_idx, scale_grad_by_freq):
+    idx, grad = batch(1, shape, hot=7, pad=padding_idx)
+    rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx,
+                            scale_grad_by_freq=scale_grad_by_freq)
+    expected = naive.dense_backward(idx, grad, V, padding_idx, scale_grad_by_freq)
+    assert np.array_equal(bits(rg.to_dense()), bits(expected))
+    assert not rg.sparse and rg.coalesced
+    nonpad = np.unique(idx[idx != (padding_idx % V if padding_idx is not None else -1)])
+    assert np.array_equal(rg.rows, nonpad)
+    assert rg.values.shape == (nonpad.size, D)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("padding_idx", [None, 0, -3])
+def test_sparse_layout_and_coalesce_match_naive(backend, shape, padding_idx):
+    idx, grad = batch(2, shape, hot=6, pad=padding_idx)
+    rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx, sparse=True)
+    rows, values = naive.sparse_backward(idx, grad, padding_idx, V)
+    assert rg.sparse and not rg.coalesced
+    assert np.array_equal(rg.rows, rows) and np.array_equal(bits(rg.values), bits(values))
+    c = rg.coalesce()
+    crows, cvalues = naive.coalesce(rows, values)
+    assert c.coalesced and np.array_equal(c.rows, crows)
+    assert np.array_equal(bits(c.values), bits(cvalues))
+    # the dense and sparse gradients are the same sums (input-order adds in both)
+    dense = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx)
+    assert np.array_equal(dense.to_dense(), c.to_dense())
+
+
+def test_coalesce_keeps_a_lone_negative_zero(backend):
+    """torch copies a row's first entry and adds the rest, so -0.0 alone stays -0.0."""
+    grad = np.array([[-0.0, 1.0], [-0.0, -0.0], [-0.0, 2.0]], np.float32)
+    rg = embedding_backward(np.array([3, 5, 3]), grad, num_embeddings=6, sparse=True).coalesce()
+    assert rg.rows.tolist() == [3, 5]
+    assert np.signbit(rg.values[1]).all()  # single entry, copied
+    assert np.signbit(rg.values[0, 0])  # -0 + -0 = -0
+    dense = embedding_backward(np.array([5]), grad[1:2], num_embeddings=6)
+    assert not np.signbit(dense.values).any()  # dense accumulates from +0: +0 + -0 = +0
+
+
+@pytest.mark.parametrize("num_embeddings,n", [(50, 400), (100_000, 300)])
+def test_group_rows_backends_agree(num_embeddings, n):
+    """The Numba kernel's counting sort (dense indices) and merge sort (sparse indices) give the
+    numpy kernel's stable order."""
+    rng = np.random.default_rng(3)
+    flat = rng.integers(0, min(num_embeddings, 40), n).astype(np.int64)
+    results = [kernels.get("backward.group_rows", backend=b)(flat, np.int64(7), np.int64(num_embeddings))
+               for b in kernels.BACKENDS]
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+    order, rows, starts = results[0]
+    assert not np.isin(7, rows) and order.size == np.count_nonzero(flat != 7)
+    for s, r in enumerate(rows):
+        seg = order[starts[s]:starts[s + 1]]
+        assert (flat[seg] == r).all() and (np.diff(seg) > 0).all()
+
+
+def test_large_backward_backends_agree():
+    idx, grad = batch(4, (3000,), num_embeddings=500, dim=9, hot=60)
+    out = {}
+    for b in kernels.BACKENDS:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("EMBTOOL_BACKEND", b)
+            out[b] = [embedding_backward(idx, grad, num_embeddings=500, scale_grad_by_freq=s).values
+                      for s in (False, True)]
+            out[b].append(embedding_backward(idx, grad, num_embeddings=500, sparse=True).coalesce().values)
+    for a, c in zip(out["numpy"], out["numba"]):
+        assert np.array_equal(bits(a), bits(c))
+
+
+def test_all_padding_and_empty(backend):
+    idx = np.full((3, 2), 4)
+    grad = np.ones((3, 2, D), np.float32)
+    for sparse in (False, True):
+        rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=4, sparse=sparse)
+        assert rg.rows.shape == (0,) and rg.values.shape == (0, D)
+        assert rg.coalesce().values.shape == (0, D)
+        assert not rg.to_dense().any()
+
+
+def test_errors():
+    idx, grad = batch(5, (3, 4))
+    with pytest.raises(ShapeError, match=r"\(3, 5, 5\).*\(3, 4\)"):
+        embedding_backward(idx, np.zeros((3, 5, D), np.float32), num_embeddings=V)
+    with pytest.raises(ShapeError):
+        embedding_backward(idx, np.zeros((3, 4), np.float32), num_embeddings=V)
+    bad = idx.copy()
+    bad[1, 2] = V
+    with pytest.raises(IndexRangeError, match=rf"index {V} at position \(1, 2\)"):
+        embedding_backward(bad, grad, num_embeddings=V)
+    bad[1, 2] = -1
+    with pytest.raises(IndexRangeError, match=r"index -1 at position \(1, 2\)"):
+        embedding_backward(bad, grad, num_embeddings=V)
+    with pytest.raises(IndexRangeError, match="integers"):
+        embedding_backward(idx.astype(float), grad, num_embeddings=V)
+    with pytest.raises(ConfigError, match="float32"):
+        embedding_backward(idx, grad.astype(np.float64), num_embeddings=V)
+    for pad in (V, -V - 1):
+        with pytest.raises(ConfigError, match="Padding_idx must be within num_embeddings"):
+            embedding_backward(idx, grad, num_embeddings=V, padding_idx=pad)
+    with pytest.raises(ConfigError, match=f"^{SPARSE_SCALE_MESSAGE}$"):
+        embedding_backward(idx, grad, num_embeddings=V, sparse=True, scale_grad_by_freq=True)
+
+
+def test_golden_fixture(backend):
+    data = np.load(GOLDEN)
+    idx, grad = data["backward/indices"], data["backward/grad"]
+    v = data["backward/dense_sgf0"].shape[0]
+    for sgf in (0, 1):
+        rg = embedding_backward(idx, grad, num_embeddings=v, padding_idx=5, scale_grad_by_freq=bool(sgf))
+        assert np.array_equal(bits(rg.to_dense()), bits(data[f"backward/dense_sgf{sgf}"]))
+    rg = embedding_backward(idx, grad, num_embeddings=v, padding_idx=5, sparse=True)
+    assert np.array_equal(rg.rows, data["backward/sparse_rows"])
+    assert np.array_equal(bits(rg.values), bits(data["backward/sparse_values"]))
+    assert json.loads(data["meta"].tobytes())["torch"].startswith("2.13")
+
+
+# -- live torch -------------------------------------------------------------------------------
+
+def torch_grad(torch, idx, grad, padding_idx=None, scale_grad_by_freq=False, sparse=False, v=V):
+    w = torch.zeros(v, grad.shape[-1], requires_grad=True)
+    out = torch.nn.functional.embedding(torch.from_numpy(idx), w, padding_idx=padding_idx,
+                                        scale_grad_by_freq=scale_grad_by_freq, sparse=sparse)
+    out.backward(torch.from_numpy(grad))
+    return w.grad
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("shape", SHAPES + [(1500,)])
+@pytest.mark.parametrize("padding_idx", [None, 2, -2])
+@pytest.mark.parametrize("scale_grad_by_freq", [False, True])
+def test_dense_vs_torch(torch, backend, shape, padding_idx, scale_grad_by_freq):
+    idx, grad = batch(6, shape, hot=9, pad=padding_idx)
+    expected = torch_grad(torch, idx, grad, padding_idx, scale_grad_by_freq).numpy()
+    rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx,
+                            scale_grad_by_freq=scale_grad_by_freq)
+    assert np.array_equal(bits(rg.to_dense()), bits(expected))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("shape", SHAPES + [(16,), (1500,)])
+@pytest.mark.parametrize("padding_idx", [None, 2, -2])
+def test_sparse_vs_torch(torch, backend, shape, padding_idx):
+    idx, grad = batch(7, shape, hot=9, pad=padding_idx)
+    if shape == () and padding_idx is not None:
+        pytest.skip("torch 2.13 raises IndexError in its sparse backward of a 0-d index with padding_idx")
+    tg = torch_grad(torch, idx, grad, padding_idx, sparse=True)
+    rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx, sparse=True)
+    assert np.array_equal(rg.rows, tg._indices().numpy()[0])
+    assert np.array_equal(bits(rg.values), bits(tg._values().numpy()))
+    tc, c = tg.coalesce(), rg.coalesce()
+    assert np.array_equal(c.rows, tc._indices().numpy()[0])
+    if c.rows.size == 0 or rg.rows.size <= 16:  # torch's unstable sort keeps input order up to 16
+        assert np.array_equal(bits(c.values), bits(tc._values().numpy()))
+    else:  # beyond, duplicates are summed in another order: within the float32 summation bound
+        abs_sum = embedding_backward(idx, np.abs(grad), num_embeddings=V, padding_idx=padding_idx)
+        counts = np.bincount(rg.rows, minlength=V)[c.rows, None]
+        bound = counts * np.finfo(np.float32).eps * abs_sum.values
+        assert (np.abs(c.values.astype(np.float64) - tc._values().numpy()) <= bound).all()
+
+
+@pytest.mark.torch
+def test_sparse_scale_grad_by_freq_refused_like_torch(torch):
+    idx, grad = batch(8, (4,))
+    with pytest.raises(RuntimeError) as exc:
+        torch_grad(torch, idx, grad, scale_grad_by_freq=True, sparse=True)
+    assert str(exc.value).startswith(SPARSE_SCALE_MESSAGE)
+    with pytest.raises(ConfigError, match=SPARSE_SCALE_MESSAGE):
+        embedding_backward(idx, grad, num_embeddings=V, sparse=True, scale_grad_by_freq=True)
+
+
+def test_rowgrad_repr_and_dim():
+    rg = embedding_backward(np.array([1, 1, 2]), np.ones((3, 4), np.float32), num_embeddings=3)
+    assert isinstance(rg, RowGrad) and rg.embedding_dim == 4 and "dense" in repr(rg)
+    assert rg.values.tolist() == [[2.0] * 4, [1.0] * 4]
