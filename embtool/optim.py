@@ -190,8 +190,8 @@ class OptimizerSpec:
             # Dense zero-gradient rows: sum stays, p + (-clr*0)/std == p when std > 0 (eps > 0 in
             # float32; eps=0 with sum=0 gives NaN in torch) and the sum is not -0.0.
             iav = h["initial_accumulator_value"]
-            return sparse or (h["weight_decay"] == 0 and not h["maximize"] and f32(h["eps"]) > 0
-                              and bool(np.isfinite(f32(h["lr"]))) and math.copysign(1.0, iav) > 0)
+            return sparse or bool(h["weight_decay"] == 0 and not h["maximize"] and f32(h["eps"]) > 0
+                                  and np.isfinite(f32(h["lr"])) and math.copysign(1.0, iav) > 0)
         return False
 
 
