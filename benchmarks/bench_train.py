@@ -7,12 +7,14 @@
 2. The kernel time of a sparse step of 10k ids on a 1M x 128 table (sparse backward + SparseAdam
    and SGD on the touched rows), the compute part of the <= 0.5 s end-to-end budget.
 
+The backend is chosen as in the library (EMBTOOL_BACKEND, else by size: Numba for the dense
+step, numpy for a 10k-id sparse step, whose end-to-end time Numba's import would dominate).
+
 Usage: python benchmarks/bench_train.py [--rows 1000000] [--ids 1000000] [--dim 128] [--repeat 3]
 """
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -35,12 +37,11 @@ def main() -> None:
     ap.add_argument("--sparse-ids", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    os.environ.setdefault("EMBTOOL_BACKEND", "numba")
-
     import numba
     import torch
 
-    from embtool.backward import embedding_backward
+    from embtool import kernels
+    from embtool.backward import ROW_WORK_DIVISOR, embedding_backward
     from embtool.optim import OptimizerSpec, init_state, step
 
     threads = numba.get_num_threads()
@@ -92,7 +93,9 @@ def main() -> None:
 
         sparse_step()
         t = best_of(sparse_step, args.repeat)
-        print(f"sparse {name} step, {args.sparse_ids} ids on {args.rows} rows: kernels {t * 1e3:7.2f} ms")
+        backend = kernels.backend_for(args.sparse_ids * args.dim // ROW_WORK_DIVISOR)
+        print(f"sparse {name} step, {args.sparse_ids} ids on {args.rows} rows: backward + step "
+              f"{t * 1e3:7.2f} ms ({backend} backend)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,17 @@ import numpy as np
 from embtool import kernels
 from embtool.errors import ConfigError, IndexRangeError, ShapeError
 
+#: Row kernels do a few float32 operations per element, so numpy stays ahead of Numba's import and
+#: cache load (~0.3 s) for about 16x more elements than ``kernels.NUMBA_MIN_WORK`` (measured: a
+#: sparse step of 10k ids x 128 takes 0.1-0.17 s end to end on numpy, 0.45 s on Numba).
+ROW_WORK_DIVISOR = 16
+
+
+def row_kernel(name: str, elements: int):
+    """The kernel ``name`` of the backend suited to ``elements`` float32 elements of row work."""
+    return kernels.get(name, elements // ROW_WORK_DIVISOR)
+
+
 #: torch's refusal, verbatim (``embedding_backward`` in ATen).
 SPARSE_SCALE_MESSAGE = "embedding_backward: scale_grad_by_freq not supported with sparse gradients"
 
@@ -64,7 +75,7 @@ class RowGrad:
         if self._values is None:
             seg = self.segments
             out = np.empty((self.rows.size, seg.entries.shape[1]), np.float32)
-            kernels.get("backward.scatter_rows", seg.entries.size)(
+            row_kernel("backward.scatter_rows", seg.entries.size)(
                 seg.entries, seg.order, seg.starts[:-1], seg.starts[1:], seg.scale, True, out)
             self._values = out
         return self._values
@@ -82,8 +93,8 @@ class RowGrad:
         # torch copies the first entry of a row and adds the others (a lone -0.0 stays -0.0).
         out = self.values[order[starts[:-1]]]
         ones = np.ones(rows.size, np.float32)
-        work = self.values.size
-        kernels.get("backward.scatter_rows", work)(self.values, order, starts[:-1] + 1, starts[1:], ones, False, out)
+        row_kernel("backward.scatter_rows", self.values.size)(
+            self.values, order, starts[:-1] + 1, starts[1:], ones, False, out)
         return RowGrad(self.num_embeddings, rows, out, self.sparse, True)
 
     def to_dense(self) -> np.ndarray:
