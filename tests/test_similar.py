@@ -1,0 +1,237 @@
+"""most_similar: gensim 4.4's keys, order and scores (committed fixture and live), the naive
+reference, the top-k kernels of both backends, streaming, and the refused queries."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embtool import kernels, similar
+from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
+from embtool.kernels._numpy import topk as np_topk
+from embtool.similar import decode, most_similar
+
+import naive_query as naive
+
+GOLDEN = np.load(Path(__file__).parent / "golden" / "query.npz")
+TABLE = GOLDEN["table"]
+SIMILAR_CASES = sorted({int(k[7:].split("_")[0]) for k in GOLDEN.files if k.startswith("similar") and k[7].isdigit()})
+
+
+def assert_same_ranking(got, rows, scores, tol=1e-6):
+    """Same rows in the same order with scores within ``tol``; rows whose scores lie within
+    ``tol`` of each other may come in either order (gensim leaves ties unspecified)."""
+    assert len(got) == len(rows)
+    got_rows = [r for r, _ in got]
+    got_scores = np.array([s for _, s in got])
+    assert np.allclose(got_scores, scores, rtol=0, atol=tol, equal_nan=True), (got_scores - scores)
+    for i in range(len(rows)):
+        if got_rows[i] != rows[i]:
+            near = np.abs(np.asarray(scores) - scores[i]) <= tol
+            assert got_rows[i] in set(np.asarray(rows)[near]), (i, got_rows, list(rows))
+
+
+def golden_query(i):
+    q = json.loads(str(GOLDEN[f"similar{i}_args"]))
+
+    def item(x):
+        if x == "vector":
+            return GOLDEN["similar_vector"]
+        return (x[0], x[1]) if isinstance(x, list) else x
+
+    return [item(x) for x in q["positive"]], [item(x) for x in q["negative"]], q
+
+
+@pytest.mark.parametrize("case", SIMILAR_CASES)
+@pytest.mark.parametrize("chunk_rows", [None, 64, 100])
+def test_matches_gensim_golden(backend, case, chunk_rows):
+    pos, neg, q = golden_query(case)
+    got = most_similar(TABLE, None, pos, neg, topn=q["topn"], restrict_vocab=q["restrict_vocab"],
+                       chunk_rows=chunk_rows)
+    assert_same_ranking(got, GOLDEN[f"similar{case}_rows"], GOLDEN[f"similar{case}_scores"])
+
+
+@pytest.mark.parametrize("case", SIMILAR_CASES)
+def test_matches_naive_reference(case):
+    pos, neg, q = golden_query(case)
+    got = most_similar(TABLE, None, pos, neg, topn=q["topn"], restrict_vocab=q["restrict_vocab"])
+    want = naive.most_similar(TABLE, pos, neg, q["topn"], q["restrict_vocab"])
+    assert_same_ranking(got, [r for r, _ in want], np.array([s for _, s in want]))
+
+
+def keyed_vectors(gensim, weight):
+    kv = gensim.models.KeyedVectors(weight.shape[1])
+    kv.add_vectors([f"w{i}" for i in range(len(weight))], weight)
+    return kv
+
+
+def test_matches_live_gensim(gensim, backend):
+    rng = np.random.default_rng(21)
+    w = rng.standard_normal((3000, 40)).astype(np.float32)
+    w[5] = 0
+    kv = keyed_vectors(gensim, w)
+    for trial in range(60):
+        pos = [int(x) for x in rng.integers(6, 3000, int(rng.integers(1, 4)))]
+        neg = [int(x) for x in rng.integers(6, 3000, int(rng.integers(0, 3)))]
+        if trial % 4 == 0:
+            pos = [(pos[0], float(rng.uniform(0.1, 3)))] + pos[1:]
+            neg = [(x, float(rng.uniform(-1, 1))) for x in neg]
+        if trial % 5 == 0:
+            pos.append(rng.standard_normal(40).astype(np.float32) * 4)
+        topn, restrict = int(rng.integers(1, 30)), [None, 50, 1000, 5000][trial % 4]
+
+        def key(x):
+            if isinstance(x, tuple):
+                return (f"w{x[0]}", x[1])
+            return x if isinstance(x, np.ndarray) else f"w{x}"
+
+        want = kv.most_similar([key(x) for x in pos], [key(x) for x in neg], topn=topn, restrict_vocab=restrict)
+        got = most_similar(w, None, pos, neg, topn=topn, restrict_vocab=restrict, chunk_rows=int(rng.integers(4, 4000)))
+        assert_same_ranking(got, [kv.get_index(k) for k, _ in want], np.array([s for _, s in want]))
+
+
+def test_scores_are_gensims_bit_for_bit_on_single_row_queries(gensim):
+    rng = np.random.default_rng(22)
+    w = rng.standard_normal((2000, 64)).astype(np.float32)
+    kv = keyed_vectors(gensim, w)
+    for row in (0, 17, 1999):
+        want = kv.most_similar(f"w{row}", topn=20)
+        got = most_similar(w, None, row, topn=20)
+        assert [r for r, _ in got] == [kv.get_index(k) for k, _ in want]
+        assert [s for _, s in got] == [s for _, s in want]
+
+
+def test_other_table_dtypes_are_searched_in_float32(backend):
+    rng = np.random.default_rng(23)
+    w = rng.standard_normal((500, 16))
+    for dtype in (np.float64, np.float16):
+        got = most_similar(w.astype(dtype), None, [3, 4], [9], topn=7, chunk_rows=64)
+        want = most_similar(w.astype(dtype).astype(np.float32), None, [3, 4], [9], topn=7)
+        assert got == want
+
+
+def test_zero_rows_rank_last_and_ties_by_lower_row(backend):
+    w = np.array([[1, 0], [0, 0], [1, 0], [0, 1], [2, 0], [-1, 0], [0, 0]], np.float32)
+    got = most_similar(w, None, np.array([1.0, 0.0], np.float32), topn=None, chunk_rows=4)
+    rows = [r for r, _ in got]
+    assert rows[:3] == [0, 2, 4]  # three rows with cosine exactly 1: lower row first
+    assert rows[3:5] == [3, 5] and rows[5:] == [1, 6]
+    assert np.isnan([s for _, s in got][5:]).all()
+
+
+def test_input_rows_are_excluded_vectors_are_not(backend):
+    w = np.random.default_rng(24).standard_normal((100, 8)).astype(np.float32)
+    assert 3 not in [r for r, _ in most_similar(w, None, [3], topn=99)]
+    assert len(most_similar(w, None, [3], topn=200)) == 99
+    got = most_similar(w, None, [w[3]], topn=1)
+    assert got[0][0] == 3 and abs(got[0][1] - 1) < 1e-6
+    assert most_similar(w, None, [3], topn=0) == [] and most_similar(w, None, [3], topn=-2) == []
+
+
+def test_restrict_vocab_searches_the_first_rows(backend):
+    w = np.random.default_rng(25).standard_normal((300, 8)).astype(np.float32)
+    got = most_similar(w, None, [250], topn=None, restrict_vocab=40)
+    assert sorted(r for r, _ in got) == list(range(40))
+    assert most_similar(w, None, [1], restrict_vocab=0) == most_similar(w, None, [1])
+
+
+def test_streams_chunks_without_touching_the_whole_table(monkeypatch):
+    """Rows are read in slices of at most the chunk size (plus the query rows)."""
+    w = np.random.default_rng(26).standard_normal((1000, 8)).astype(np.float32)
+
+    class Recorder:
+        ndim, shape, dtype = 2, w.shape, w.dtype
+        largest = 0
+
+        def __getitem__(self, key):
+            part = w[key]
+            Recorder.largest = max(Recorder.largest, len(part) if part.ndim == 2 else 1)
+            return part
+
+    got = most_similar(Recorder(), None, [5, 6], [7], topn=10, chunk_rows=96)
+    assert Recorder.largest == 96
+    assert got == most_similar(w, None, [5, 6], [7], topn=10)
+
+
+SCORE_POOL = np.array([0.5, -0.0, 0.0, np.nan, -np.inf, np.inf, 0.25, -1, 1e-30, -1e-30], np.float32)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_topk_kernels_match_a_full_sort(backend, seed):
+    rng = np.random.default_rng(seed)
+    q, k = int(rng.integers(1, 4)), int(rng.integers(1, 12))
+    exclude = rng.integers(-1, 50, (q, int(rng.integers(0, 4))))
+    best = np.full((q, k), np_topk.EMPTY, np.int64)
+    chunks = []
+    for _ in range(int(rng.integers(1, 5))):
+        n = int(rng.integers(0, 20))
+        tricky = seed % 2 == 0
+        chunks.append(rng.choice(SCORE_POOL, (q, n)) if tricky else rng.standard_normal((q, n)).astype(np.float32))
+    start = 0
+    select = kernels.get("topk.select")
+    for s in chunks:
+        select(np.ascontiguousarray(s), start, exclude, best)
+        start += s.shape[1]
+    allscores = np.concatenate(chunks, axis=1)
+    for i in range(q):
+        want = naive.top_rows(allscores[i], k, exclude[i])
+        got = decode(best[i])
+        assert [r for r, _ in got] == [r for r, _ in want]
+        assert np.array_equal([s for _, s in got], [s for _, s in want], equal_nan=True)
+
+
+def test_topk_backends_agree_on_large_batches():
+    rng = np.random.default_rng(27)
+    scores = np.round(rng.standard_normal((7, 50000)), 2).astype(np.float32)  # many ties
+    exclude = rng.integers(0, 50000, (7, 3))
+    results = []
+    for b in kernels.BACKENDS:
+        best = np.full((7, 25), np_topk.EMPTY, np.int64)
+        kernels.get("topk.select", backend=b)(scores, 100, exclude, best)
+        results.append(best)
+    assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("positive,negative,error,message", [
+    ([], [], EmbtoolError, "cannot compute similarity with no input"),
+    (None, None, EmbtoolError, "cannot compute similarity with no input"),
+    ([100], [], IndexRangeError, "row id 100 is out of range [0, 100)"),
+    ([-1], [], IndexRangeError, "row id -1 is out of range"),
+    ([np.zeros(5, np.float32)], [], ShapeError, "query vector has shape (5,)"),
+    (["king"], [], EmbtoolError, "must be a row id, a vector or an (item, weight) pair"),
+    ([0], [], EmbtoolError, "row 0 has norm 0.0"),
+    ([1], [1], EmbtoolError, "the query has norm 0.0"),
+    ([np.zeros(8, np.float32)], [], EmbtoolError, "the query has norm 0.0"),
+    ([(3, 0.0)], [], EmbtoolError, "the query has norm 0.0"),
+    ([2], [], EmbtoolError, "row 2 has norm nan"),
+])
+def test_refused_queries(backend, positive, negative, error, message):
+    w = np.random.default_rng(28).standard_normal((100, 8)).astype(np.float32)
+    w[0] = 0
+    w[2, 1] = np.nan
+    with pytest.raises(error) as info:
+        most_similar(w, None, positive, negative)
+    assert message in str(info.value)
+
+
+def test_error_names_the_word_when_there_is_a_vocabulary():
+    class Vocab:
+        def word(self, i):
+            return f"w{i}"
+
+    w = np.zeros((4, 3), np.float32)
+    with pytest.raises(EmbtoolError, match="row 2 \\('w2'\\) has norm 0.0"):
+        most_similar(w, Vocab(), [2])
+
+
+def test_negative_restrict_vocab_is_refused():
+    with pytest.raises(ConfigError):
+        most_similar(np.ones((4, 3), np.float32), None, [1], restrict_vocab=-2)
+
+
+def test_chunks_are_multiples_of_four_rows():
+    w = np.zeros((10, 300), np.float32)
+    assert similar.chunk_size(w) % 4 == 0 and similar.chunk_size(w, 7) == 4
+    assert similar.chunk_size(w) * 300 * 4 <= similar.CHUNK_BYTES
