@@ -77,7 +77,8 @@ def most_similar(weight, positive, negative=(), topn=10, restrict_vocab=None):
     length = math.sqrt(sum(float(x) * float(x) for x in mean))
     mean = (mean * (1.0 / length)).astype(f32)
     stop = restrict_vocab or len(w)
-    scores = (w[:stop] @ mean) / norms[:stop]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = (w[:stop] @ mean) / norms[:stop]
     ids = [x for x, _ in items if not isinstance(x, np.ndarray)]
     return [(r, float(s)) for r, s in top_rows(scores, topn, ids)]
 
@@ -106,3 +107,29 @@ def pearson(x, y):
 
 def spearman(x, y):
     return pearson(average_ranks(x), average_ranks(y))
+
+
+class Vocab:
+    """The vocabulary interface the query code uses (embtool.vocab.Vocab's methods)."""
+
+    def __init__(self, words):
+        self._words = list(words)
+        self._rows = {w: i for i, w in enumerate(self._words)}
+
+    def __len__(self):
+        return len(self._words)
+
+    def word(self, i):
+        return self._words[i]
+
+    def words(self, ids):
+        return [self._words[i] for i in ids]
+
+    def find(self, word):
+        return self._rows.get(word, -1)
+
+    def find_many(self, words):
+        return np.array([self.find(w) for w in words], np.int64)
+
+    def head(self, n):
+        return self._words[:n]
