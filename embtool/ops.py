@@ -176,6 +176,7 @@ class RenormReport:
 
 
 #: above this many bytes of changed rows a full renorm rewrites the file instead of journaling
+#: (``EMBTOOL_REWRITE_BYTES`` overrides it)
 REWRITE_BYTES = 256 << 20
 
 
@@ -203,7 +204,8 @@ def renorm(table: Table, ids=None, *, max_norm=None, norm_type=None, dry_run: bo
     report = RenormReport(checked, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
     if dry_run or changed.size == 0:
         return report
-    if changed.size * table.embedding_dim * table.raw.itemsize > REWRITE_BYTES:
+    limit = int(os.environ.get("EMBTOOL_REWRITE_BYTES", REWRITE_BYTES))
+    if changed.size * table.embedding_dim * table.raw.itemsize > limit:
         _rewrite_renormed(table, cfg, progress)
     else:
         table.update({table.tensor: (changed, values)})

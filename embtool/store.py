@@ -304,7 +304,16 @@ class Store:
         self.size = size
         if size < 8:
             raise FormatError(f"{self.path}: truncated safetensors file ({size} bytes, no header length)")
-        self.mm = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
+        # Map through a second, unlocked descriptor: CPython's mmap keeps a dup() of the
+        # descriptor it maps, and a dup shares the flock, which would then outlive close().
+        # Holding our lock, no embtool writer can have replaced the file, but check anyway.
+        map_fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            if _identity(map_fd) != _identity(self.fd):
+                raise EmbtoolError(f"{self.path}: the file was replaced while being opened; try again")
+            self.mm = mmap.mmap(map_fd, 0, access=mmap.ACCESS_READ)
+        finally:
+            os.close(map_fd)
         (n,) = struct.unpack("<Q", self.mm[:8])
         self.header = parse_header(self.mm[:8 + min(n, size - 8, MAX_HEADER)], size, self.path)
 

@@ -13,7 +13,7 @@ from numba import types
 from numba.extending import intrinsic
 
 #: JIT options shared by every kernel (stumpy keeps them in one constant too).
-JIT = dict(cache=True, nogil=True)
+JIT = dict(cache=True, nogil=True, error_model="numpy")  # IEEE inf/nan, no ZeroDivisionError
 PJIT = dict(JIT, parallel=True)
 
 

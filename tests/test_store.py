@@ -1,0 +1,243 @@
+"""The file layer: valid safetensors out, damaged safetensors refused, journal recovery, locking."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embtool import store as st
+from embtool.errors import FormatError
+from embtool.table import Config, Table, create
+
+from helpers import assert_single_error_line, make_table, run
+
+
+def raw_file(path: Path, header: dict | bytes, data: bytes = b"", length: int | None = None) -> Path:
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text) if length is None else length) + text + data)
+    return path
+
+
+def test_written_table_is_read_by_safetensors_and_torch(tmp_path, torch):
+    from safetensors.torch import load_file
+
+    w = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    p = make_table(tmp_path / "t.safetensors", w, padding_idx=2)
+    assert np.array_equal(load_file(p)["weight"].numpy(), w)
+
+
+def test_written_table_is_read_by_safetensors_numpy(tmp_path):
+    from safetensors import safe_open
+
+    w = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    p = make_table(tmp_path / "t.safetensors", w)
+    with safe_open(p, "numpy") as f:
+        assert np.array_equal(f.get_tensor("weight"), w)
+        assert f.metadata()["embtool.format_version"] == "1"
+    # data starts page-aligned; the header has spare room for in-place metadata updates
+    h = st.read_header(p)
+    assert h.data_start % st.HEADER_ALIGN == 0
+
+
+def test_foreign_file_tensor_selection(tmp_path):
+    from safetensors.numpy import save_file
+
+    p = tmp_path / "model.safetensors"
+    save_file({"a.bias": np.zeros(4, np.float32), "emb": np.ones((3, 4), np.float16),
+               "proj": np.ones((4, 2), np.float32)}, str(p), metadata={"origin": "hub"})
+    with pytest.raises(FormatError, match="2 2-D tensors; choose one with --tensor"):
+        Table.open(p)
+    with Table.open(p, tensor="emb") as t:
+        assert (t.dtype, t.shape) == ("F16", (3, 4)) and not t.is_embtool
+    with pytest.raises(FormatError, match="tensor 'a.bias' is 1-D"):
+        Table.open(p, tensor="a.bias")
+    with pytest.raises(FormatError, match="no tensor 'nope'"):
+        Table.open(p, tensor="nope")
+
+
+def test_bf16_is_widened_exactly(tmp_path, torch):
+    from safetensors.torch import save_file
+
+    w = torch.randn(6, 9).to(torch.bfloat16)
+    p = tmp_path / "bf.safetensors"
+    save_file({"weight": w}, str(p))
+    with Table.open(p) as t:
+        assert t.dtype == "BF16"
+        assert np.array_equal(t.weight(), w.float().numpy())
+    r = run("lookup", p, "0", "5", "-f", "npy")
+    import io
+
+    assert np.array_equal(np.load(io.BytesIO(r.stdout_bytes)), w.float().numpy()[[0, 5]])
+
+
+DAMAGED = {
+    "truncated": (lambda p: p.write_bytes(b"\x10\x00\x00"), "truncated safetensors file"),
+    "header beyond file": (lambda p: raw_file(p, {"weight": {}}, length=10_000), "beyond the end of the file"),
+    "bad json": (lambda p: raw_file(p, b'{"weight": [1,'), "not valid JSON"),
+    "not an object": (lambda p: raw_file(p, b"[1, 2]"), "not a JSON object"),
+    "offsets out of bounds": (
+        lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 8),
+        "tensor 'weight': data_offsets [0, 16] run past the end"),
+    "dtype/shape vs length": (
+        lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "need 24 bytes but data_offsets [0, 16] hold 16"),
+    "overlap": (
+        lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+                               "x": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, b"\0" * 16),
+        "overlap"),
+    "unknown dtype": (
+        lambda p: raw_file(p, {"weight": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
+        "unknown dtype 'Q4'"),
+    "1-D tensor": (
+        lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "tensor 'weight' is 1-D"),
+    "3-D tensor": (
+        lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [1, 2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "tensor 'weight' is 3-D"),
+    "integer table": (
+        lambda p: raw_file(p, {"weight": {"dtype": "I32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "has dtype I32"),
+    "bad metadata": (
+        lambda p: raw_file(p, {"__metadata__": {"embtool.format_version": "1", "embtool.frozen": "maybe"},
+                               "weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
+        "embtool.frozen='maybe' is not valid"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+@pytest.mark.parametrize("command", [["lookup", "{p}", "0"], ["freeze", "{p}"], ["renorm", "{p}", "--max-norm", "1"]])
+def test_damaged_files_give_one_error_line_and_stay_unchanged(tmp_path, case, command):
+    make, message = DAMAGED[case]
+    p = tmp_path / "bad.safetensors"
+    make(p)
+    before = p.read_bytes()
+    r = run(*[a.format(p=p) for a in command])
+    assert_single_error_line(r, str(p), message)
+    assert p.read_bytes() == before
+
+
+def test_info_lists_tensors_of_a_file_without_table(tmp_path):
+    p = raw_file(tmp_path / "x.safetensors",
+                 {"b": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16)
+    r = run("info", p, "--json")
+    assert r.code == 0, r.err
+    facts = json.loads(r.out)
+    assert facts["table"] is None and facts["tensors"][0]["name"] == "b"
+    assert "no 2-D tensor" in facts["table_error"]
+
+
+def test_unknown_metadata_survives_in_place_and_rewrite(tmp_path, monkeypatch):
+    w = np.random.default_rng(1).standard_normal((50, 4)).astype(np.float32) * 3
+    p = tmp_path / "t.safetensors"
+    create(p, {"weight": w}, Config(), extra_metadata={"team": "search", "note": "ünïcode"})
+    assert run("freeze", p).code == 0
+    assert st.read_header(p).metadata["team"] == "search"
+    monkeypatch.setenv("EMBTOOL_REWRITE_BYTES", "0")  # force the whole-file rewrite path
+    ino = p.stat().st_ino
+    assert run("renorm", p, "--max-norm", "1").code == 0
+    assert p.stat().st_ino != ino  # rewritten
+    meta = st.read_header(p).metadata
+    assert meta["team"] == "search" and meta["note"] == "ünïcode" and meta["embtool.frozen"] == "true"
+
+
+def test_freeze_patches_the_header_in_place(tmp_path):
+    w = np.zeros((1000, 16), np.float32)
+    p = make_table(tmp_path / "t.safetensors", w)
+    before = p.read_bytes()
+    ino = p.stat().st_ino
+    assert run("freeze", p).code == 0
+    after = p.read_bytes()
+    assert p.stat().st_ino == ino and len(after) == len(before)
+    h = st.read_header(p)
+    assert after[h.data_start:] == before[h.data_start:]  # no data byte rewritten
+    assert h.metadata["embtool.frozen"] == "true"
+    assert not st.journal_path(p).exists()
+
+
+def test_freeze_of_a_foreign_file_without_header_room_rewrites_it(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    p = tmp_path / "m.safetensors"
+    w = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_file({"emb": w}, str(p), metadata={"k": "v"})
+    r = run("freeze", p)
+    assert r.code == 0, r.err
+    with safe_open(p, "numpy") as f:
+        assert np.array_equal(f.get_tensor("emb"), w)
+        assert f.metadata()["k"] == "v" and f.metadata()["embtool.frozen"] == "true"
+
+
+def _crash_after_journal(monkeypatch):
+    calls = {"n": 0}
+    real = st._apply
+
+    def crashing(fd, patches):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # apply half of the first patch, then "die"
+            off, data = patches[0]
+            os.pwrite(fd, data[: len(data) // 2], off)
+            raise SystemExit("killed")
+        return real(fd, patches)
+
+    monkeypatch.setattr(st, "_apply", crashing)
+
+
+def test_complete_journal_is_replayed(tmp_path, monkeypatch):
+    w = np.arange(40, dtype=np.float32).reshape(10, 4)
+    p = make_table(tmp_path / "t.safetensors", w)
+    _crash_after_journal(monkeypatch)
+    t = Table.open(p, write=True)
+    with pytest.raises(SystemExit):
+        t.update({"weight": (np.array([2, 7]), np.full((2, 4), -1, np.float32))})
+    t.close()
+    monkeypatch.undo()
+    assert st.journal_path(p).exists()
+    with Table.open(p) as t2:  # a reader finishes the interrupted write first
+        expect = w.copy()
+        expect[[2, 7]] = -1
+        assert np.array_equal(t2.weight(), expect)
+    assert not st.journal_path(p).exists()
+
+
+def test_torn_journal_is_dropped(tmp_path, monkeypatch):
+    w = np.arange(40, dtype=np.float32).reshape(10, 4)
+    p = make_table(tmp_path / "t.safetensors", w)
+    before = p.read_bytes()
+    _crash_after_journal(monkeypatch)
+    t = Table.open(p, write=True)
+    with pytest.raises(SystemExit):
+        t.update({"weight": (np.array([2]), np.full((1, 4), -1, np.float32))})
+    t.close()
+    monkeypatch.undo()
+    # undo the half-applied patch, then tear the journal: as if killed while writing the journal
+    p.write_bytes(before)
+    j = st.journal_path(p)
+    j.write_bytes(j.read_bytes()[:-5])
+    with Table.open(p) as t2:
+        assert np.array_equal(t2.weight(), w)
+    assert not j.exists()
+
+
+COUNTER = """
+import sys
+from embtool.table import Table
+for _ in range(int(sys.argv[2])):
+    with Table.open(sys.argv[1], write=True) as t:
+        n = int(t.metadata.get("test.counter", "0"))
+        t.update(metadata={"test.counter": str(n + 1)})
+"""
+
+
+def test_concurrent_writers_lose_no_update(tmp_path):
+    p = make_table(tmp_path / "t.safetensors", np.zeros((10, 4), np.float32))
+    procs = [subprocess.Popen([sys.executable, "-c", COUNTER, str(p), "25"]) for _ in range(4)]
+    assert [pr.wait(timeout=120) for pr in procs] == [0] * 4
+    assert st.read_header(p).metadata["test.counter"] == "100"
