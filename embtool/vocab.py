@@ -1,0 +1,287 @@
+"""Words <-> rows: the on-disk vocabulary layout and an O(log N) index over it.
+
+A table's vocabulary is three tensors stored next to ``weight`` (layout fixed):
+
+* ``vocab.bytes``   uint8 1-D: the UTF-8 bytes of all words concatenated in row order;
+* ``vocab.offsets`` int64 1-D, length N+1, ``offsets[0] == 0``: word i is
+  ``bytes[offsets[i]:offsets[i+1]]``;
+* ``vocab.order``   int64 1-D, length N: row ids sorted by word bytes (unsigned lexicographic, a
+  prefix first: the order of Python ``bytes`` comparison, which for UTF-8 is also code point
+  order).  Words are unique, so the order is a strict total order.
+
+``Vocab`` works on these arrays as given (they may be read-only memory maps) and never decodes
+more words than asked for: ``find`` is a binary search over ``order``.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from embtool.errors import FormatError
+
+BYTES = "vocab.bytes"
+OFFSETS = "vocab.offsets"
+ORDER = "vocab.order"
+
+
+class DuplicateWordError(FormatError):
+    """A vocabulary holds the same word twice."""
+
+
+# -- building ---------------------------------------------------------------------------------
+
+def _chunk_keys(padded, offsets, lengths, rows, level):
+    """Big-endian uint64 of bytes ``8*level .. 8*level+7`` of each word (zero padded)."""
+    start = offsets[rows] + 8 * level
+    have = np.clip(lengths[rows] - 8 * level, 0, 8)
+    win = sliding_window_view(padded, 8)[np.minimum(start, len(padded) - 8)]
+    win = np.where(np.arange(8) < have[:, None], win, 0).astype(np.uint8)
+    return np.ascontiguousarray(win).view(">u8").ravel().astype(np.uint64)
+
+
+def sort_spans(data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort the byte strings ``data[offsets[i]:offsets[i+1]]``.
+
+    Returns ``(order, distinct)``: ``order`` lists the ids by (bytes, id) -- equal strings keep
+    id order, so the first of a run is the earliest -- and ``distinct[k]`` is False when
+    ``order[k]`` holds the same bytes as ``order[k-1]``.
+
+    Most-significant-digit radix refinement with numpy: strings are compared 8 bytes at a time
+    (zero padded, then by length, which orders a prefix first and ``b"a" < b"a\\0"``); each pass
+    only re-sorts the groups that are still tied, so typical vocabularies need one or two passes.
+    """
+    offsets = np.asarray(offsets, np.int64)
+    n = len(offsets) - 1
+    lengths = np.diff(offsets)
+    padded = np.concatenate((np.asarray(data, np.uint8)[: offsets[-1]], np.zeros(8, np.uint8)))
+    order = np.arange(n, dtype=np.int64)
+    group = np.zeros(n, np.int64)  # per position: position where its tie group starts
+    active = np.arange(n, dtype=np.int64) if n > 1 else np.zeros(0, np.int64)
+    level = 0
+    while active.size:
+        rows = order[active]
+        key = _chunk_keys(padded, offsets, lengths, rows, level)
+        g = group[active]
+        perm = np.lexsort((key, g)) if level else np.argsort(key, kind="stable")
+        rows, key, g = rows[perm], key[perm], g[perm]
+        order[active] = rows
+        start = np.ones(len(active), bool)
+        start[1:] = (g[1:] != g[:-1]) | (key[1:] != key[:-1])
+        group[active] = active[np.maximum.accumulate(np.where(start, np.arange(len(active)), 0))]
+        level += 1
+        # keep refining groups of two or more in which some word is longer than the prefix seen
+        longer = lengths[rows] > 8 * level
+        first = np.flatnonzero(start)
+        size = np.diff(np.append(first, len(active)))
+        any_longer = np.logical_or.reduceat(longer, first) if len(first) else longer[:0]
+        still = np.repeat((size > 1) & any_longer, size)
+        active = active[still]
+    # ties on every chunk: equal up to zero padding; order by length (stable keeps id order)
+    tied = np.ones(n, bool)
+    if n:
+        tied[1:] = group[1:] == group[:-1]
+        tied[:-1] |= group[:-1] == group[1:]
+    pos = np.flatnonzero(tied) if n > 1 else np.zeros(0, np.int64)
+    if pos.size:
+        rows = order[pos]
+        perm = np.lexsort((lengths[rows], group[pos]))
+        order[pos] = rows[perm]
+    distinct = np.ones(n, bool)
+    if n > 1:
+        lo = order[:-1]
+        hi = order[1:]
+        distinct[1:] = (group[1:] != group[:-1]) | (lengths[lo] != lengths[hi])
+    return order, distinct
+
+
+def encode_words(words: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 ``(bytes, offsets)`` of ``words`` (a word that cannot be encoded, e.g. a lone
+    surrogate, raises FormatError naming its row)."""
+    n = len(words)
+    try:
+        joined = "\n".join(words).encode("utf-8")
+        raw = np.frombuffer(joined, np.uint8)
+        seps = np.flatnonzero(raw == 10)
+        if n and len(seps) == n - 1:  # no word contains "\n": split at the separators
+            data = np.delete(raw, seps)
+            offsets = np.zeros(n + 1, np.int64)
+            offsets[1:] = np.append(seps, len(raw)) - np.arange(n)
+            return data, offsets
+        parts = [w.encode("utf-8") for w in words]
+    except UnicodeEncodeError:
+        for i, w in enumerate(words):
+            try:
+                w.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise FormatError(f"word at row {i} cannot be stored as UTF-8 ({e.reason}): {w!r}") from None
+        raise
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return np.frombuffer(b"".join(parts), np.uint8).copy(), offsets
+
+
+def first_duplicate(order: np.ndarray, distinct: np.ndarray) -> tuple[int, int] | None:
+    """``(a, b)``: the earliest row ``b`` repeating an earlier row ``a`` (from ``sort_spans``)."""
+    if distinct.all():
+        return None
+    dup = np.flatnonzero(~distinct)
+    k = int(dup[np.argmin(order[dup])])
+    first = k
+    while not distinct[first]:
+        first -= 1
+    return int(order[first]), int(order[k])
+
+
+def _check_unique(data, offsets, order, distinct):
+    pair = first_duplicate(order, distinct)
+    if pair is not None:
+        a, b = pair
+        word = data[offsets[b]:offsets[b + 1]].tobytes().decode("utf-8", "replace")
+        raise DuplicateWordError(f"duplicate word {word!r} at rows {a} and {b}")
+
+
+def arrays_from_spans(data: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    """The three vocabulary tensors from UTF-8 words given as byte spans (no Python strings are
+    created).  Raises DuplicateWordError naming both rows."""
+    data = np.ascontiguousarray(data, np.uint8)
+    offsets = np.ascontiguousarray(offsets, np.int64)
+    order, distinct = sort_spans(data, offsets)
+    _check_unique(data, offsets, order, distinct)
+    return {BYTES: data, OFFSETS: offsets, ORDER: order}
+
+
+def encode_vocab(words: Sequence[str]) -> dict[str, np.ndarray]:
+    """The three vocabulary tensors for ``words`` (row order).  Raises DuplicateWordError
+    naming both rows of the first repeated word."""
+    data, offsets = encode_words(list(words))
+    return arrays_from_spans(data, offsets)
+
+
+def decode_spans(data, offsets, ids=None, errors="strict") -> list[str]:
+    """Decode words ``ids`` (default: all, in row order) from UTF-8 spans."""
+    data = np.asarray(data)
+    offsets = np.asarray(offsets)
+    if ids is None:
+        lo, hi = int(offsets[0]), int(offsets[-1])
+        chunk = data[lo:hi]
+        if not (chunk == 10).any():
+            n = len(offsets) - 1
+            if n == 0:
+                return []
+            sep = np.insert(chunk, offsets[1:-1] - lo, 10)
+            return sep.tobytes().decode("utf-8", errors).split("\n")
+        ids = range(len(offsets) - 1)
+    return [data[offsets[i]:offsets[i + 1]].tobytes().decode("utf-8", errors) for i in ids]
+
+
+# -- the index ----------------------------------------------------------------------------
+
+class Vocab:
+    """Word <-> row lookups over the three vocabulary arrays (possibly memory-mapped)."""
+
+    def __init__(self, data: np.ndarray, offsets: np.ndarray, order: np.ndarray):
+        self.data = data
+        self.offsets = offsets
+        self.order = order
+        n = len(order)
+        if data.ndim != 1 or offsets.ndim != 1 or order.ndim != 1 or len(offsets) != n + 1:
+            raise FormatError(
+                f"vocabulary tensors have inconsistent shapes: {BYTES} {data.shape}, "
+                f"{OFFSETS} {offsets.shape}, {ORDER} {order.shape}")
+        if n and (int(offsets[0]) != 0 or int(offsets[-1]) != len(data)):
+            raise FormatError(f"{OFFSETS} must start at 0 and end at len({BYTES}) = {len(data)}")
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Vocab":
+        return cls(arrays[BYTES], arrays[OFFSETS], arrays[ORDER])
+
+    @classmethod
+    def from_words(cls, words: Sequence[str]) -> "Vocab":
+        return cls.from_arrays(encode_vocab(words))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {BYTES: self.data, OFFSETS: self.offsets, ORDER: self.order}
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def _bytes(self, i: int) -> bytes:
+        return self.data[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()
+
+    def word(self, i: int) -> str:
+        n = len(self)
+        if not -n <= i < n:
+            from embtool.errors import IndexRangeError
+            raise IndexRangeError(f"row {i} is out of range for a vocabulary of {n} words")
+        return self._bytes(i % n).decode("utf-8")
+
+    def words(self, ids: Iterable[int]) -> list[str]:
+        return [self.word(int(i)) for i in ids]
+
+    def head(self, n: int) -> list[str]:
+        n = max(0, min(n, len(self)))
+        return decode_spans(self.data, self.offsets[: n + 1]) if n else []
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self._bytes(i).decode("utf-8")
+
+    def __contains__(self, word: str) -> bool:
+        return self.find(word) >= 0
+
+    def find(self, word: str) -> int:
+        """Row of ``word``, or -1 when absent (binary search over ``order``: O(log N))."""
+        try:
+            key = word.encode("utf-8")
+        except UnicodeEncodeError:
+            return -1
+        order = self.order
+        lo, hi = 0, len(order)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._bytes(int(order[mid])) < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(order) and self._bytes(int(order[lo])) == key:
+            return int(order[lo])
+        return -1
+
+    def find_many(self, words: Iterable[str]) -> np.ndarray:
+        """Rows of ``words`` (int64, -1 for absent words)."""
+        return np.array([self.find(w) for w in words], dtype=np.int64)
+
+
+# -- vocab.txt files --------------------------------------------------------------------------
+
+def read_vocab_file(path: str | Path) -> list[str]:
+    """One token per line (a BERT ``vocab.txt``): lines split on ``\\n`` only, a trailing ``\\r``
+    removed, nothing else stripped.  An empty line is an error naming its line number."""
+    raw = Path(path).read_bytes()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    words = []
+    for no, line in enumerate(lines, 1):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            raise FormatError(f"{path}, line {no}: empty line in vocabulary file")
+        try:
+            words.append(line.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise FormatError(f"{path}, line {no}: not valid UTF-8 ({e.reason})") from None
+    return words
+
+
+def write_vocab_file(path: str | Path, words: Iterable[str]) -> None:
+    """One word a line (UTF-8, ``\\n``); a word that is empty or contains a line break cannot be
+    read back and is an error naming its row."""
+    with open(path, "wb") as f:
+        for i, w in enumerate(words):
+            if not w or "\n" in w or w.endswith("\r"):
+                raise FormatError(f"word at row {i} cannot be written to a vocabulary file: {w!r}")
+            f.write(w.encode("utf-8") + b"\n")
