@@ -1,0 +1,151 @@
+"""Which format a vector file is in, from its first bytes.
+
+``--format auto`` (WORDVEC_FORMATS.md section 5.2):
+
+1. fastText ``.bin`` models (magic ``BA 16 4F 2F``) are refused with a pointer to the ``.vec`` file;
+   a ``.npy`` array (``\\x93NUMPY``) is ``npy``; a safetensors file is refused (the table layer
+   reads those).
+2. A UTF-8 BOM is skipped (and reported) when the encoding is UTF-8.
+3. A header is a first line of exactly two non-negative integers ``count dim`` (``dim >= 1``;
+   separated by ASCII whitespace, as gensim's ``split()``).  With a header, binary bytes after it
+   (control bytes other than tab, LF, VT, FF, CR) mean ``word2vec-binary``; otherwise the file is
+   ``word2vec`` text when the next non-blank line has at least ``dim + 1`` fields (or there is
+   none), else the first line is taken as a GloVe row.
+4. Without a header the file is ``glove``; binary bytes without a header are an error.
+"""
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+
+from embtool.errors import ConfigError, FormatError
+
+FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy")
+BOM = b"\xef\xbb\xbf"
+FASTTEXT_MAGIC = b"\xba\x16\x4f\x2f"
+NPY_MAGIC = b"\x93NUMPY"
+#: bytes.isspace() minus the line feed: what a line's end is stripped of (gensim's rstrip()).
+LINE_WS = b" \t\r\x0b\x0c"
+_CONTROL = frozenset(range(0, 9)) | frozenset(range(14, 32))
+#: bytes of the data after the header inspected for binary content.
+SNIFF = 1 << 16
+#: non-blank lines of the first block used to infer a GloVe file's dimension.
+DIM_SAMPLE_LINES = 1000
+
+
+@dataclass
+class Detected:
+    format: str
+    bom: bool = False
+    header: tuple[int, int] | None = None
+    start: int = 0        #: byte offset of the first row (after BOM and header line)
+    header_lines: int = 0
+
+
+def is_utf8(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    except LookupError:
+        raise ConfigError(f"unknown encoding {encoding!r}") from None
+
+
+def parse_header(line: bytes) -> tuple[int, int] | None:
+    """``(count, dim)`` when ``line`` is exactly two non-negative ASCII integers."""
+    parts = line.split()
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[0]), int(parts[1])
+    return None
+
+
+def looks_binary(sample: bytes) -> bool:
+    return any(b in _CONTROL for b in sample)
+
+
+def _first_line(head: bytes, start: int) -> tuple[bytes, int]:
+    """The line starting at ``start`` (without ``\\n``) and the offset after it."""
+    end = head.find(b"\n", start)
+    if end < 0:
+        return head[start:], len(head)
+    return head[start:end], end + 1
+
+
+def _next_nonblank(head: bytes, start: int) -> bytes | None:
+    while start < len(head):
+        line, start = _first_line(head, start)
+        if line.rstrip(LINE_WS):
+            return line.rstrip(LINE_WS)
+    return None
+
+
+def detect(head: bytes, name: str, fmt: str, encoding: str) -> Detected:
+    """Detect (``fmt == "auto"``) or check the format of a source whose data starts with
+    ``head`` (a few lines at least, or the whole data)."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if not head:
+        raise FormatError(f"{name}: empty file")
+    if head.startswith(FASTTEXT_MAGIC):
+        raise FormatError(f"{name}: this is a fastText .bin model, not a vector file; load the "
+                          "matching .vec file (or gensim's load_facebook_vectors)")
+    if head.startswith(NPY_MAGIC):
+        if fmt not in ("auto", "npy"):
+            raise FormatError(f"{name}: this is a .npy array, not {fmt} text")
+        return Detected("npy")
+    if fmt == "npy":
+        raise FormatError(f"{name}: not a .npy file (no \\x93NUMPY magic)")
+    if head[8:9] == b"{" and looks_binary(head[:8]):  # u64 header length, then JSON
+        raise FormatError(f"{name}: this is a safetensors file, not a vector text file")
+    bom = is_utf8(encoding) and head.startswith(BOM)
+    start = len(BOM) if bom else 0
+    line, after = _first_line(head, start)
+    header = parse_header(line)
+    if header is not None and header[1] < 1:
+        if fmt in ("word2vec", "word2vec-binary"):
+            raise FormatError(f"{name}, line 1: header gives dimension 0")
+        header = None
+    if fmt in ("word2vec", "word2vec-binary") and header is None:
+        shown = line[:60].decode("utf-8", "replace")
+        raise FormatError(f"{name}, line 1: expected a header 'count dim' (two integers) for "
+                          f"{fmt}, found {shown!r}")
+    if fmt == "glove":
+        return Detected("glove", bom, None, start)
+    if fmt in ("word2vec", "word2vec-binary"):
+        return Detected(fmt, bom, header, after, 1)
+    if header is not None:
+        if looks_binary(head[after:after + SNIFF]):
+            return Detected("word2vec-binary", bom, header, after, 1)
+        nxt = _next_nonblank(head, after)
+        if nxt is None or nxt.count(b" ") >= header[1]:
+            return Detected("word2vec", bom, header, after, 1)
+    elif looks_binary(head[start:start + SNIFF]):
+        raise FormatError(f"{name}: binary data without a word2vec header (not a GloVe/word2vec "
+                          "text file, a word2vec binary file or a .npy array)")
+    return Detected("glove", bom, None, start)
+
+
+def infer_dim(block: bytes, name: str, line_base: int = 0) -> int:
+    """A GloVe file's dimension: the most common number of fields minus one over the first
+    ``DIM_SAMPLE_LINES`` non-blank lines (ties go to the smaller dimension, since a longer row may
+    be a key with spaces while a shorter one is always an error).  One damaged or 840B-style
+    line among the first rows therefore does not decide the dimension."""
+    counts: dict[int, int] = {}
+    first_line = {}
+    pieces = block.split(b"\n", 4 * DIM_SAMPLE_LINES)
+    seen = 0
+    for no, raw in enumerate(pieces[:4 * DIM_SAMPLE_LINES], line_base + 1):
+        line = raw.rstrip(LINE_WS)
+        if not line:
+            continue
+        nf = line.count(b" ") + 1
+        counts[nf] = counts.get(nf, 0) + 1
+        first_line.setdefault(nf, no)
+        seen += 1
+        if seen == DIM_SAMPLE_LINES:
+            break
+    if not counts:
+        raise FormatError(f"{name}: no vectors found (only blank lines)")
+    nf = max(counts, key=lambda k: (counts[k], -k))
+    if nf < 2:
+        raise FormatError(f"{name}, line {first_line[nf]}: a word without vector values "
+                          "(fields must be separated by single spaces)")
+    return nf - 1

@@ -1,0 +1,198 @@
+"""``read_vectors``: load GloVe / word2vec text / word2vec binary / .npy into a table."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from embtool import kernels
+from embtool.errors import ConfigError, FormatError
+from embtool.formats import binary, detect as _detect, text
+from embtool.formats.loaded import (
+    DUPLICATE_POLICIES, UNICODE_ERRORS, LoadedVectors, LoadReport, compact_rows, decode_keys,
+    dedupe, shrink,
+)
+from embtool.formats.source import BlockReader, _Prefixed, _read_fully, open_source
+
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: bytes read first for format detection (more if the first lines are longer).
+HEAD = 1 << 16
+
+
+def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding="utf-8",
+                 unicode_errors="strict", on_duplicate="first", allow_nonfinite=False,
+                 dim=None, progress=None) -> LoadedVectors:
+    """Load pretrained vectors from a path (``.gz``/``.bz2``/``.xz`` recognised by their magic
+    bytes) or ``"-"`` (stdin).
+
+    ``format``: ``auto``, ``glove``, ``word2vec`` (text with a header; fastText ``.vec``),
+    ``word2vec-binary`` or ``npy``.  ``limit``: read at most this many rows (``0`` reads none).
+    ``dtype``: float32, float64, float16 or bfloat16 (see ``LoadedVectors``); text values are
+    ``dtype(float(token))`` as gensim's ``datatype``, binary values are float32 cast to ``dtype``.
+    ``encoding`` / ``unicode_errors`` (strict, replace, ignore) decode the words.
+    ``on_duplicate``: first (gensim), last (torchtext) or error.  Non-finite values (nan, inf,
+    overflow) are an error naming the first one unless ``allow_nonfinite``.  ``dim`` fixes a GloVe
+    file's dimension instead of inferring it (and must match a header).  ``progress(bytes, rows)``
+    is called after each block with the source bytes (compressed bytes for compressed files,
+    so the total is the file size) and rows read since the previous call.
+    """
+    _check_options(format, limit, dtype, unicode_errors, on_duplicate, dim, encoding)
+    src = open_source(source)
+    try:
+        head = _read_head(src)
+        found = _detect.detect(head, src.name, format, encoding)
+        report = LoadReport(source=src.name, format=found.format, compression=src.compression,
+                            dtype=dtype, limit=limit, bom=found.bom, on_duplicate=on_duplicate)
+        if found.format == "npy":
+            return _read_npy(src, limit, dtype, allow_nonfinite, report)
+        if found.header is not None:
+            report.header_count = found.header[0]
+            if dim is not None and dim != found.header[1]:
+                raise FormatError(f"{src.name}, line 1: header gives dimension {found.header[1]}, "
+                                  f"not {dim}")
+            dim = found.header[1]
+        reader = BlockReader(src)
+        first = reader.next()
+        arr, n = first
+        backend = kernels.backend_for(max(src.size or 0, n) // 8)
+        capacity = _capacity(src, found, n, arr, dim)
+        if found.format == "word2vec-binary":
+            table, rows, data, offsets, where = binary.read_binary(
+                reader, found.start, found.header[0], dim, limit=limit, dtype=dtype,
+                backend=backend, report=report, name=src.name, capacity=capacity,
+                progress=progress, src=src)
+            where_kind = "byte"
+        else:
+            if dim is None:
+                sample_end = min(n, found.start + (8 << 20))
+                sample = arr[found.start:sample_end].tobytes()
+                if sample_end < n:
+                    sample = sample[: sample.rfind(b"\n") + 1] or sample
+                dim = _detect.infer_dim(sample, src.name)
+            parser = text.TextParser(
+                reader, src.name, dim=dim, header_count=found.header and found.header[0],
+                header_lines=found.header_lines, limit=limit, dtype=dtype, encoding=encoding,
+                backend=backend, report=report)
+            table, rows = parser.run(arr, n, found.start, found.header_lines, capacity,
+                                     progress, src)
+            data, offsets, where = parser.keys()
+            where_kind = "line"
+        del arr, first
+        report.dim = dim
+        return _finish(table, rows, data, offsets, where, where_kind, report, src.name,
+                       encoding, unicode_errors, on_duplicate, allow_nonfinite, dtype)
+    finally:
+        src.close()
+
+
+def _check_options(fmt, limit, dtype, unicode_errors, on_duplicate, dim, encoding):
+    if fmt not in _detect.FORMATS:
+        raise ConfigError(f"format must be one of {', '.join(_detect.FORMATS)}, not {fmt!r}")
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if unicode_errors not in UNICODE_ERRORS:
+        raise ConfigError(f"unicode_errors must be one of {', '.join(UNICODE_ERRORS)}, "
+                          f"not {unicode_errors!r}")
+    if on_duplicate not in DUPLICATE_POLICIES:
+        raise ConfigError(f"on_duplicate must be one of {', '.join(DUPLICATE_POLICIES)}, "
+                          f"not {on_duplicate!r}")
+    if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 0):
+        raise ConfigError(f"limit must be a non-negative integer, not {limit!r}")
+    if dim is not None and (not isinstance(dim, (int, np.integer)) or dim < 1):
+        raise ConfigError(f"dim must be a positive integer, not {dim!r}")
+    _detect.is_utf8(encoding)  # raises ConfigError on an unknown encoding
+
+
+def _read_head(src) -> bytes:
+    """The first bytes of the data (at least three lines when there are), pushed back."""
+    head = b""
+    while True:
+        more = _read_fully(src.stream, max(HEAD, len(head)))
+        head += more
+        if not more or head.count(b"\n") >= 3 or len(head) >= (16 << 20):
+            break
+    src.stream = io.BufferedReader(_Prefixed(head, src.stream), 1 << 20)
+    return head
+
+
+def _capacity(src, found, n, arr, dim) -> int:
+    """Rows to allocate at first: exact from a header (bounded by what the file can hold), else
+    estimated from the file size and the first block's bytes per row; the table grows if needed."""
+    if found.header is not None and found.format == "word2vec-binary":
+        per_row = 4 * dim + 2
+    else:
+        block = arr[found.start:n]
+        rows = max(1, int(np.count_nonzero(block == 10)))
+        per_row = max(1, (n - found.start) // rows)
+        if found.header is not None:
+            per_row = min(per_row, 2 * (dim or 1) + 1)
+    if src.plain_file:
+        estimate = src.size // per_row + 1
+        return estimate if found.header is not None else int(estimate * 1.02) + 64
+    return max(1 << 16, 4 * (n // per_row))
+
+
+def _read_npy(src, limit, dtype, allow_nonfinite, report) -> LoadedVectors:
+    """A .npy array as ``from_pretrained`` takes it: 2-D floating point, no words."""
+    from numpy.lib import format as npformat
+
+    try:
+        if src.plain_file:
+            arr = np.load(src.name, mmap_mode="r", allow_pickle=False)
+        else:
+            arr = npformat.read_array(src.stream, allow_pickle=False)
+    except ValueError as e:
+        raise FormatError(f"{src.name}: not a readable .npy array ({e})") from None
+    if arr.ndim != 2:
+        raise FormatError(f"{src.name}: the array has shape {arr.shape}; expected 2-D (rows x dim)")
+    if arr.dtype.kind != "f":
+        raise FormatError(f"{src.name}: the array has dtype {arr.dtype}; expected floating point")
+    if limit is not None:
+        report.limit_reached = limit < arr.shape[0]
+        arr = arr[:limit]
+    store = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        table = np.array(arr, dtype=store, order="C", copy=True)
+    if dtype == "bfloat16":
+        table_before = np.isfinite(table)
+        text.round_bfloat16(table)
+    else:
+        table_before = np.isfinite(np.asarray(arr))
+    bad = ~np.isfinite(table)
+    report.nonfinite = int(bad.sum())
+    report.overflow = int((bad & table_before).sum())
+    report.rows, report.dim = table.shape
+    if report.nonfinite:
+        r, j = np.argwhere(bad)[0]
+        report.first_nonfinite = f"row {r}, column {j}: {table[r, j]}"
+        _check_nonfinite(report, src.name, dtype, allow_nonfinite)
+    return LoadedVectors(table, report, dtype)
+
+
+def _check_nonfinite(report, name, dtype, allow_nonfinite):
+    if report.nonfinite and not allow_nonfinite:
+        at = f", the first at {report.first_nonfinite}" if report.first_nonfinite else ""
+        raise FormatError(f"{name}: {report.nonfinite} non-finite values (nan/inf, or numbers too "
+                          f"large for {dtype}){at}; pass allow_nonfinite to keep them")
+
+
+def _finish(table, rows, data, offsets, where, where_kind, report, name, encoding,
+            unicode_errors, on_duplicate, allow_nonfinite, dtype) -> LoadedVectors:
+    _check_nonfinite(report, name, dtype, allow_nonfinite)
+    data, offsets, bad = decode_keys(data, offsets, where, name=name, encoding=encoding,
+                                     unicode_errors=unicode_errors, where_kind=where_kind)
+    report.undecodable_words = bad
+    if bad:
+        report.warnings.append(f"{bad} words had bytes invalid in {encoding} "
+                               f"({unicode_errors}d)")
+    report.empty_words = int(np.count_nonzero(np.diff(offsets) == 0))
+    if report.empty_words:
+        report.warnings.append(f"{report.empty_words} words are empty after decoding")
+    keep, arrays, dropped, groups = dedupe(data, offsets, where, on_duplicate, name=name,
+                                           where_kind=where_kind)
+    table = shrink(table, rows)
+    if keep is not None:
+        table = compact_rows(table, keep)
+    report.duplicates, report.duplicate_words = dropped, groups
+    report.rows = len(table)
+    return LoadedVectors(table, report, dtype, arrays)

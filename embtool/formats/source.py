@@ -1,0 +1,192 @@
+"""Opening a vector source and reading it in blocks of whole lines.
+
+A source is a path or ``"-"`` (stdin).  Compression is recognised by its magic bytes (gzip, bzip2,
+xz), so a compressed file is read correctly whatever its name, and a plain file named ``.gz`` is
+read as plain text; zstd is recognised and refused.  Nothing is seeked, so stdin and compressed
+streams work like files; the first block is used for format detection.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embtool.errors import FormatError
+
+#: bytes per block read (the parser's working buffer; peak memory is the table plus this).
+BLOCK_SIZE = 32 << 20
+#: spare bytes after the data so kernels may read a fixed window past a token's end.
+PAD = 64
+
+_COMPRESSION = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
+_OPENERS = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+_ZSTD = b"\x28\xb5\x2f\xfd"
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that first returns ``prefix``, then the rest of ``stream``."""
+
+    def __init__(self, prefix: bytes, stream):
+        self._prefix = memoryview(prefix)
+        self._stream = stream
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        if self._prefix:
+            k = min(len(b), len(self._prefix))
+            b[:k] = self._prefix[:k]
+            self._prefix = self._prefix[k:]
+            return k
+        return self._stream.readinto(b)
+
+
+@dataclass
+class Source:
+    name: str                 #: used in messages ("<stdin>" for -)
+    stream: object            #: decompressed binary stream (readinto)
+    compression: str | None   #: "gzip", "bz2", "xz" or None
+    size: int | None          #: bytes of the file on disk (None for stdin)
+    _raw: object = None
+    _pos: int = 0
+
+    @property
+    def plain_file(self) -> bool:
+        """A regular uncompressed file: ``size`` is the size of the data."""
+        return self.size is not None and self.compression is None
+
+    def consumed(self) -> int:
+        """Bytes of the underlying file (compressed bytes for compressed files) read so far."""
+        if self.compression is None or self._raw is None:
+            return self._pos
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return self._pos
+
+    def close(self):
+        for f in (self.stream, self._raw):
+            if f is not None and f is not sys.stdin.buffer:
+                try:
+                    f.close()
+                except Exception:  # pragma: no cover - closing is best effort
+                    pass
+
+
+def open_source(source) -> Source:
+    """Open a path or ``"-"`` and undo compression (see module doc)."""
+    if isinstance(source, (str, os.PathLike)) and str(source) == "-":
+        name, raw, size = "<stdin>", sys.stdin.buffer, None
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            raw = open(path, "rb")
+        except FileNotFoundError:
+            raise FormatError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise FormatError(f"{name}: is a directory") from None
+        except OSError as e:
+            raise FormatError(f"{name}: cannot open ({e.strerror})") from None
+        size = os.fstat(raw.fileno()).st_size
+    head = _read_fully(raw, 6)
+    if head.startswith(_ZSTD):
+        raise FormatError(f"{name}: zstd compression is not supported; decompress it first "
+                          "(zstd -d) or pipe it to -")
+    kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
+    prefixed = io.BufferedReader(_Prefixed(head, raw), 1 << 20)
+    stream = _OPENERS[kind](fileobj=prefixed, mode="rb") if kind else prefixed
+    return Source(name, stream, kind, size, raw)
+
+
+def _read_fully(stream, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        b = stream.read(n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+class BlockReader:
+    """Reads a source in blocks that end at a line break (or at the end of the data).
+
+    ``next()`` returns ``(array, n)``: ``array`` is a uint8 view of the reusable buffer (with
+    ``PAD`` spare bytes after ``n``) whose first ``n`` bytes are whole lines, or ``None`` at the
+    end.  A line longer than the buffer grows it.
+    """
+
+    def __init__(self, src: Source, block_size: int = BLOCK_SIZE):
+        self.src = src
+        self.buf = bytearray(block_size + PAD)
+        self.cap = block_size
+        self.filled = 0
+        self.taken = 0
+        self.eof = False
+        self.offset = 0  #: byte offset in the data of the current block's first byte
+
+    def _fill(self):
+        view = memoryview(self.buf)
+        while self.filled < self.cap and not self.eof:
+            try:
+                k = self.src.stream.readinto(view[self.filled:self.cap])
+            except (OSError, EOFError, lzma.LZMAError) as e:
+                raise FormatError(f"{self.src.name}: cannot read ({self.src.compression or 'file'} "
+                                  f"error: {e})") from None
+            if not k:
+                self.eof = True
+            else:
+                self.filled += k
+                self.src._pos += k
+        view.release()
+
+    def next(self):
+        if self.taken:
+            rest = self.filled - self.taken
+            self.buf[:rest] = self.buf[self.taken:self.filled]
+            self.offset += self.taken
+            self.filled, self.taken = rest, 0
+        while True:
+            self._fill()
+            if self.filled == 0:
+                return None
+            n = self.filled if self.eof else self.buf.rfind(b"\n", 0, self.filled) + 1
+            if n > 0:
+                break
+            grown = bytearray(2 * self.cap + PAD)
+            grown[:self.filled] = self.buf[:self.filled]
+            self.buf, self.cap = grown, 2 * self.cap
+        self.taken = n
+        return np.frombuffer(self.buf, np.uint8), n
+
+    def find(self, byte: bytes, start: int, end: int) -> int:
+        return self.buf.find(byte, start, end)
+
+    # -- raw mode (binary records): all buffered bytes, not whole lines ------------------------
+    def raw(self):
+        """``(array, filled)``: every byte read so far that is still buffered."""
+        return np.frombuffer(self.buf, np.uint8), self.filled
+
+    def refill(self, keep: int):
+        """Drop ``buf[:keep]``, read more; ``(array, filled)``.  Grows the buffer when more than
+        half of it is kept (a record longer than half a block)."""
+        rest = self.filled - keep
+        self.buf[:rest] = self.buf[keep:self.filled]
+        self.offset += keep
+        self.filled, self.taken = rest, 0
+        if rest > self.cap // 2:
+            grown = bytearray(2 * self.cap + PAD)
+            grown[:rest] = self.buf[:rest]
+            self.buf, self.cap = grown, 2 * self.cap
+        self._fill()
+        return np.frombuffer(self.buf, np.uint8), self.filled

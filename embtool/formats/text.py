@@ -1,0 +1,242 @@
+"""GloVe and word2vec (fastText ``.vec``) text: a streaming block parser.
+
+Each block of whole lines is cut into chunks and parsed by the ``parse`` kernels straight into the
+output table (parallel over chunks with Numba).  Rows the kernels leave to us -- values outside
+the exact fast path (``nan``, ``1_000``, 20-digit mantissas...) and errors -- are handled here with
+Python ``float()``, so every value equals ``numpy.float32(float(token))`` (or the dtype's rounding
+of ``float(token)``), as gensim computes it.  Memory: the table plus one block and per-row
+bookkeeping (key bytes, line numbers).
+
+Behaviours chosen where gensim's are accidents (WORDVEC_FORMATS.md section 1.5):
+
+* blank lines are skipped anywhere (reported), never rows;
+* a header count larger than the rows is an error unless ``limit`` is met; a smaller one reads
+  ``count`` rows as gensim does and reports (and warns about) the rows ignored after them;
+* ``limit`` counts rows read from the file; duplicates dropped afterwards may leave fewer;
+* a row's key is everything before its last ``dim`` fields (GloVe 840B); but when the field just
+  before the vector is itself a number, the row is refused as having too many values, and an
+  empty field (leading space, two spaces in a row) is refused rather than read as an empty word.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from embtool import kernels
+from embtool.errors import FormatError
+from embtool.kernels._numpy.parse import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW
+from embtool.formats.detect import LINE_WS
+
+#: bytes per parallel chunk of a block.
+CHUNK = 1 << 20
+_LITERALS = (b"nan", b"inf", b"infinity")
+
+
+class GrowingTable:
+    """A C-contiguous (rows x dim) array that grows with ``ndarray.resize`` (realloc: large
+    blocks are remapped, not copied) and is shrunk to the rows used at the end."""
+
+    def __init__(self, dim: int, dtype, capacity: int):
+        self.table = np.empty((max(capacity, 1), dim), dtype)
+
+    def ensure(self, rows: int):
+        if rows > len(self.table):
+            grown = max(rows, int(len(self.table) * 1.5) + 1024)
+            self.table.resize((grown, self.table.shape[1]), refcheck=False)
+
+
+class TextParser:
+    def __init__(self, reader, name, *, dim, header_count, header_lines, limit, dtype, encoding,
+                 backend, report):
+        self.reader = reader
+        self.name = name
+        self.header_lines = header_lines
+        self.encoding = encoding
+        self.dim = dim
+        self.header_count = header_count
+        self.limit = limit
+        self.dtype = dtype
+        self.report = report
+        self.count_rows = kernels.get("parse.count_rows", backend=backend)
+        self.parse_rows = kernels.get("parse.parse_rows", backend=backend)
+        self.key_parts, self.len_parts, self.line_parts = [], [], []
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, arr, n, start, line_base, capacity, progress=None, src=None):
+        """Parse from ``arr[start:n]`` (the first block) to the end; return the table."""
+        rep, dim = self.report, self.dim
+        store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
+        target = self.header_count
+        if self.limit is not None:
+            target = self.limit if target is None else min(target, self.limit)
+        grow = GrowingTable(dim, store, capacity if target is None else min(target, capacity))
+        done = 0
+        last_line = line_base
+        counting_only = False
+        consumed = 0
+        while arr is not None:
+            bounds = self._bounds(start, n)
+            lines, rows = self.count_rows(arr, bounds)
+            block_rows = int(rows.sum())
+            want = block_rows if target is None else max(0, min(block_rows, target - done))
+            if counting_only:
+                rep.ignored_rows += block_rows
+            elif want:
+                grow.ensure(done + want)
+                ln = self._parse_block(arr, n, bounds, lines, rows, want, line_base,
+                                       grow.table, done)
+                last_line = int(ln[-1])
+                done += want
+                if want < block_rows:
+                    rep.ignored_rows += block_rows - want
+            line_base += int(lines.sum())
+            if progress is not None:
+                now = src.consumed()
+                progress(now - consumed, want)
+                consumed = now
+            if target is not None and done >= target and not counting_only:
+                if self.limit is not None and done >= self.limit:
+                    rep.limit_reached = True
+                    rep.ignored_rows = 0
+                    break
+                counting_only = True
+            start = 0
+            arr = None
+            nxt = self.reader.next()
+            if nxt is not None:
+                arr, n = nxt
+        else:
+            last_line = line_base
+        if self.header_count is not None and done < self.header_count and not rep.limit_reached:
+            raise FormatError(f"{self.name}: the header says {self.header_count} rows but the "
+                              f"file has {done}")
+        rep.blank_lines = last_line - self.header_lines - done - rep.ignored_rows
+        if rep.ignored_rows:
+            rep.warnings.append(f"the header says {self.header_count} rows; {rep.ignored_rows} "
+                                "more rows after them were ignored")
+        return grow.table, done
+
+    def _bounds(self, a, n):
+        nchunks = max(1, (n - a) // CHUNK)
+        bounds = [a]
+        for c in range(1, nchunks):
+            k = self.reader.find(b"\n", a + c * (n - a) // nchunks, n)
+            bounds.append(max(n if k < 0 else k + 1, bounds[-1]))
+        bounds.append(n)
+        return np.array(bounds, np.int64)
+
+    def _parse_block(self, arr, n, bounds, lines, rows, want, line_base, table, r0):
+        dim = self.dim
+        line0 = np.concatenate(([0], np.cumsum(lines)[:-1])).astype(np.int64)
+        row0 = np.concatenate(([0], np.cumsum(rows)[:-1])).astype(np.int64)
+        staging = np.empty((want, dim), np.float64) if self.dtype == "float16" else None
+        out = staging if staging is not None else table[r0:r0 + want]
+        ks = np.empty(want, np.int64)
+        ke = np.empty(want, np.int64)
+        ln = np.empty(want, np.int64)
+        st = np.empty(want, np.uint8)
+        counts = self.parse_rows(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
+        ln += line_base
+        rep = self.report
+        rep.crlf_lines += int(counts[0])
+        rep.trailing_space_lines += int(counts[1])
+        rep.spaced_keys += int(np.count_nonzero(st & SPACED_KEY))
+        for r in np.flatnonzero((st != 0) & (st != SPACED_KEY)):
+            self._resolve_row(arr, n, int(r), int(st[r]), int(ks[r]), int(ln[r]), out)
+        if staging is not None:
+            with np.errstate(over="ignore"):
+                table[r0:r0 + want] = staging
+            self._count_nonfinite(table[r0:r0 + want], staging, ln)
+        elif self.dtype == "bfloat16":
+            block = table[r0:r0 + want]
+            finite = np.isfinite(block)
+            round_bfloat16(block)
+            self._count_nonfinite(block, np.where(finite, 0.0, block), ln)
+        self._keep_keys(arr, ks, ke, ln)
+        return ln
+
+    # -- rows the kernel left to us ----------------------------------------------------------
+    def _line(self, arr, n, start):
+        end = self.reader.find(b"\n", start, n)
+        return arr[start:n if end < 0 else end].tobytes().rstrip(LINE_WS)
+
+    def _resolve_row(self, arr, n, r, status, start, line_no, out):
+        line = self._line(arr, n, start)
+        fields = line.split(b" ")
+        where = f"{self.name}, line {line_no}"
+        if status & ERRORS:
+            raise FormatError(f"{where}: {self._shape_problem(line, fields, status, line_no)}")
+        toks = fields[len(fields) - self.dim:]
+        vals = []
+        for j, tok in enumerate(toks):
+            try:
+                vals.append(float(tok))
+            except ValueError:
+                try:  # Python float() also takes non-ASCII digits and whitespace, as gensim does
+                    vals.append(float(tok.decode(self.encoding)))
+                except (ValueError, UnicodeDecodeError):
+                    shown = tok[:40].decode("utf-8", "replace")
+                    raise FormatError(f"{where}: value {j + 1} of {self.dim} is not a number: "
+                                      f"{shown!r}") from None
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[r] = vals
+        bad = np.flatnonzero(~np.isfinite(out[r]))
+        if bad.size:
+            self.report.overflow += sum(toks[j].strip().lstrip(b"+-").lower() not in _LITERALS
+                                        for j in bad)
+            if self.dtype not in ("float16", "bfloat16"):  # else counted after rounding
+                self.report.nonfinite += len(bad)
+                self._note_nonfinite(line_no, int(bad[0]), toks[bad[0]])
+
+    def _shape_problem(self, line, fields, status, line_no):
+        if status & EMPTY_FIELD:
+            return "empty field (the line starts with a space or has two spaces in a row)"
+        nvals = len(fields) - 1
+        if status & TOO_FEW:
+            hint = ""
+            if b"\t" in line:
+                hint = " (fields must be separated by single spaces, not tabs)"
+            elif line_no == 1 and nvals == 1:
+                hint = " (is line 1 a word2vec header? use format='word2vec')"
+            return f"{nvals} values, expected {self.dim} (ragged row){hint}"
+        return (f"{nvals} values after the word, expected {self.dim} (a row with too many values; "
+                "the field before the vector is a number)")
+
+    def _note_nonfinite(self, line_no, field, token):
+        if self.report.first_nonfinite is None:
+            shown = bytes(token)[:40].decode("utf-8", "replace")
+            self.report.first_nonfinite = f"line {line_no}, value {field + 1}: {shown!r}"
+
+    def _count_nonfinite(self, block, source, ln):
+        bad = ~np.isfinite(block)
+        if bad.any():
+            self.report.nonfinite += int(bad.sum())
+            self.report.overflow += int((bad & np.isfinite(source)).sum())
+            r, j = np.argwhere(bad)[0]
+            self._note_nonfinite(int(ln[r]), int(j), str(block[r, j]).encode())
+
+    def _keep_keys(self, arr, ks, ke, ln):
+        lens = ke - ks
+        total = int(lens.sum())
+        shift = np.repeat(ks - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+        self.key_parts.append(arr[shift + np.arange(total)])
+        self.len_parts.append(lens)
+        self.line_parts.append(ln)
+
+    def keys(self):
+        """``(key bytes, offsets, line numbers)`` of every parsed row."""
+        lens = np.concatenate(self.len_parts) if self.len_parts else np.zeros(0, np.int64)
+        offsets = np.zeros(len(lens) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        data = np.concatenate(self.key_parts) if self.key_parts else np.zeros(0, np.uint8)
+        lines = np.concatenate(self.line_parts) if self.line_parts else np.zeros(0, np.int64)
+        return data, offsets, lines
+
+
+def round_bfloat16(a: np.ndarray) -> None:
+    """Round float32 values in place to the nearest bfloat16 (ties to even), as torch's
+    ``round_to_nearest_even`` (c10/util/BFloat16.h); NaN becomes the canonical 0x7FC0."""
+    bits = a.view(np.uint32)
+    nan = np.isnan(a)
+    bits += np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    bits &= np.uint32(0xFFFF0000)
+    bits[nan] = np.uint32(0x7FC00000)
