@@ -131,7 +131,7 @@ def _bags(offsets, n, include_last_offset):
 
 
 def _check_indices(indices, num):
-    if indices.size == 0:
+    if indices.size == 0 or (indices.min() >= 0 and indices.max() < num):
         return
     bad = np.flatnonzero((indices < 0) | (indices >= num))
     if bad.size:
@@ -172,5 +172,7 @@ def _reduce(weight, indices, starts, ends, mode, psw, padding_idx):
 
 def _counts(indices, starts, ends, padding_idx):
     """Non-padding entries per bag, at least 1 (PyTorch's mean divisor)."""
+    if padding_idx < 0:
+        return np.maximum(ends - starts, 1)
     kept = np.concatenate([[0], np.cumsum(indices != padding_idx)])
     return np.maximum(kept[ends] - kept[starts], 1)

@@ -2,29 +2,61 @@
 
 Bags are independent, so each kernel runs its bags in parallel and each bag sequentially in
 input order, with PyTorch's float arithmetic (TORCH_SEMANTICS.md §5.2).  The loop over
-features is innermost so that LLVM vectorises it without reassociating any sum.
+features is innermost so that LLVM vectorises it without reassociating any sum.  The sums take
+four rows per pass over the accumulator, ``(((acc + r0) + r1) + r2) + r3`` (still one rounding
+per addition, in input order), and the row ``AHEAD`` input positions further on is prefetched
+across bag boundaries: the random row reads are what these kernels wait for.
 """
 from __future__ import annotations
 
 import numba
-import numpy as np
 
-from embtool.kernels._numba.fp import PJIT, fma32
+from embtool.kernels._numba.fp import JIT, PJIT, fma32
+from embtool.kernels._numba.lookup import _prefetch
+
+AHEAD = 8
+
+
+@numba.njit(inline="always", **JIT)
+def _prefetch_ahead(flat, indices, i, count, dim):
+    for j in range(i + AHEAD, min(i + AHEAD + count, indices.shape[0])):
+        base = indices[j] * dim
+        for c in range(0, dim, 16):
+            _prefetch(flat, base + c)
+
+
+@numba.njit(inline="always", **JIT)
+def _four_rows(indices, i, end, padding_idx):
+    """Whether positions i..i+3 are all in the bag and none is padding."""
+    if i + 4 > end:
+        return False
+    return (indices[i] != padding_idx and indices[i + 1] != padding_idx
+            and indices[i + 2] != padding_idx and indices[i + 3] != padding_idx)
 
 
 @numba.njit(**PJIT)
 def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
     dim = out.shape[1]
+    flat = weight.reshape(-1)
     for b in numba.prange(starts.shape[0]):
         acc = out[b]
         acc[:] = 0
-        for i in range(starts[b], ends[b]):
-            k = indices[i]
-            if k == padding_idx:
+        i, end = starts[b], ends[b]
+        while i < end:
+            if _four_rows(indices, i, end, padding_idx):
+                _prefetch_ahead(flat, indices, i, 4, dim)
+                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
+                                  weight[indices[i + 2]], weight[indices[i + 3]])
+                for d in range(dim):
+                    acc[d] = (((acc[d] + r0[d]) + r1[d]) + r2[d]) + r3[d]
+                i += 4
                 continue
-            row = weight[k]
-            for d in range(dim):
-                acc[d] += row[d]
+            _prefetch_ahead(flat, indices, i, 1, dim)
+            if indices[i] != padding_idx:
+                row = weight[indices[i]]
+                for d in range(dim):
+                    acc[d] += row[d]
+            i += 1
         if divisor.shape[0]:
             for d in range(dim):
                 acc[d] = acc[d] / divisor[b]
@@ -33,31 +65,44 @@ def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
 @numba.njit(**PJIT)
 def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out):
     dim = out.shape[1]
+    flat = weight.reshape(-1)
     for b in numba.prange(starts.shape[0]):
         acc = out[b]
         acc[:] = 0
-        for i in range(starts[b], ends[b]):
-            k = indices[i]
-            if k == padding_idx:
+        i, end = starts[b], ends[b]
+        while i < end:
+            if fused and _four_rows(indices, i, end, padding_idx):  # FBGEMM: fma(W, w, out)
+                _prefetch_ahead(flat, indices, i, 4, dim)
+                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
+                                  weight[indices[i + 2]], weight[indices[i + 3]])
+                w0, w1, w2, w3 = psw[i], psw[i + 1], psw[i + 2], psw[i + 3]
+                for d in range(dim):
+                    acc[d] = fma32(r3[d], w3, fma32(r2[d], w2, fma32(r1[d], w1, fma32(r0[d], w0, acc[d]))))
+                i += 4
                 continue
-            row = weight[k]
-            w = psw[i]
-            if fused:  # FBGEMM path: one rounding, fma(W, w, out)
-                for d in range(dim):
-                    acc[d] = fma32(row[d], w, acc[d])
-            else:  # generic path: f(out + f(W*w))
-                for d in range(dim):
-                    acc[d] += row[d] * w
+            _prefetch_ahead(flat, indices, i, 1, dim)
+            if indices[i] != padding_idx:
+                row = weight[indices[i]]
+                w = psw[i]
+                if fused:
+                    for d in range(dim):
+                        acc[d] = fma32(row[d], w, acc[d])
+                else:  # generic path: f(out + f(W*w))
+                    for d in range(dim):
+                        acc[d] += row[d] * w
+            i += 1
 
 
 @numba.njit(**PJIT)
 def bag_max(weight, indices, starts, ends, padding_idx, out):
     dim = out.shape[1]
+    flat = weight.reshape(-1)
     for b in numba.prange(starts.shape[0]):
         acc = out[b]
         acc[:] = 0
         seen = False
         for i in range(starts[b], ends[b]):
+            _prefetch_ahead(flat, indices, i, 1, dim)
             k = indices[i]
             if k == padding_idx:
                 continue
