@@ -207,18 +207,16 @@ def test_constant_or_nan_input_gives_nan():
     assert np.isnan(pearson([1, np.nan, 2], [1, 2, 3])) and np.isnan(spearman([1, np.nan, 2], [1, 2, 3]))
 
 
-def test_missing_section_header_names_the_line(tmp_path):
+@pytest.mark.parametrize("which,text,message", [
+    ("analogies", "\na b c d\n", r"q.txt:1: missing section header"),
+    ("analogies", ": only a header\nthree words only\n", "no analogy questions"),
+    ("pairs", "w1\tunknown\t1\nw1 w2 3\nw1\tw2\tnot-a-number\nw1\tw2\t2\n", "1 word pair"),
+])
+def test_malformed_files_are_refused(tmp_path, which, text, message):
     path = tmp_path / "q.txt"
-    path.write_text("\na b c d\n")
-    with pytest.raises(FormatError, match=r"q.txt:1: missing section header"):
-        evaluate_analogies(TABLE, VOCAB, path)
-
-
-def test_file_without_questions_is_refused(tmp_path):
-    path = tmp_path / "q.txt"
-    path.write_text(": only a header\nthree words only\n")
-    with pytest.raises(FormatError, match="no analogy questions"):
-        evaluate_analogies(TABLE, VOCAB, path)
+    path.write_text(text)
+    with pytest.raises(FormatError, match=message):
+        (evaluate_analogies if which == "analogies" else evaluate_pairs)(TABLE, VOCAB, path)
 
 
 def test_invalid_utf8_names_the_line(tmp_path):
@@ -230,13 +228,6 @@ def test_invalid_utf8_names_the_line(tmp_path):
     pairs.write_bytes(b"w1\tw2\t1\n" * 3 + b"w1\t\xff\t2\n")
     with pytest.raises(FormatError, match=r"p.tsv:4: cannot decode"):
         evaluate_pairs(TABLE, VOCAB, pairs)
-
-
-def test_pairs_need_two_scored_pairs(tmp_path):
-    path = tmp_path / "p.tsv"
-    path.write_text("w1\tunknown\t1\nw1 w2 3\nw1\tw2\tnot-a-number\nw1\tw2\t2\n")
-    with pytest.raises(FormatError, match="1 word pair"):
-        evaluate_pairs(TABLE, VOCAB, path)
 
 
 def test_evaluation_needs_a_vocabulary(files):

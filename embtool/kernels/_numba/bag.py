@@ -34,6 +34,14 @@ def _four_rows(indices, i, end, padding_idx):
             and indices[i + 2] != padding_idx and indices[i + 3] != padding_idx)
 
 
+@numba.njit(inline="always", **JIT)
+def _rows4(weight, flat, indices, i):
+    """The rows at positions i..i+3 (prefetching the four after the lookahead)."""
+    _prefetch_ahead(flat, indices, i, 4, weight.shape[1])
+    return (weight[indices[i]], weight[indices[i + 1]],
+            weight[indices[i + 2]], weight[indices[i + 3]])
+
+
 @numba.njit(**PJIT)
 def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
     dim = out.shape[1]
@@ -44,9 +52,7 @@ def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
         i, end = starts[b], ends[b]
         while i < end:
             if _four_rows(indices, i, end, padding_idx):
-                _prefetch_ahead(flat, indices, i, 4, dim)
-                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
-                                  weight[indices[i + 2]], weight[indices[i + 3]])
+                r0, r1, r2, r3 = _rows4(weight, flat, indices, i)
                 for d in range(dim):
                     acc[d] = (((acc[d] + r0[d]) + r1[d]) + r2[d]) + r3[d]
                 i += 4
@@ -72,9 +78,7 @@ def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out
         i, end = starts[b], ends[b]
         while i < end:
             if fused and _four_rows(indices, i, end, padding_idx):  # FBGEMM: fma(W, w, out)
-                _prefetch_ahead(flat, indices, i, 4, dim)
-                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
-                                  weight[indices[i + 2]], weight[indices[i + 3]])
+                r0, r1, r2, r3 = _rows4(weight, flat, indices, i)
                 w0, w1, w2, w3 = psw[i], psw[i + 1], psw[i + 2], psw[i + 3]
                 for d in range(dim):
                     acc[d] = fma32(r3[d], w3, fma32(r2[d], w2, fma32(r1[d], w1, fma32(r0[d], w0, acc[d]))))
