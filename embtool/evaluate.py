@@ -56,7 +56,7 @@ def known_words(vocab, restrict_vocab, case_insensitive):
     """gensim's ``ok_vocab``: word (upper-cased) -> row, first ``restrict_vocab`` rows, earliest wins."""
     if vocab is None:
         raise ConfigError("evaluation needs a table with a vocabulary")
-    words = vocab.head(len(vocab) if restrict_vocab is None else max(0, int(restrict_vocab)))
+    words = vocab.head(len(vocab) if restrict_vocab is None else max(0, min(int(restrict_vocab), len(vocab))))
     if case_insensitive:
         words = [w.upper() for w in words]
     known = {}

@@ -108,28 +108,3 @@ def pearson(x, y):
 def spearman(x, y):
     return pearson(average_ranks(x), average_ranks(y))
 
-
-class Vocab:
-    """The vocabulary interface the query code uses (embtool.vocab.Vocab's methods)."""
-
-    def __init__(self, words):
-        self._words = list(words)
-        self._rows = {w: i for i, w in enumerate(self._words)}
-
-    def __len__(self):
-        return len(self._words)
-
-    def word(self, i):
-        return self._words[i]
-
-    def words(self, ids):
-        return [self._words[i] for i in ids]
-
-    def find(self, word):
-        return self._rows.get(word, -1)
-
-    def find_many(self, words):
-        return np.array([self.find(w) for w in words], np.int64)
-
-    def head(self, n):
-        return self._words[:n]

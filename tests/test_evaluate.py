@@ -13,13 +13,14 @@ import pytest
 from embtool import evaluate
 from embtool.errors import ConfigError, FormatError
 from embtool.evaluate import evaluate_analogies, evaluate_pairs, pearson, rankdata, spearman
+from embtool.vocab import Vocab
 
 import naive_query as naive
 
 GOLDEN = np.load(Path(__file__).parent / "golden" / "query.npz")
 TABLE = GOLDEN["table"]
 WORDS = [str(w) for w in GOLDEN["words"]]
-VOCAB = naive.Vocab(WORDS)
+VOCAB = Vocab.from_words(WORDS)
 SETTINGS = sorted({int(k[9:].split("_")[0]) for k in GOLDEN.files if k.startswith("analogies") and k[9].isdigit()})
 
 
@@ -109,7 +110,7 @@ def test_analogies_match_live_gensim(gensim, backend, tmp_path, kw):
     kv = gensim.models.KeyedVectors(w.shape[1])
     kv.add_vectors(words, w)
     score, sections = kv.evaluate_word_analogies(str(path), **kw)
-    got = evaluate_analogies(w, naive.Vocab(words), path, **kw)
+    got = evaluate_analogies(w, Vocab.from_words(words), path, **kw)
     want = [[len(s["correct"]), len(s["incorrect"])] for s in sections]
     # gensim answers questions with a zero-norm input row from NaN scores (an arbitrary row);
     # embtool counts them incorrect: compare the questions gensim did not answer from NaNs.
@@ -136,7 +137,7 @@ def test_pairs_match_live_gensim(gensim, tmp_path):
     kv.add_vectors(words, w)
     for kw in (dict(), dict(dummy4unknown=True), dict(case_insensitive=False, restrict_vocab=3000)):
         p, s, oov = kv.evaluate_word_pairs(str(path), delimiter=";", **kw)
-        got = evaluate_pairs(w, naive.Vocab(words), path, delimiter=";", **kw)
+        got = evaluate_pairs(w, Vocab.from_words(words), path, delimiter=";", **kw)
         assert abs(got["pearson"] - p[0]) <= 1e-9 and abs(got["spearman"] - s[0]) <= 1e-9
         assert got["oov_ratio"] == pytest.approx(oov, abs=1e-12)
 
@@ -173,10 +174,10 @@ def test_result_shape_and_oov(files):
 def test_case_variants_resolve_to_the_earliest_row():
     words = ["b", "A", "a", "c", "d", "x"]
     w = np.eye(6, dtype=np.float32)
-    known = evaluate.known_words(naive.Vocab(words), 300000, True)
+    known = evaluate.known_words(Vocab.from_words(words), 300000, True)
     assert known["A"] == 1 and known["B"] == 0
-    assert evaluate.known_words(naive.Vocab(words), 300000, False)["a"] == 2
-    assert evaluate.known_words(naive.Vocab(words), 2, True) == {"B": 0, "A": 1}
+    assert evaluate.known_words(Vocab.from_words(words), 300000, False)["a"] == 2
+    assert evaluate.known_words(Vocab.from_words(words), 2, True) == {"B": 0, "A": 1}
     del w
 
 

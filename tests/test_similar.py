@@ -3,6 +3,8 @@ reference, the top-k kernels of both backends, streaming, and the refused querie
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ from embtool import kernels, similar
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
 from embtool.kernels._numpy import topk as np_topk
 from embtool.similar import decode, most_similar
+from embtool.vocab import Vocab
 
 import naive_query as naive
 
@@ -217,13 +220,19 @@ def test_refused_queries(backend, positive, negative, error, message):
 
 
 def test_error_names_the_word_when_there_is_a_vocabulary():
-    class Vocab:
-        def word(self, i):
-            return f"w{i}"
-
     w = np.zeros((4, 3), np.float32)
     with pytest.raises(EmbtoolError, match="row 2 \\('w2'\\) has norm 0.0"):
-        most_similar(w, Vocab(), [2])
+        most_similar(w, Vocab.from_words(["w0", "w1", "w2", "w3"]), [2])
+
+
+def test_small_queries_do_not_import_numba(tmp_path):
+    """A query on a small table stays on the numpy kernels (Numba's import costs ~0.3 s)."""
+    np.save(tmp_path / "w.npy", np.random.default_rng(29).standard_normal((2000, 50)).astype(np.float32))
+    code = ("import sys, numpy as np; from embtool.similar import most_similar; "
+            f"most_similar(np.load({str(tmp_path / 'w.npy')!r}, mmap_mode='r'), None, [3], topn=10); "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_negative_restrict_vocab_is_refused():
