@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from embtool import kernels
-from embtool.errors import ConfigError, IndexRangeError, ShapeError
+from embtool.errors import ConfigError, ShapeError
+from embtool.inputs import check_ids
+from embtool.table import normalize_padding_idx
 
 #: Row kernels do a few float32 operations per element, so numpy stays ahead of Numba's import and
 #: cache load (~0.3 s) for about 16x more elements than ``kernels.NUMBA_MIN_WORK`` (measured: a
@@ -110,35 +112,6 @@ def group_entries(flat: np.ndarray, padding_idx: int, num_embeddings: int):
     return kernels.get("backward.group_rows", flat.size)(flat, np.int64(padding_idx), np.int64(num_embeddings))
 
 
-def normalize_padding_idx(padding_idx: int | None, num_embeddings: int) -> int | None:
-    """nn.Embedding's rule: ``-V <= padding_idx < V``, negative values counted from the end."""
-    if padding_idx is None:
-        return None
-    if isinstance(padding_idx, bool) or not isinstance(padding_idx, (int, np.integer)):
-        raise ConfigError(f"padding_idx must be an integer, not {padding_idx!r}")
-    if not -num_embeddings <= padding_idx < num_embeddings:
-        raise ConfigError(
-            f"Padding_idx must be within num_embeddings (padding_idx={padding_idx}, num_embeddings={num_embeddings})"
-        )
-    return int(padding_idx) % num_embeddings if padding_idx < 0 else int(padding_idx)
-
-
-def check_indices(indices, num_embeddings: int) -> np.ndarray:
-    """Indices as an int64 array, each in ``[0, num_embeddings)``; IndexRangeError names the first bad one."""
-    arr = np.asarray(indices)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise IndexRangeError(f"indices must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    bad = (arr < 0) | (arr >= num_embeddings)
-    if bad.any():
-        pos = np.unravel_index(int(np.argmax(bad.ravel())), arr.shape)
-        raise IndexRangeError(
-            f"index {int(arr[pos])} at position {tuple(int(p) for p in pos)} out of range for "
-            f"{num_embeddings} embeddings"
-        )
-    return arr
-
-
 def embedding_backward(
     indices,
     grad,
@@ -154,7 +127,7 @@ def embedding_backward(
         raise ConfigError(f"num_embeddings must be >= 0, not {num_embeddings}")
     if sparse and scale_grad_by_freq:
         raise ConfigError(SPARSE_SCALE_MESSAGE)
-    idx = check_indices(indices, num_embeddings)
+    idx = check_ids(indices, num_embeddings)
     grad = np.asarray(grad)
     if grad.ndim != idx.ndim + 1 or grad.shape[:-1] != idx.shape:
         raise ShapeError(
