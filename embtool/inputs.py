@@ -101,7 +101,7 @@ def check_ids(ids, num_embeddings: int, where: str = "indices") -> np.ndarray:
             flat = ids.reshape(-1)
             bad = np.flatnonzero(flat != np.floor(flat))
             pos = int(bad[0]) if bad.size else 0
-            raise FormatError(f"{where}: index {flat[pos]!r} at position {_position(ids.shape, pos)} "
+            raise FormatError(f"{where}: index {flat[pos].item()!r} at position {_position(ids.shape, pos)} "
                               "is not an integer")
         if ids.size or ids.dtype.kind not in "fiu":
             raise FormatError(f"{where}: indices must be integers, not {ids.dtype}")

@@ -105,7 +105,15 @@ def _human_info(facts: dict, stats: bool) -> str:
 
 
 def read_index_input(ids, input_path, words: bool = False):
-    """Indices (or words) from arguments, -i FILE / -i -, or piped stdin."""
+    """Indices (or words) from arguments, -i FILE / -i -, or piped stdin.
+
+    Commands taking ids accept unknown options as arguments so that ``lookup T 1 -1`` reaches the
+    index check (a negative index is an input error, exit 1); a real unknown option is still a
+    usage error here.
+    """
+    for a in ids:
+        if a.startswith("-") and not a[1:].isdigit():
+            raise click.NoSuchOption(a.split("=")[0])
     if ids and input_path:
         raise click.UsageError("give indices as arguments or with -i, not both")
     if not ids and not input_path:
@@ -121,7 +129,7 @@ def read_index_input(ids, input_path, words: bool = False):
     return read_ids(input_path) if input_path else ids_from_args(ids)
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @TABLE
 @click.argument("ids", nargs=-1)
 @click.option("-i", "--input", "input_path", metavar="FILE",
