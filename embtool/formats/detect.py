@@ -7,11 +7,12 @@
    reads those).
 2. A UTF-8 BOM is skipped (and reported) when the encoding is UTF-8.
 3. A header is a first line of exactly two non-negative integers ``count dim`` (``dim >= 1``;
-   separated by ASCII whitespace, as gensim's ``split()``).  With a header, binary bytes after it
-   (control bytes other than tab, LF, VT, FF, CR) mean ``word2vec-binary``; otherwise the file is
-   ``word2vec`` text when the next non-blank line has at least ``dim + 1`` fields (or there is
-   none), else the first line is taken as a GloVe row.
-4. Without a header the file is ``glove``; binary bytes without a header are an error.
+   separated by ASCII whitespace, as gensim's ``split()``).  With a header, the file is
+   ``word2vec`` text when the next non-blank line is a word and ``dim`` numbers (or there is no
+   next line), ``word2vec-binary`` when binary bytes follow (control bytes other than tab, LF,
+   VT, FF, CR), and otherwise the first line is taken as a GloVe row.
+4. Without a header the file is ``glove``; NUL bytes without a header (binary data, UTF-16
+   text) are an error.
 """
 from __future__ import annotations
 
@@ -59,6 +60,19 @@ def parse_header(line: bytes) -> tuple[int, int] | None:
 
 def looks_binary(sample: bytes) -> bool:
     return any(b in _CONTROL for b in sample)
+
+
+def _is_row(line: bytes, dim: int) -> bool:
+    """``line`` is a word followed by ``dim`` numbers."""
+    fields = line.split(b" ")
+    if len(fields) < dim + 1:
+        return False
+    try:
+        for tok in fields[len(fields) - dim:]:
+            float(tok)
+    except ValueError:
+        return False
+    return True
 
 
 def _first_line(head: bytes, start: int) -> tuple[bytes, int]:
@@ -112,12 +126,12 @@ def detect(head: bytes, name: str, fmt: str, encoding: str) -> Detected:
     if fmt in ("word2vec", "word2vec-binary"):
         return Detected(fmt, bom, header, after, 1)
     if header is not None:
+        nxt = _next_nonblank(head, after)
+        if nxt is None or _is_row(nxt, header[1]):
+            return Detected("word2vec", bom, header, after, 1)
         if looks_binary(head[after:after + SNIFF]):
             return Detected("word2vec-binary", bom, header, after, 1)
-        nxt = _next_nonblank(head, after)
-        if nxt is None or nxt.count(b" ") >= header[1]:
-            return Detected("word2vec", bom, header, after, 1)
-    elif looks_binary(head[start:start + SNIFF]):
+    elif b"\0" in head[start:start + SNIFF]:
         raise FormatError(f"{name}: binary data without a word2vec header (not a GloVe/word2vec "
                           "text file, a word2vec binary file or a .npy array)")
     return Detected("glove", bom, None, start)
@@ -144,8 +158,8 @@ def infer_dim(block: bytes, name: str, line_base: int = 0) -> int:
             break
     if not counts:
         raise FormatError(f"{name}: no vectors found (only blank lines)")
-    nf = max(counts, key=lambda k: (counts[k], -k))
-    if nf < 2:
-        raise FormatError(f"{name}, line {first_line[nf]}: a word without vector values "
+    usable = {k: c for k, c in counts.items() if k >= 2}
+    if not usable:
+        raise FormatError(f"{name}, line {first_line[1]}: a word without vector values "
                           "(fields must be separated by single spaces)")
-    return nf - 1
+    return max(usable, key=lambda k: (usable[k], -k)) - 1

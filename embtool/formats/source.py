@@ -26,7 +26,8 @@ BLOCK_SIZE = 32 << 20
 PAD = 64
 
 _COMPRESSION = ((b"\x1f\x8b", "gzip"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"))
-_OPENERS = {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}
+_OPENERS = {"gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "bz2": bz2.BZ2File,
+            "xz": lzma.LZMAFile}
 _ZSTD = b"\x28\xb5\x2f\xfd"
 
 
@@ -103,7 +104,7 @@ def open_source(source) -> Source:
                           "(zstd -d) or pipe it to -")
     kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
     prefixed = io.BufferedReader(_Prefixed(head, raw), 1 << 20)
-    stream = _OPENERS[kind](fileobj=prefixed, mode="rb") if kind else prefixed
+    stream = _OPENERS[kind](prefixed) if kind else prefixed
     return Source(name, stream, kind, size, raw)
 
 
@@ -126,7 +127,8 @@ class BlockReader:
     end.  A line longer than the buffer grows it.
     """
 
-    def __init__(self, src: Source, block_size: int = BLOCK_SIZE):
+    def __init__(self, src: Source, block_size: int | None = None):
+        block_size = block_size or BLOCK_SIZE
         self.src = src
         self.buf = bytearray(block_size + PAD)
         self.cap = block_size

@@ -188,7 +188,8 @@ def parse_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end,
         tok_e[:, -1] = se[g]
         ok, val = parse_tokens(buf, tok_s.ravel(), (tok_e - tok_s).ravel())
         ok = ok.reshape(len(g), dim)
-        out[rows[g]] = val.reshape(len(g), dim)
+        with np.errstate(over="ignore"):  # rows with a token outside the fast path: unspecified
+            out[rows[g]] = val.reshape(len(g), dim)
         st[g[~ok.all(1)]] |= FALLBACK
     status[rows] = st
     key_end[rows] = kend
