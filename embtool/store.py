@@ -36,9 +36,10 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from .errors import EmbtoolError, FormatError
 
@@ -49,11 +50,10 @@ DTYPES: dict[str, tuple[str, int]] = {
     "U64": ("<u8", 8), "U32": ("<u4", 4), "U16": ("<u2", 2), "U8": ("u1", 1),
     "BOOL": ("?", 1), "F8_E4M3": ("u1", 1), "F8_E5M2": ("u1", 1),
 }
-NUMPY_TO_DTYPE = {
-    np.dtype("float64"): "F64", np.dtype("float32"): "F32", np.dtype("float16"): "F16",
-    np.dtype("int64"): "I64", np.dtype("int32"): "I32", np.dtype("int16"): "I16",
-    np.dtype("int8"): "I8", np.dtype("uint64"): "U64", np.dtype("uint32"): "U32",
-    np.dtype("uint16"): "U16", np.dtype("uint8"): "U8", np.dtype("bool"): "BOOL",
+NUMPY_TO_DTYPE = {  # by numpy dtype name (numpy is imported only where arrays are handled)
+    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16",
+    "uint8": "U8", "bool": "BOOL",
 }
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
 HEADER_ALIGN = 4096  # data starts on a page boundary: aligned, mmap-friendly rows
@@ -328,6 +328,8 @@ class Store:
 
     def array(self, name: str) -> np.ndarray:
         """A read-only zero-copy view of tensor ``name`` (BF16 comes back as its uint16 bits)."""
+        import numpy as np
+
         info = self.header.tensors[name]
         dt = np.dtype(DTYPES[info.dtype][0])
         count = _numel(info.shape)
@@ -372,6 +374,8 @@ class Store:
 
     def patch_rows(self, name: str, rows: np.ndarray, values: np.ndarray) -> list[tuple[int, bytes]]:
         """Patches that set rows ``rows`` of 2-D tensor ``name`` to ``values`` (same dtype)."""
+        import numpy as np
+
         info = self.header.tensors[name]
         row_bytes = (info.nbytes // info.shape[0]) if info.shape and info.shape[0] else 0
         base = self.offset_of(name)
@@ -430,13 +434,15 @@ class ChunkedTensor:
 def _tensor_layout(tensors: Mapping[str, object]) -> list[TensorInfo]:
     """Offsets for the tensors: widest dtype first (so every tensor is aligned), ``weight`` first
     among equals, no gaps (safetensors requires the data section to be covered exactly)."""
+    import numpy as np
+
     specs = []
     for name, t in tensors.items():
         if isinstance(t, ChunkedTensor):
             dtype, shape = t.dtype, tuple(t.shape)
         else:
             arr = np.asarray(t)
-            dtype = NUMPY_TO_DTYPE.get(arr.dtype)
+            dtype = NUMPY_TO_DTYPE.get(arr.dtype.name)
             if dtype is None:
                 raise EmbtoolError(f"internal error: cannot store dtype {arr.dtype} ({name})")
             shape = arr.shape
@@ -450,6 +456,12 @@ def _tensor_layout(tensors: Mapping[str, object]) -> list[TensorInfo]:
     return infos
 
 
+def _np():
+    import numpy
+
+    return numpy
+
+
 def _write_all(fd: int, data) -> None:
     view = memoryview(data).cast("B")
     while view:
@@ -457,6 +469,8 @@ def _write_all(fd: int, data) -> None:
 
 
 def _tensor_chunks(t) -> Iterator[np.ndarray]:
+    import numpy as np
+
     if isinstance(t, ChunkedTensor):
         yield from t.chunks()
         return
@@ -492,7 +506,7 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
             for info in infos:
                 written = 0
                 for chunk in _tensor_chunks(tensors[info.name]):
-                    chunk = np.ascontiguousarray(chunk)
+                    chunk = _np().ascontiguousarray(chunk)
                     if chunk.dtype.byteorder == ">":
                         chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
                     _write_all(fd, chunk)

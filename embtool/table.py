@@ -17,19 +17,16 @@ defaults unless the caller overrides it.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from . import store as st
+from .config import (FORMAT_VERSION, PREFIX, TABLE_DTYPES, Config,  # noqa: F401 (re-exported)
+                     normalize_padding_idx, pick_tensor)
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError, StateError
 
-FORMAT_VERSION = "1"
-PREFIX = "embtool."
-TABLE_DTYPES = ("F32", "F64", "F16", "BF16")
 VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
 
 
@@ -67,130 +64,7 @@ def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# Configuration
-
-
-def normalize_padding_idx(padding_idx, num_embeddings: int):
-    """nn.Embedding's rule: ``-N <= padding_idx < N``, negative values count from the end."""
-    if padding_idx is None:
-        return None
-    if isinstance(padding_idx, bool) or int(padding_idx) != padding_idx:
-        raise ConfigError(f"padding_idx must be an integer, not {padding_idx!r}")
-    padding_idx = int(padding_idx)
-    if not -num_embeddings <= padding_idx < num_embeddings:
-        raise ConfigError(
-            f"padding_idx must be within num_embeddings: {padding_idx} is outside "
-            f"[{-num_embeddings}, {num_embeddings - 1}]")
-    return padding_idx + num_embeddings if padding_idx < 0 else padding_idx
-
-
-def _fmt_float(x: float) -> str:
-    return repr(float(x))
-
-
-@dataclass(frozen=True)
-class Config:
-    padding_idx: int | None = None
-    max_norm: float | None = None
-    norm_type: float = 2.0
-    scale_grad_by_freq: bool = False
-    sparse: bool = False
-    frozen: bool = False
-
-    def to_metadata(self) -> dict[str, str]:
-        return {
-            PREFIX + "format_version": FORMAT_VERSION,
-            PREFIX + "padding_idx": "none" if self.padding_idx is None else str(self.padding_idx),
-            PREFIX + "max_norm": "none" if self.max_norm is None else _fmt_float(self.max_norm),
-            PREFIX + "norm_type": _fmt_float(self.norm_type),
-            PREFIX + "scale_grad_by_freq": str(self.scale_grad_by_freq).lower(),
-            PREFIX + "sparse": str(self.sparse).lower(),
-            PREFIX + "frozen": str(self.frozen).lower(),
-        }
-
-    @classmethod
-    def from_metadata(cls, meta: Mapping[str, str], num_embeddings: int, where) -> "Config":
-        if PREFIX + "format_version" not in meta:
-            return cls()
-        version = meta[PREFIX + "format_version"]
-        if version != FORMAT_VERSION:
-            raise FormatError(f"{where}: embtool format version {version!r} is not supported "
-                              f"(this embtool reads version {FORMAT_VERSION})")
-
-        def get(key, parse, default):
-            raw = meta.get(PREFIX + key)
-            if raw is None:
-                return default
-            try:
-                return parse(raw)
-            except ValueError:
-                raise FormatError(f"{where}: metadata {PREFIX + key}={raw!r} is not valid") from None
-
-        def opt_int(s):
-            return None if s == "none" else int(s)
-
-        def opt_float(s):
-            return None if s == "none" else float(s)
-
-        def boolean(s):
-            if s not in ("true", "false"):
-                raise ValueError(s)
-            return s == "true"
-
-        cfg = cls(
-            padding_idx=get("padding_idx", opt_int, None),
-            max_norm=get("max_norm", opt_float, None),
-            norm_type=get("norm_type", float, 2.0),
-            scale_grad_by_freq=get("scale_grad_by_freq", boolean, False),
-            sparse=get("sparse", boolean, False),
-            frozen=get("frozen", boolean, False),
-        )
-        if cfg.padding_idx is not None and not 0 <= cfg.padding_idx < num_embeddings:
-            raise FormatError(f"{where}: metadata padding_idx={cfg.padding_idx} is outside the "
-                              f"table's {num_embeddings} rows")
-        return cfg
-
-    def with_overrides(self, num_embeddings: int, **overrides) -> "Config":
-        """A copy with the given options replaced (``None`` values in ``overrides`` are ignored;
-        use ``padding_idx="none"``/``max_norm="none"`` to clear)."""
-        changes = {}
-        for f in fields(self):
-            if overrides.get(f.name) is None:
-                continue
-            value = overrides[f.name]
-            if f.name == "padding_idx":
-                value = None if value == "none" else normalize_padding_idx(value, num_embeddings)
-            elif f.name == "max_norm":
-                value = None if value == "none" else float(value)
-            elif f.name == "norm_type":
-                value = float(value)
-                if math.isnan(value):
-                    raise ConfigError("norm_type must be a number, not nan")
-            changes[f.name] = value
-        return replace(self, **changes)
-
-
-# --------------------------------------------------------------------------------------------
 # The table
-
-
-def _pick_tensor(header: st.Header, tensor: str | None, path) -> str:
-    tensors = header.tensors
-    if tensor is not None:
-        if tensor not in tensors:
-            names = ", ".join(sorted(tensors)) or "none"
-            raise FormatError(f"{path}: no tensor {tensor!r} (tensors: {names})")
-        return tensor
-    if "weight" in tensors:
-        return "weight"
-    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2)
-    if len(two_d) == 1:
-        return two_d[0]
-    if not two_d:
-        raise FormatError(f"{path}: no 2-D tensor to use as a table (tensors: "
-                          f"{', '.join(sorted(tensors)) or 'none'})")
-    shown = ", ".join(two_d[:8]) + (", ..." if len(two_d) > 8 else "")
-    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({shown})")
 
 
 class Table:
@@ -199,14 +73,8 @@ class Table:
     def __init__(self, store: st.Store, tensor: str | None = None):
         self.store = store
         self.path = store.path
-        self.tensor = _pick_tensor(store.header, tensor, self.path)
+        self.tensor = pick_tensor(store.header, tensor, self.path)
         info = store.tensors[self.tensor]
-        where = f"{self.path}: tensor {self.tensor!r}"
-        if len(info.shape) != 2:
-            raise FormatError(f"{where} is {len(info.shape)}-D (shape {list(info.shape)}); "
-                              "a table needs a 2-D tensor")
-        if info.dtype not in TABLE_DTYPES:
-            raise FormatError(f"{where} has dtype {info.dtype}; a table needs F32, F64, F16 or BF16")
         self.dtype = info.dtype
         self.num_embeddings, self.embedding_dim = info.shape
         self.is_embtool = PREFIX + "format_version" in store.metadata

@@ -186,15 +186,10 @@ def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json
 
 
 def _set_frozen(table, tensor, frozen: bool) -> None:
-    from ..table import Table
+    from ..config import set_frozen
 
-    with Table.open(table, tensor=tensor, write=True) as t:
-        was = t.config.frozen
-        meta = t.config.__class__(**{**t.config.__dict__, "frozen": frozen}).to_metadata()
-        if was != frozen or not t.is_embtool:
-            t.update(metadata=meta)
-    state = "frozen" if frozen else "trainable"
-    info(f"{table}: {state}" + ("" if was != frozen else " (unchanged)"))
+    changed = set_frozen(table, frozen, tensor)
+    info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))
 
 
 @cli.command()

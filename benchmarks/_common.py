@@ -1,0 +1,47 @@
+"""Shared timing helpers for the benchmark scripts (not a test: nothing here asserts speed)."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def best_of(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """The fastest of ``repeat`` wall-clock runs of ``fn()`` (after ``warmup`` untimed runs)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def wall(cmd, repeat: int = 5, env=None) -> tuple[float, float]:
+    """(best, median) wall time of a fresh process running ``cmd``."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        times.append(time.perf_counter() - t)
+    return min(times), statistics.median(times)
+
+
+def embtool_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "embtool", *map(str, args)]
+
+
+def threads() -> int:
+    import numba
+
+    return numba.get_num_threads()
+
+
+def report(name: str, ours: float, ref: float, ref_name: str, budget: float | None = None) -> None:
+    ratio = ref / ours
+    verdict = "" if budget is None else ("  ok" if ratio >= budget else f"  BELOW the {budget}x budget")
+    print(f"{name:<44} embtool {ours * 1e3:9.1f} ms   {ref_name} {ref * 1e3:9.1f} ms   "
+          f"ratio {ratio:5.2f}x{verdict}")
