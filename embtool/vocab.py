@@ -280,8 +280,10 @@ def read_vocab_file(path: str | Path) -> list[str]:
 def write_vocab_file(path: str | Path, words: Iterable[str]) -> None:
     """One word a line (UTF-8, ``\\n``); a word that is empty or contains a line break cannot be
     read back and is an error naming its row."""
+    words = list(words)
+    for i, w in enumerate(words):
+        if not w or "\n" in w or w.endswith("\r"):
+            raise FormatError(f"word at row {i} cannot be written to a vocabulary file: {w!r}")
+    data, offsets = encode_words(words)
     with open(path, "wb") as f:
-        for i, w in enumerate(words):
-            if not w or "\n" in w or w.endswith("\r"):
-                raise FormatError(f"word at row {i} cannot be written to a vocabulary file: {w!r}")
-            f.write(w.encode("utf-8") + b"\n")
+        f.write(np.insert(data, offsets[1:], 10).tobytes() if words else b"")

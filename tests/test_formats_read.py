@@ -270,6 +270,11 @@ def test_binary_after_a_header_is_word2vec_binary(tmp_path):
     data = b"1 2\nw " + np.float32([0.5, -1]).tobytes()
     got = load(tmp_path, data, "v.txt")
     assert got.report.format == "word2vec-binary" and got.vectors.tolist() == [[0.5, -1]]
+    # float bytes that look like ASCII text: the binary record layout decides
+    data = b"2 1\nab ????\ncd AAAA"
+    got = load(tmp_path, data, "v.txt")
+    assert got.report.format == "word2vec-binary" and got.words == ["ab", "cd"]
+    assert bits(got.vectors) == [[0x3F3F3F3F], [0x41414141]]
 
 
 @pytest.mark.parametrize("data, needle", [

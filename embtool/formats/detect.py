@@ -10,7 +10,8 @@
    separated by ASCII whitespace, as gensim's ``split()``).  With a header, the file is
    ``word2vec`` text when the next non-blank line is a word and ``dim`` numbers (or there is no
    next line), ``word2vec-binary`` when binary bytes follow (control bytes other than tab, LF,
-   VT, FF, CR), and otherwise the first line is taken as a GloVe row.
+   VT, FF, CR, or bytes that are not UTF-8) or the bytes fit the binary record layout, and
+   otherwise the first line is taken as a GloVe row.
 4. Without a header the file is ``glove``; NUL bytes without a header (binary data, UTF-16
    text) are an error.
 """
@@ -59,7 +60,31 @@ def parse_header(line: bytes) -> tuple[int, int] | None:
 
 
 def looks_binary(sample: bytes) -> bool:
-    return any(b in _CONTROL for b in sample)
+    """Control bytes, or bytes that are not UTF-8 (a multibyte character cut at the end of the
+    sample is allowed)."""
+    if any(b in _CONTROL for b in sample):
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return e.start < len(sample) - 3
+    return False
+
+
+def _binary_records_fit(head: bytes, pos: int, count: int, dim: int, whole: bool) -> bool:
+    """The bytes from ``pos`` are word2vec binary records (word, space, ``4 * dim`` bytes): two
+    complete records, or exactly ``count`` records up to the end when ``head`` is the whole file."""
+    for k in range(count):
+        while head[pos:pos + 1] == b"\n" or head[pos:pos + 2] == b"\r\n":
+            pos += 1 if head[pos:pos + 1] == b"\n" else 2
+        space = head.find(b" ", pos)
+        end = space + 1 + 4 * dim
+        if space <= pos or b"\n" in head[pos:space] or end > len(head):
+            return False
+        pos = end
+        if k == 1 and not whole:
+            return True
+    return whole and not head[pos:].strip(b"\r\n")
 
 
 def _is_row(line: bytes, dim: int) -> bool:
@@ -91,9 +116,9 @@ def _next_nonblank(head: bytes, start: int) -> bytes | None:
     return None
 
 
-def detect(head: bytes, name: str, fmt: str, encoding: str) -> Detected:
+def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False) -> Detected:
     """Detect (``fmt == "auto"``) or check the format of a source whose data starts with
-    ``head`` (a few lines at least, or the whole data)."""
+    ``head`` (a few lines at least, or the whole data when ``whole``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not head:
@@ -129,7 +154,8 @@ def detect(head: bytes, name: str, fmt: str, encoding: str) -> Detected:
         nxt = _next_nonblank(head, after)
         if nxt is None or _is_row(nxt, header[1]):
             return Detected("word2vec", bom, header, after, 1)
-        if looks_binary(head[after:after + SNIFF]):
+        if looks_binary(head[after:after + SNIFF]) or _binary_records_fit(
+                head, after, header[0], header[1], whole):
             return Detected("word2vec-binary", bom, header, after, 1)
     elif b"\0" in head[start:start + SNIFF]:
         raise FormatError(f"{name}: binary data without a word2vec header (not a GloVe/word2vec "

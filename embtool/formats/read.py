@@ -39,8 +39,8 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
     _check_options(format, limit, dtype, unicode_errors, on_duplicate, dim, encoding)
     src = open_source(source)
     try:
-        head = _read_head(src)
-        found = _detect.detect(head, src.name, format, encoding)
+        head, whole = _read_head(src)
+        found = _detect.detect(head, src.name, format, encoding, whole)
         report = LoadReport(source=src.name, format=found.format, compression=src.compression,
                             dtype=dtype, limit=limit, bom=found.bom, on_duplicate=on_duplicate)
         if found.format == "npy":
@@ -103,16 +103,18 @@ def _check_options(fmt, limit, dtype, unicode_errors, on_duplicate, dim, encodin
     _detect.is_utf8(encoding)  # raises ConfigError on an unknown encoding
 
 
-def _read_head(src) -> bytes:
-    """The first bytes of the data (at least three lines when there are), pushed back."""
+def _read_head(src) -> tuple[bytes, bool]:
+    """The first bytes of the data (at least three lines when there are), pushed back, and
+    whether they are the whole data."""
     head = b""
     while True:
-        more = _read_fully(src.stream, max(HEAD, len(head)))
+        want = max(HEAD, len(head))
+        more = _read_fully(src.stream, want)
         head += more
-        if not more or head.count(b"\n") >= 3 or len(head) >= (16 << 20):
+        if len(more) < want or head.count(b"\n") >= 3 or len(head) >= (16 << 20):
             break
     src.stream = io.BufferedReader(_Prefixed(head, src.stream), 1 << 20)
-    return head
+    return head, len(more) < want
 
 
 def _capacity(src, found, n, arr, dim) -> int:

@@ -1,5 +1,6 @@
 """Write tests/golden/formats.npz: gensim 4.4 ``KeyedVectors.load_word2vec_format`` results on
-generated vector files covering every format and quirk gensim can read (WORDVEC_FORMATS.md 1.5).
+generated vector files covering every format and quirk gensim can read (WORDVEC_FORMATS.md 1.5),
+and the bytes ``save_word2vec_format`` writes (text and binary) for ``save_case()``.
 
 Run with gensim installed:  python tests/golden/make_formats.py
 ``cases()`` (no gensim needed) builds the files; the npz stores each file's bytes, gensim's
@@ -124,9 +125,30 @@ def cases():
         {"dtype": "float64"})
     add("binary_float16", _binary(bw, v * 1e5), ".bin", {"binary": True, "datatype": "float16"},
         {"dtype": "float16", "allow_nonfinite": True})
-    v, t = _values(rng, 3000, 30, "g6")
-    add("glove_3000", _text([f"r{i}" for i in range(3000)], t), ".txt", {"no_header": True})
+    v, t = _values(rng, 1500, 16, "g6")
+    add("glove_1500", _text([f"r{i}" for i in range(1500)], t), ".txt", {"no_header": True})
     return out
+
+
+def save_case():
+    """Words and float32 vectors (edge values included) for the export comparison."""
+    rng = np.random.default_rng(7)
+    v = (rng.standard_normal((50, 9)) * 10.0 ** rng.integers(-6, 6, (50, 1))).astype(np.float32)
+    v[0] = [0.0, -0.0, 1e-45, 1.1754944e-38, 3.4028235e38, -1e-4, 1e6, 999999.94, 1e-5]
+    v[1] = np.float32([0.1, 1 / 3, 2**24, 123456.7, 1e7, 5e-5, 0.00010000001, -7.0, 1e-7])
+    words = [f"s{i}" for i in range(48)] + ["caf\u00e9", "\u4e2d"]
+    return words, v
+
+
+def gensim_save(words, vectors, binary: bool) -> bytes:
+    from gensim.models import KeyedVectors
+
+    kv = KeyedVectors(vectors.shape[1])
+    kv.add_vectors(words, vectors)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "out"
+        kv.save_word2vec_format(str(path), binary=binary)
+        return path.read_bytes()
 
 
 def gensim_load(data: bytes, suffix: str, kw: dict):
@@ -153,6 +175,9 @@ def main():
         out[f"{name}.args"] = np.array(json.dumps({"suffix": suffix, "gensim": gkw, "ours": okw}))
         out[f"{name}.keys"] = np.array(json.dumps(keys))
         out[f"{name}.vectors"] = vectors
+    words, vectors = save_case()
+    out["save.text"] = np.frombuffer(gensim_save(words, vectors, False), np.uint8)
+    out["save.binary"] = np.frombuffer(gensim_save(words, vectors, True), np.uint8)
     np.savez_compressed(OUT, **out)
 
 
