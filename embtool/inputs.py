@@ -163,3 +163,34 @@ def _safetensors_array(data: bytes, where: str, tensor: str | None) -> np.ndarra
 def check_shape(arr: np.ndarray, shape: tuple, what: str, where: str) -> None:
     if tuple(arr.shape) != tuple(shape):
         raise ShapeError(f"{where}: {what} has shape {list(arr.shape)}, expected {list(shape)}")
+
+
+def read_words(args, source=None, *, lines: bool = False) -> list:
+    """Words from arguments, or from a file / ``-``: a JSON nested list of strings (shape kept),
+    else words separated by ASCII whitespace; with ``lines`` one word per line (words may then
+    contain spaces; only ``\n`` and a trailing ``\r`` are stripped)."""
+    if source is None:
+        if len(args) == 1 and args[0].lstrip().startswith("["):
+            return _json_words(args[0], "argument")
+        return list(args)
+    data, where = _read_source(source)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"{where}: not UTF-8 text (byte {exc.start})") from None
+    if lines:
+        return [w[:-1] if w.endswith("\r") else w for w in text.split("\n")[:-1 if text.endswith("\n") else None]]
+    if text.lstrip().startswith("["):
+        return _json_words(text, where)
+    return text.split()
+
+
+def _json_words(text: str, where: str) -> list:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    arr = np.array(obj, dtype=object)  # ragged lists become an array of lists: refused below
+    if not all(isinstance(w, str) for w in arr.reshape(-1)):
+        raise FormatError(f"{where}: words must be a rectangular nested list of strings")
+    return obj

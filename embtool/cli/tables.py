@@ -142,19 +142,43 @@ def read_index_input(ids, input_path, words: bool = False):
               help="Override the table's padding_idx ('none' clears).")
 @click.option("--write-back", is_flag=True,
               help="Persist max_norm renormalisation in the table, as PyTorch mutates weight.")
+@click.option("-w", "--words", "use_words", is_flag=True,
+              help="IDS are words of the table's vocabulary (JSON nested lists keep their shape).")
+@click.option("--words-file", metavar="FILE", help="Words from FILE (or -), one per line.")
+@click.option("--unknown", type=click.Choice(["error", "skip", "unk"]), default="error", show_default=True,
+              help="A word not in the vocabulary: an error, dropped, or the unk row.")
 @output_options()
-def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, fmt, output, force):
-    """Rows of TABLE for IDS of any shape (F.embedding): output shape (*, D)."""
+def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, use_words,
+           words_file, unknown, fmt, output, force):
+    """Rows of TABLE for IDS (row numbers, or words with --words) of any shape (F.embedding):
+    output shape (*, D)."""
     from ..ops import lookup as do_lookup
     from ..render import Output, render_array
     from ..table import Table
 
     out = Output(output, force, binary=fmt == "npy")
-    idx = read_index_input(ids, input_path)
+    words = None
+    if words_file:
+        from ..inputs import read_words
+
+        if ids or input_path:
+            raise click.UsageError("give words with --words-file or as arguments/-i, not both")
+        raw = read_words((), words_file, lines=True)
+    elif use_words:
+        raw = read_index_input(ids, input_path, words=True)
+    else:
+        raw = None
     with Table.open(table, tensor=tensor, write=write_back) as t:
         t.config.with_overrides(t.num_embeddings, padding_idx=padding_idx)  # validates it
+        if raw is not None:
+            from ..pretrained import words_to_ids
+
+            idx, words = words_to_ids(t, raw, unknown=unknown)
+        else:
+            idx = read_index_input(ids, input_path)
         rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, write_back=write_back)
-    render_array(rows, fmt, out, ids=idx if idx.ndim <= 1 else None)
+    flat = idx.ndim <= 1
+    render_array(rows, fmt, out, ids=idx if flat else None, words=words if flat else None)
 
 
 @cli.command()

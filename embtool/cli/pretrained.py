@@ -1,0 +1,97 @@
+"""load-pretrained and export: vector files <-> tables."""
+from __future__ import annotations
+
+import click
+
+from . import cli
+from .common import DTYPES, config_options, dtype_option, info, progress
+
+
+@cli.command("load-pretrained")
+@click.argument("source")
+@click.argument("table", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", default="auto", show_default=True,
+              type=click.Choice(["auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors"]),
+              help="Input format; auto detects it (a word2vec header is two integers that agree "
+                   "with the next row).")
+@click.option("--tensor", metavar="NAME", help="The 2-D tensor of a safetensors SOURCE.")
+@click.option("--vocab", "vocab_file", metavar="FILE",
+              help="One token per line naming the rows of a tensor or .npy (e.g. a BERT vocab.txt).")
+@click.option("--limit", type=click.IntRange(min=0), help="Read at most this many rows.")
+@dtype_option()
+@click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the words.")
+@click.option("--unicode-errors", type=click.Choice(["strict", "replace", "ignore"]), default="strict",
+              show_default=True, help="What to do with words that do not decode.")
+@click.option("--on-duplicate", type=click.Choice(["first", "last", "error"]), default="first",
+              show_default=True, help="Which row a repeated word keeps (gensim: first; torchtext: last).")
+@click.option("--allow-nonfinite", is_flag=True, help="Accept nan/inf and float overflow values.")
+@click.option("--padding-token", metavar="WORD", help="Padding row: this word's row, or a new zero row.")
+@click.option("--unk-token", metavar="WORD", help="Row for unknown words: this word's row, or a new zero row.")
+@click.option("--freeze/--no-freeze", default=True, show_default=True,
+              help="Frozen, as nn.Embedding.from_pretrained(freeze=True).")
+@config_options
+@click.option("--force", is_flag=True, help="Replace TABLE if it exists.")
+def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encoding, unicode_errors,
+                    on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, force, **opts):
+    """Make TABLE from SOURCE: GloVe text, word2vec text / fastText .vec, word2vec binary, .npy,
+    or a tensor of a safetensors file (from_pretrained). .gz/.bz2/.xz and - (stdin) are read."""
+    import os
+
+    from ..config import Config
+    from ..pretrained import load_pretrained as load
+    from .tables import config_overrides
+
+    cfg = Config()
+    over = {k: v for k, v in config_overrides(**opts).items() if k != "padding_idx"}
+    cfg = cfg.with_overrides(1, **over)
+    total = None if source == "-" else (os.path.getsize(source) if os.path.isfile(source) else None)
+    with progress(total, "load", unit="bytes") as advance:
+        done = load(source, table, format=fmt, tensor=tensor, vocab_file=vocab_file, limit=limit,
+                    dtype={"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}[
+                        DTYPES[dtype.lower()]],
+                    encoding=encoding, unicode_errors=unicode_errors, on_duplicate=on_duplicate,
+                    allow_nonfinite=allow_nonfinite, padding_token=padding_token,
+                    unk_token=unk_token, freeze=freeze, config=_with_padding(cfg, opts),
+                    force=force, progress=lambda nbytes, rows=0: advance(nbytes))
+    extra = []
+    if done["added_rows"]:
+        extra.append("added rows for " + ", ".join(repr(w) for w in done["added_rows"]))
+    if done["padding_idx"] is not None:
+        extra.append(f"padding_idx {done['padding_idx']}")
+    if done["unk_idx"] is not None:
+        extra.append(f"unk row {done['unk_idx']}")
+    info(done["summary"])
+    info(f"wrote {table}: {done['rows']} x {done['dim']} {done['dtype']}"
+         f"{', vocabulary' if done['vocab'] else ''}, {'frozen' if done['frozen'] else 'trainable'}"
+         + (f" ({'; '.join(extra)})" if extra else ""))
+
+
+def _with_padding(cfg, opts):
+    """--padding-idx is range-checked against the loaded rows, so it is passed on unchecked."""
+    pad = opts.get("padding_idx")
+    if pad is None or pad == "none":
+        return cfg
+    return cfg.__class__(**{**cfg.__dict__, "padding_idx": int(pad)})
+
+
+@cli.command()
+@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("out")
+@click.option("--format", "fmt", type=click.Choice(["glove", "word2vec", "word2vec-binary", "npy"]),
+              help="Output format (default: from OUT's suffix: .txt glove, .vec word2vec, "
+                   ".bin word2vec-binary, .npy).")
+@click.option("--vocab-out", metavar="FILE", help="With npy: where the words go (default OUT.vocab.txt).")
+@click.option("--tensor", metavar="NAME", help="The 2-D tensor to export from a file with several.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def export(table, out, fmt, vocab_out, tensor, force):
+    """Write TABLE as GloVe text, word2vec text, word2vec binary or .npy (+ vocab file); text
+    round-trips float32 exactly. OUT may end in .gz/.bz2/.xz, or be - (stdout)."""
+    from ..pretrained import export as do_export
+    from ..table import Table
+
+    with Table.open(table, tensor=tensor) as t, progress(t.num_embeddings, "export") as advance:
+        done = do_export(t, out, fmt=fmt, vocab_out=vocab_out, force=force,
+                         progress=lambda nbytes, rows: advance(rows))
+    note = " (no vocabulary: rows are named by their numbers)" if done["row_numbers_as_words"] else ""
+    vocab = f", words in {done['vocab_file']}" if done["vocab_file"] else ""
+    info(f"wrote {out}: {done['rows']} x {done['dim']} as {done['format']}{vocab}{note}")

@@ -1,0 +1,245 @@
+"""``from_pretrained`` for files: vector files, ``.npy`` and tensors of other safetensors files become
+tables (with their words), and tables go back to vector files.
+
+Decisions (also in the README):
+
+* a vector file's table is **frozen** by default, as ``nn.Embedding.from_pretrained``;
+* ``padding_token`` / ``unk_token``: an existing word's row is used; a missing one is appended as a
+  new zero row (from_pretrained does not zero an existing padding row, and neither do we);
+  padding_idx is set to the padding row, and the unk row is recorded as ``embtool.unk_idx`` for
+  ``lookup --words --unknown unk``;
+* a tensor of a safetensors file (``--tensor``) or a ``.npy`` array is loaded as it is: F16 and
+  BF16 are widened exactly to the requested dtype (float32 by default); ``vocab_file`` names its
+  rows, one token per line.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .config import PREFIX, Config
+from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
+from .store import ChunkedTensor, Store
+from .table import Table, bf16_to_f32, create, f32_to_bf16
+
+UNK_KEY = PREFIX + "unk_idx"
+DTYPE_NAMES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
+SAFETENSORS_MAGIC_OFFSET = 8  # a safetensors file has '{' right after its 8-byte length
+
+
+def is_safetensors(path) -> bool:
+    if str(path) == "-":
+        return False
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < (100 << 20)
+
+
+def _from_safetensors(source, tensor, dtype: str):
+    """A 2-D tensor of another safetensors file as values of ``dtype`` (widened exactly)."""
+    with Table.open(source, tensor=tensor) as t:
+        raw = t.raw
+        if t.dtype == "BF16":
+            values = bf16_to_f32(raw)
+        else:
+            values = np.array(raw)
+        summary = f"loaded {t.num_embeddings} x {t.embedding_dim} {t.dtype} tensor {t.tensor!r} from {source}"
+    return values.astype(_numpy_dtype(dtype), copy=False), summary
+
+
+def _numpy_dtype(dtype: str):
+    return {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.float32}[dtype]
+
+
+def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | None = None,
+                    vocab_file=None, limit=None, dtype: str = "float32", encoding: str = "utf-8",
+                    unicode_errors: str = "strict", on_duplicate: str = "first",
+                    allow_nonfinite: bool = False, padding_token: str | None = None,
+                    unk_token: str | None = None, freeze: bool = True, config: Config = Config(),
+                    force: bool = False, progress=None) -> dict:
+    """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line)."""
+    from .formats import read_vectors
+    from .vocab import arrays_from_spans, encode_words, read_vocab_file
+
+    table_path = Path(table_path)
+    if table_path.exists() and not force:
+        raise OutputExistsError(f"{table_path} already exists; use --force to replace it")
+    if format in ("auto", "safetensors") and is_safetensors(source):
+        vectors, summary = _from_safetensors(source, tensor, dtype)
+        if limit is not None:
+            vectors = vectors[:limit]
+        words_data = None
+        if vocab_file is not None:
+            words = read_vocab_file(vocab_file)
+            if len(words) < len(vectors) or (limit is None and len(words) != len(vectors)):
+                raise FormatError(f"{vocab_file}: {len(words)} tokens for {len(vectors)} rows of the tensor")
+            words_data = encode_words(words[: len(vectors)])
+    else:
+        if format == "safetensors":
+            raise FormatError(f"{source}: not a safetensors file")
+        if tensor is not None:
+            raise ConfigError("--tensor applies to a safetensors source only")
+        loaded = read_vectors(source, format=format, limit=limit, dtype=dtype, encoding=encoding,
+                              unicode_errors=unicode_errors, on_duplicate=on_duplicate,
+                              allow_nonfinite=allow_nonfinite, progress=progress)
+        vectors = loaded.vectors
+        summary = loaded.summary()
+        arrays = loaded.vocab_arrays()
+        words_data = None if arrays is None else (arrays["vocab.bytes"], arrays["vocab.offsets"])
+        if vocab_file is not None:
+            if words_data is not None:
+                raise ConfigError("--vocab names the rows of a tensor or .npy; this file has its own words")
+            words = read_vocab_file(vocab_file)
+            if len(words) != len(vectors):
+                raise FormatError(f"{vocab_file}: {len(words)} tokens for {len(vectors)} rows")
+            words_data = encode_words(words)
+
+    extra_meta: dict[str, str] = {}
+    n, d = vectors.shape
+    added = []
+    special = {}
+    for role, token in (("padding", padding_token), ("unk", unk_token)):
+        if token is None:
+            continue
+        if words_data is None:
+            raise ConfigError(f"--{role}-token needs a vocabulary (words in the file or --vocab)")
+        row = _find(words_data, token)
+        if row < 0:
+            row = n + len(added)
+            added.append(token)
+        special[role] = row
+    if added:
+        tail_data, tail_off = encode_words(added)
+        data = np.concatenate([words_data[0], tail_data])
+        offsets = np.concatenate([words_data[1], tail_off[1:] + words_data[1][-1]])
+        words_data = (data, offsets)
+        vectors = np.concatenate([vectors, np.zeros((len(added), d), vectors.dtype)])
+    cfg_over = {}
+    if "padding" in special:
+        if config.padding_idx is not None and config.padding_idx != special["padding"]:
+            raise ConfigError("give either --padding-idx or --padding-token, not both")
+        cfg_over["padding_idx"] = special["padding"]
+    if "unk" in special:
+        extra_meta[UNK_KEY] = str(special["unk"])
+    cfg = Config(**{**config.__dict__, "frozen": freeze}).with_overrides(len(vectors), **cfg_over)
+    if cfg.padding_idx is not None:
+        cfg = cfg.with_overrides(len(vectors), padding_idx=cfg.padding_idx)  # range check
+    tensors: dict[str, object] = {"weight": vectors}
+    if words_data is not None:
+        tensors.update(arrays_from_spans(*words_data))
+    stored = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}[dtype]
+    extra_meta[PREFIX + "source"] = str(source)
+    create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
+    return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,
+            "vocab": words_data is not None, "added_rows": added, "padding_idx": cfg.padding_idx,
+            "unk_idx": special.get("unk"), "frozen": cfg.frozen}
+
+
+def _find(words_data, token: str) -> int:
+    """Row of ``token`` among byte spans, by comparing only the spans of the same length (no sort
+    of the whole vocabulary, which ``create`` does once anyway)."""
+    data, offsets = words_data
+    want = token.encode("utf-8")
+    starts = offsets[:-1]
+    for row in np.flatnonzero(np.diff(offsets) == len(want)):
+        if data[starts[row]:starts[row] + len(want)].tobytes() == want:
+            return int(row)
+    return -1
+
+
+EXPORT_FORMATS = ("glove", "word2vec", "word2vec-binary", "npy")
+_BY_SUFFIX = {".txt": "glove", ".vec": "word2vec", ".bin": "word2vec-binary", ".npy": "npy"}
+
+
+def export_format(out, fmt: str | None) -> str:
+    if fmt:
+        return fmt
+    name = Path(str(out)).name.lower()
+    for comp in (".gz", ".bz2", ".xz"):
+        if name.endswith(comp):
+            name = name[: -len(comp)]
+    suffix = Path(name).suffix
+    if suffix in _BY_SUFFIX:
+        return _BY_SUFFIX[suffix]
+    raise ConfigError(f"cannot tell the format of {out} from its name; give --format "
+                      f"({', '.join(EXPORT_FORMATS)})")
+
+
+def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: bool = False,
+           progress=None) -> dict:
+    """Write the table as a vector file (atomically: temporary file, then rename)."""
+    from .formats import write_vectors, write_vocab_file
+
+    fmt = export_format(out, fmt)
+    vocab = table.vocab
+    words = None
+    if vocab is not None and fmt != "npy":
+        words = list(vocab)
+    elif vocab is None and fmt != "npy":
+        words = [str(i) for i in range(table.num_embeddings)]  # row numbers name the rows
+    targets = [Path(out)] if str(out) != "-" else []
+    if fmt == "npy" and vocab is not None:
+        vocab_out = Path(vocab_out) if vocab_out else Path(str(out)).with_suffix(".vocab.txt")
+        targets.append(vocab_out)
+    for p in targets:
+        if p.exists() and not force:
+            raise OutputExistsError(f"{p} already exists; use --force to replace it")
+    values = table.weight()
+    if str(out) == "-":
+        write_vectors("-", words, values, format=fmt, progress=progress)
+    else:
+        _atomic(Path(out), lambda tmp: write_vectors(tmp, words, values, format=fmt, progress=progress))
+    if fmt == "npy" and vocab is not None:
+        _atomic(vocab_out, lambda tmp: write_vocab_file(tmp, vocab))
+    return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
+            "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
+            "row_numbers_as_words": vocab is None and fmt != "npy"}
+
+
+def _atomic(path: Path, write) -> None:
+    name = path.name
+    suffix = "".join(s for s in Path(name).suffixes[-1:])  # keep .gz etc. for compression
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp" + suffix, dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.ndarray, list[str]]:
+    """Rows of ``words`` (a nested list or flat list of str) in the same shape.
+
+    ``unknown``: ``error`` (KeyNotFoundError naming the word), ``skip`` (drop it; flat input
+    only) or ``unk`` (the table's unk row, ``embtool.unk_idx``)."""
+    vocab = table.vocab
+    if vocab is None:
+        raise ConfigError(f"{table.path}: the table has no vocabulary; give row numbers")
+    arr = np.array(words, dtype=object)
+    flat = [str(w) for w in arr.reshape(-1)]
+    ids = vocab.find_many(flat)
+    missing = np.flatnonzero(ids < 0)
+    if missing.size:
+        if unknown == "error":
+            w = flat[missing[0]]
+            more = f" (and {missing.size - 1} more)" if missing.size > 1 else ""
+            raise KeyNotFoundError(f"word {w!r} is not in the vocabulary of {table.path}{more}")
+        if unknown == "unk":
+            if UNK_KEY not in table.metadata:
+                raise ConfigError(f"{table.path}: no unk row (load with --unk-token); "
+                                  f"word {flat[missing[0]]!r} is unknown")
+            ids[missing] = int(table.metadata[UNK_KEY])
+        elif unknown == "skip":
+            if arr.ndim > 1:
+                raise ConfigError("--unknown skip needs a flat list of words")
+            keep = ids >= 0
+            return ids[keep], [w for w, k in zip(flat, keep) if k]
+    return ids.reshape(arr.shape), flat
