@@ -281,3 +281,40 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
            weight_dtype=dtype, extra_metadata=meta, force=force)
     return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
             "init": init, "scale": scale, "seed": seed}
+
+
+# --------------------------------------------------------------------------------------------
+# EmbeddingBag on a table
+
+
+def lookup_bag(table: Table, ids, offsets=None, *, mode: str = "mean", per_sample_weights=None,
+               include_last_offset: bool = False, padding_idx=None, max_norm=None, norm_type=None,
+               write_back: bool = False) -> np.ndarray:
+    """``F.embedding_bag`` on a table: (B, D).  padding_idx / max_norm default to the table's.
+
+    With max_norm every index of the input is renormed first (padding included, as torch), the
+    bags are then reduced over the renormed rows; ``write_back`` persists them as ``lookup`` does.
+    """
+    from .bag import embedding_bag
+
+    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx)
+    ids = check_ids(ids, table.num_embeddings)
+    pad = cfg.padding_idx
+    if cfg.max_norm is None and table.dtype != "BF16":
+        weight, idx = table.raw, ids
+    else:
+        # Work on the distinct rows only: renorm them (if asked) and reduce over that block.
+        uniq, inverse = np.unique(ids.reshape(-1), return_inverse=True)
+        weight = np.ascontiguousarray(table.rows(uniq), dtype=_compute_dtype(table.dtype))
+        if cfg.max_norm is not None:
+            hit = renorm_block(weight, cfg.max_norm, cfg.norm_type)
+            if table.dtype in ("F16", "BF16"):
+                weight = np.ascontiguousarray(_round_trip(weight, table.dtype), dtype=f32)
+            if write_back and hit.any():
+                table.update({table.tensor: (uniq[hit], weight[hit])})
+        idx = inverse.reshape(ids.shape)
+        if pad is not None:
+            where = np.searchsorted(uniq, pad)
+            pad = int(where) if where < uniq.size and uniq[where] == pad else None
+    return embedding_bag(weight, idx, offsets, mode=mode, per_sample_weights=per_sample_weights,
+                         include_last_offset=include_last_offset, padding_idx=pad)

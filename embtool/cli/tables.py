@@ -147,11 +147,20 @@ def read_index_input(ids, input_path, words: bool = False):
 @click.option("--words-file", metavar="FILE", help="Words from FILE (or -), one per line.")
 @click.option("--unknown", type=click.Choice(["error", "skip", "unk"]), default="error", show_default=True,
               help="A word not in the vocabulary: an error, dropped, or the unk row.")
+@click.option("--offsets", metavar="OFFSETS",
+              help="EmbeddingBag: bag start offsets into the 1-D ids (JSON list, integers, or FILE).")
+@click.option("--mode", type=click.Choice(["sum", "mean", "max"]),
+              help="EmbeddingBag reduction (default mean); with 2-D ids and no --offsets each row is a bag.")
+@click.option("--per-sample-weights", "psw", metavar="FILE|JSON",
+              help="EmbeddingBag (mode sum): a weight per id, same shape as the ids.")
+@click.option("--include-last-offset", is_flag=True,
+              help="EmbeddingBag: OFFSETS has one more entry, the end of the last bag (CSR).")
 @output_options()
 def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, use_words,
-           words_file, unknown, fmt, output, force):
+           words_file, unknown, offsets, mode, psw, include_last_offset, fmt, output, force):
     """Rows of TABLE for IDS (row numbers, or words with --words) of any shape (F.embedding):
-    output shape (*, D)."""
+    output shape (*, D). With --offsets or --mode, bags of rows reduced as nn.EmbeddingBag:
+    output shape (B, D)."""
     from ..ops import lookup as do_lookup
     from ..render import Output, render_array
     from ..table import Table
@@ -176,9 +185,36 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
             idx, words = words_to_ids(t, raw, unknown=unknown)
         else:
             idx = read_index_input(ids, input_path)
+        if offsets is not None or mode is not None or psw is not None or include_last_offset:
+            from ..ops import lookup_bag
+
+            rows = lookup_bag(t, idx, _small_array(offsets, "offsets", ints=True), mode=mode or "mean",
+                              per_sample_weights=_small_array(psw, "per-sample weights"),
+                              include_last_offset=include_last_offset, padding_idx=padding_idx,
+                              max_norm=max_norm, norm_type=norm_type, write_back=write_back)
+            render_array(rows, fmt, out)
+            return
         rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, write_back=write_back)
     flat = idx.ndim <= 1
     render_array(rows, fmt, out, ids=idx if flat else None, words=words if flat else None)
+
+
+def _small_array(value, what, ints=False):
+    """An option's array: inline JSON / integers, or a file (path or -) of JSON/.npy/..."""
+    if value is None:
+        return None
+    import os
+
+    from ..inputs import parse_ids_text, read_array, read_ids
+
+    if value == "-" or os.path.isfile(value):
+        return read_ids(value) if ints else read_array(value, what=what)
+    if ints:
+        return parse_ids_text(value.replace(",", " ") if not value.lstrip().startswith("[") else value,
+                              f"--{what}")
+    from ..inputs import _json_array
+
+    return _json_array(value, f"--{what}", what)
 
 
 @cli.command()
