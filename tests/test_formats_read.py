@@ -393,6 +393,13 @@ def test_binary_wrong_dim_shows_as_undecodable_word(tmp_path):
     assert "byte" in msg and "not valid utf-8" in msg
 
 
+def test_binary_words_may_hold_inner_line_breaks_and_duplicates_name_offsets(tmp_path):
+    got = load(tmp_path, binfile([b"a\nb", b"\xc3\xa9", b"c"], VECS), "v.bin")
+    assert got.words == ["a\nb", "é", "c"]
+    with pytest.raises(DuplicateWordError, match="'a' at byte offsets 4 and 24"):
+        load(tmp_path, binfile([b"a", b"b", b"a"], VECS), "v.bin", on_duplicate="error")
+
+
 def test_binary_nonfinite_is_refused(tmp_path):
     data = binfile([b"a"], np.float32([[np.nan, 1]]))
     assert "row 1 (byte 4), value 1" in error(tmp_path, data, "v.bin")
@@ -413,7 +420,10 @@ def test_npy_is_from_pretrained(tmp_path):
     with pytest.raises(FormatError, match="2-D"):
         read_vectors(tmp_path / "one.npy")
     (tmp_path / "g.npy.gz").write_bytes(gzip.compress((tmp_path / "a.npy").read_bytes()))
-    assert bits(read_vectors(tmp_path / "g.npy.gz").vectors) == bits(a.astype(np.float32))
+    calls = []
+    got = read_vectors(tmp_path / "g.npy.gz", progress=lambda b, r: calls.append((b, r)))
+    assert bits(got.vectors) == bits(a.astype(np.float32))
+    assert calls == [((tmp_path / "g.npy.gz").stat().st_size, 4)]
 
 
 # -- the reference parser: random files ----------------------------------------------------------

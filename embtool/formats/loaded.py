@@ -140,12 +140,20 @@ def decode_keys(data, offsets, where, *, name, encoding, unicode_errors, where_k
     n = len(offsets) - 1
     lo = int(offsets[0])
     chunk = data[lo:int(offsets[-1])]
-    if n and (chunk == 10).any():
-        raise FormatError(f"{name}: a word contains a line break")  # only binary files can
-    joined = np.insert(chunk, offsets[1:-1] - lo, 10).tobytes() if n else b""
-    seps = offsets[1:-1] - lo + np.arange(n - 1)
     utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     enc = "utf-8" if utf8 else encoding
+    if n and (chunk == 10).any():  # only binary files can have such words: decode one by one
+        words = []
+        for i in range(n):
+            try:
+                words.append(data[offsets[i]:offsets[i + 1]].tobytes().decode(enc, unicode_errors))
+            except UnicodeDecodeError as e:
+                raise FormatError(f"{name}, {where_kind} {int(where[i])}: word is not valid {enc} "
+                                  f"({e.reason})") from None
+        new_data, new_offsets = _vocab.encode_words(words)
+        return new_data, new_offsets, 0
+    joined = np.insert(chunk, offsets[1:-1] - lo, 10).tobytes() if n else b""
+    seps = offsets[1:-1] - lo + np.arange(n - 1)
     try:
         if unicode_errors == "strict":
             text = joined.decode(enc)
@@ -183,9 +191,10 @@ def dedupe(data, offsets, where, on_duplicate, *, name, where_kind="line"):
     if on_duplicate == "error":
         a, b = _vocab.first_duplicate(order, distinct)
         word = data[offsets[b]:offsets[b + 1]].tobytes().decode("utf-8", "replace")
+        at = "at byte offsets" if where_kind == "byte" else "on lines"
         raise _vocab.DuplicateWordError(
-            f"{name}: duplicate word {word!r} on {where_kind}s {int(where[a])} and "
-            f"{int(where[b])} (on_duplicate='first' keeps the first, 'last' the last)")
+            f"{name}: duplicate word {word!r} {at} {int(where[a])} and {int(where[b])} "
+            "(on_duplicate='first' keeps the first, 'last' the last)")
     n = len(order)
     if on_duplicate == "first":
         kept_sorted = distinct

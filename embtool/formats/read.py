@@ -15,6 +15,9 @@ from embtool.formats.loaded import (
 from embtool.formats.source import BlockReader, _Prefixed, _read_fully, open_source
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
+#: bytes of input counted as one element of kernel work: the numpy parser runs at ~15 MB/s and
+#: importing Numba and loading its cached kernels costs ~0.6 s, so files below ~8 MB use numpy.
+BYTES_PER_WORK = 32
 #: bytes read first for format detection (more if the first lines are longer).
 HEAD = 1 << 16
 
@@ -29,7 +32,8 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
     ``word2vec-binary`` or ``npy``.  ``limit``: read at most this many rows (``0`` reads none).
     ``dtype``: float32, float64, float16 or bfloat16 (see ``LoadedVectors``); text values are
     ``dtype(float(token))`` as gensim's ``datatype``, binary values are float32 cast to ``dtype``.
-    ``encoding`` / ``unicode_errors`` (strict, replace, ignore) decode the words.
+    ``encoding`` / ``unicode_errors`` (strict, replace, ignore) decode the words (the header is
+    read as ASCII digits, so it never fails to decode; a UTF-8 BOM is skipped for UTF-8).
     ``on_duplicate``: first (gensim), last (torchtext) or error.  Non-finite values (nan, inf,
     overflow) are an error naming the first one unless ``allow_nonfinite``.  ``dim`` fixes a GloVe
     file's dimension instead of inferring it (and must match a header).  ``progress(bytes, rows)``
@@ -44,7 +48,10 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
         report = LoadReport(source=src.name, format=found.format, compression=src.compression,
                             dtype=dtype, limit=limit, bom=found.bom, on_duplicate=on_duplicate)
         if found.format == "npy":
-            return _read_npy(src, limit, dtype, allow_nonfinite, report)
+            got = _read_npy(src, limit, dtype, allow_nonfinite, report)
+            if progress is not None:
+                progress(src.size or 0, got.report.rows)
+            return got
         if found.header is not None:
             report.header_count = found.header[0]
             if dim is not None and dim != found.header[1]:
@@ -52,10 +59,9 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
                                   f"not {dim}")
             dim = found.header[1]
         reader = BlockReader(src)
-        first = reader.next()
-        arr, n = first
-        backend = kernels.backend_for(max(src.size or 0, n) // 8)
-        capacity = _capacity(src, found, n, arr, dim)
+        arr, n = reader.next()
+        backend = kernels.backend_for(max(src.size or 0, n) // BYTES_PER_WORK)
+        capacity = _capacity(src, found, n, reader, dim)
         if found.format == "word2vec-binary":
             table, rows, data, offsets, where = binary.read_binary(
                 reader, found.start, found.header[0], dim, limit=limit, dtype=dtype,
@@ -77,7 +83,6 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
                                      progress, src)
             data, offsets, where = parser.keys()
             where_kind = "line"
-        del arr, first
         report.dim = dim
         return _finish(table, rows, data, offsets, where, where_kind, report, src.name,
                        encoding, unicode_errors, on_duplicate, allow_nonfinite, dtype)
@@ -117,14 +122,13 @@ def _read_head(src) -> tuple[bytes, bool]:
     return head, len(more) < want
 
 
-def _capacity(src, found, n, arr, dim) -> int:
+def _capacity(src, found, n, reader, dim) -> int:
     """Rows to allocate at first: exact from a header (bounded by what the file can hold), else
     estimated from the file size and the first block's bytes per row; the table grows if needed."""
     if found.header is not None and found.format == "word2vec-binary":
         per_row = 4 * dim + 2
     else:
-        block = arr[found.start:n]
-        rows = max(1, int(np.count_nonzero(block == 10)))
+        rows = max(1, reader.buf.count(b"\n", found.start, n))
         per_row = max(1, (n - found.start) // rows)
         if found.header is not None:
             per_row = min(per_row, 2 * (dim or 1) + 1)
