@@ -104,7 +104,7 @@ def _parse_analogies(lines, name, known, case_insensitive, dummy4unknown):
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise FormatError(f"{name}:{line_no}: invalid UTF-8 ({exc.reason})") from None
+                raise FormatError(f"{name}, line {line_no}: invalid UTF-8 ({exc.reason})") from None
             size = len(raw)
         else:
             line, size = raw, len(raw.encode("utf-8", "surrogatepass"))
@@ -113,7 +113,7 @@ def _parse_analogies(lines, name, known, case_insensitive, dummy4unknown):
             sections.append(_Section(line.lstrip(": ").strip()))
             continue
         if not sections:
-            raise FormatError(f"{name}:{line_no}: missing section header (': name') before "
+            raise FormatError(f"{name}, line {line_no}: missing section header (': name') before "
                               f"this line")
         words = line.split()
         if len(words) != 4:  # gensim skips such lines (blank lines included)
@@ -295,7 +295,7 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
                 pair_rows.append((known[a], known[b]))
         except UnicodeDecodeError as exc:
             line_no = _undecodable_line(path, encoding) or line_no + 1
-            raise FormatError(f"{name}:{line_no}: cannot decode as {encoding} ({exc.reason})") from None
+            raise FormatError(f"{name}, line {line_no}: cannot decode as {encoding} ({exc.reason})") from None
     if len(gold) < 2:
         raise FormatError(f"{name}: {len(gold)} word pair(s) could be scored (all others are "
                           f"malformed or have unknown words); a correlation needs 2")

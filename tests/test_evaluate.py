@@ -209,7 +209,7 @@ def test_constant_or_nan_input_gives_nan():
 
 
 @pytest.mark.parametrize("which,text,message", [
-    ("analogies", "\na b c d\n", r"q.txt:1: missing section header"),
+    ("analogies", "\na b c d\n", r"q.txt, line 1: missing section header"),
     ("analogies", ": only a header\nthree words only\n", "no analogy questions"),
     ("pairs", "w1\tunknown\t1\nw1 w2 3\nw1\tw2\tnot-a-number\nw1\tw2\t2\n", "1 word pair"),
 ])
@@ -223,11 +223,11 @@ def test_malformed_files_are_refused(tmp_path, which, text, message):
 def test_invalid_utf8_names_the_line(tmp_path):
     path = tmp_path / "q.txt"
     path.write_bytes(b": s\nw1 w2 w3 w4\nw1 \xff w3 w4\n")
-    with pytest.raises(FormatError, match=r"q.txt:3: invalid UTF-8"):
+    with pytest.raises(FormatError, match=r"q.txt, line 3: invalid UTF-8"):
         evaluate_analogies(TABLE, VOCAB, path)
     pairs = tmp_path / "p.tsv"
     pairs.write_bytes(b"w1\tw2\t1\n" * 3 + b"w1\t\xff\t2\n")
-    with pytest.raises(FormatError, match=r"p.tsv:4: cannot decode"):
+    with pytest.raises(FormatError, match=r"p.tsv, line 4: cannot decode"):
         evaluate_pairs(TABLE, VOCAB, pairs)
 
 
