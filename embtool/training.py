@@ -319,7 +319,7 @@ class _Work:
                     self.state[name][up.rows] = values
                 self.weight_changed[up.rows] = True
                 self.state_changed[up.rows] = True
-            grad_rows = rg.coalesce().rows
+            grad_rows = np.unique(rg.rows) if rg.sparse else rg.rows  # rows of the coalesced gradient
             self.touched[grad_rows] = True
             records.append({"step": count, "rows_touched": int(grad_rows.size),
                             "grad_norm": up.grad_norm, "rows_renormed": int(renormed)})
