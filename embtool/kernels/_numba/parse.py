@@ -118,6 +118,8 @@ def _scan_number(buf, p, e):
         q += 1
     d0 = q
     m = _U0
+    # the integer and fraction digit loops are written out: a shared helper returning (m, q)
+    # measured 25% slower for the whole parse
     while q < e:
         d = np.uint64(buf[q]) - _U48
         if d > _U9:
