@@ -160,6 +160,35 @@ def encode_vocab(words: Sequence[str]) -> dict[str, np.ndarray]:
     return arrays_from_spans(data, offsets)
 
 
+def extend_vocab(arrays: dict[str, np.ndarray], words: Sequence[str]) -> dict[str, np.ndarray]:
+    """The vocabulary tensors with ``words`` appended as new last rows (e.g. a padding or unknown
+    token): O(k log N) searches and one O(N) insert, no re-sort.  A word already present (or
+    given twice) raises DuplicateWordError naming both rows."""
+    base = Vocab.from_arrays(arrays)
+    n = len(base)
+    data, offsets = encode_words(list(words))
+    order = np.asarray(base.order, np.int64)
+    keys = [data[offsets[i]:offsets[i + 1]].tobytes() for i in range(len(words))]
+    seen: dict[bytes, int] = {}
+    where = []
+    for i, key in enumerate(keys):
+        pos = base._lower_bound(key)
+        first = seen.get(key, int(order[pos]) if pos < n and base._bytes(int(order[pos])) == key
+                         else None)
+        if first is not None:
+            raise DuplicateWordError(f"duplicate word {words[i]!r} at rows {first} and {n + i}")
+        seen[key] = n + i
+        where.append(pos)
+    # new words between the same old neighbours keep their byte order
+    rank = sorted(range(len(keys)), key=lambda i: (where[i], keys[i]))
+    new_order = np.insert(order, [where[i] for i in rank], [n + i for i in rank])
+    old_bytes = np.asarray(arrays[BYTES], np.uint8)
+    old_offsets = np.asarray(arrays[OFFSETS], np.int64)
+    return {BYTES: np.concatenate((old_bytes, data)),
+            OFFSETS: np.concatenate((old_offsets, offsets[1:] + len(old_bytes))),
+            ORDER: new_order}
+
+
 def decode_spans(data, offsets, ids=None, errors="strict") -> list[str]:
     """Decode words ``ids`` (default: all, in row order) from UTF-8 spans."""
     data = np.asarray(data)
@@ -238,6 +267,13 @@ class Vocab:
             key = word.encode("utf-8")
         except UnicodeEncodeError:
             return -1
+        lo = self._lower_bound(key)
+        if lo < len(self.order) and self._bytes(int(self.order[lo])) == key:
+            return int(self.order[lo])
+        return -1
+
+    def _lower_bound(self, key: bytes) -> int:
+        """First position in ``order`` whose word is not below ``key``."""
         order = self.order
         lo, hi = 0, len(order)
         while lo < hi:
@@ -246,9 +282,7 @@ class Vocab:
                 lo = mid + 1
             else:
                 hi = mid
-        if lo < len(order) and self._bytes(int(order[lo])) == key:
-            return int(order[lo])
-        return -1
+        return lo
 
     def find_many(self, words: Iterable[str]) -> np.ndarray:
         """Rows of ``words`` (int64, -1 for absent words)."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as hs
 from embtool.errors import FormatError, IndexRangeError
 from embtool.vocab import (
     BYTES, OFFSETS, ORDER, DuplicateWordError, Vocab, arrays_from_spans, decode_spans, encode_vocab,
-    encode_words, read_vocab_file, sort_spans, write_vocab_file,
+    encode_words, extend_vocab, read_vocab_file, sort_spans, write_vocab_file,
 )
 
 
@@ -121,3 +121,21 @@ def test_write_vocab_file_refuses_words_it_cannot_write(tmp_path):
         with pytest.raises(FormatError, match="row 1"):
             write_vocab_file(tmp_path / "v.txt", ["ok", bad])
         assert not (tmp_path / "v.txt").exists()
+
+
+@settings(max_examples=150, deadline=None)
+@given(hs.lists(hs.text(max_size=5), unique=True, max_size=30).flatmap(
+    lambda ws: hs.tuples(hs.just(ws), hs.integers(0, len(ws)))))
+def test_extend_vocab_equals_encoding_all_words(case):
+    words, k = case
+    extended = extend_vocab(encode_vocab(words[:k]), words[k:])
+    want = encode_vocab(words)
+    assert all(extended[key].tolist() == want[key].tolist() for key in (BYTES, OFFSETS, ORDER))
+
+
+def test_extend_vocab_refuses_present_or_repeated_words():
+    a = encode_vocab(["the", "<pad>"])
+    with pytest.raises(DuplicateWordError, match="rows 1 and 2"):
+        extend_vocab(a, ["<pad>"])
+    with pytest.raises(DuplicateWordError, match="rows 2 and 3"):
+        extend_vocab(a, ["<unk>", "<unk>"])
