@@ -98,11 +98,11 @@ KILL_CASES = {
 def test_sigkill_at_random_instants(tmp_path, case):
     opts, options, warm = KILL_CASES[case]
     rng = np.random.default_rng(1)
-    rows = 150_000
+    rows = 100_000
     base = make_table(tmp_path / "base.safetensors", rng.standard_normal((rows, 32)).astype(np.float32), **opts)
     ids, grad = tmp_path / "ids.npy", tmp_path / "grad.npy"
-    np.save(ids, rng.integers(0, rows, 60_000))
-    np.save(grad, rng.standard_normal((60_000, 32)).astype(np.float32))
+    np.save(ids, rng.integers(0, rows, 40_000))
+    np.save(grad, rng.standard_normal((40_000, 32)).astype(np.float32))
     args = ["-i", ids, "--grad", grad, *options]
     if warm:  # a first step creates the state: the killed step is a later one
         assert start([base, *args]).wait(timeout=300) == 0
