@@ -38,6 +38,11 @@ def _load_u64(typingctx, arr, idx):
     return sig, codegen
 
 
+if numba.config.DISABLE_JIT:  # kernels run as Python (coverage runs): the same bytes, slowly
+    def _load_u64(arr, idx):  # noqa: F811
+        return np.uint64(int.from_bytes(arr[idx:idx + 8].tobytes(), "little"))
+
+
 _NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
 _ONES8 = np.uint64(0x0101010101010101)
 _HIGH8 = np.uint64(0x8080808080808080)
@@ -153,7 +158,7 @@ def _scan_number(buf, p, e):
         x0 = q
         while q < e and buf[q] >= 48 and buf[q] <= 57:
             if q - x0 < MAX_EXP_DIGITS:
-                ev = ev * 10 + (buf[q] - 48)
+                ev = ev * 10 + (int(buf[q]) - 48)
             q += 1
         if q == x0 or q - x0 > MAX_EXP_DIGITS:
             ok = False
