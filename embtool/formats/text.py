@@ -15,7 +15,13 @@ Behaviours chosen where gensim's are accidents (WORDVEC_FORMATS.md section 1.5):
 * ``limit`` counts rows read from the file; duplicates dropped afterwards may leave fewer;
 * a row's key is everything before its last ``dim`` fields (GloVe 840B); but when the field just
   before the vector is itself a number, the row is refused as having too many values, and an
-  empty field (leading space, two spaces in a row) is refused rather than read as an empty word.
+  empty field (leading space, two spaces in a row) is refused rather than read as an empty word;
+* a value is accepted exactly when Python ``float()`` accepts its token, which is what gensim's
+  ``numpy.float32(str)`` does: ``1_000``, ``+1``, ``.5``, ``3.``, ``nan``, ``Infinity``, ``1e50``
+  (overflow, counted), a tab or other non-space whitespace around a value and non-ASCII digits
+  are all read as gensim reads them; ``0x1p3`` and ``1,5`` are errors, as in gensim;
+* a GloVe file's dimension is the most common field count of its first 1000 rows (see
+  ``detect.infer_dim``), unless given.
 """
 from __future__ import annotations
 
