@@ -11,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from embtool import kernels
 from embtool.errors import FormatError
-from embtool.formats.text import GrowingTable, round_bfloat16
+from embtool.formats.text import GrowingTable, gather_spans, join_spans, round_bfloat16
 
 #: a word longer than this (no space found) means a corrupt file or a wrong header dim.
 MAX_WORD = 1 << 16
@@ -54,8 +54,7 @@ def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, repo
                     report.first_nonfinite = (f"row {done + r + 1} (byte {reader.offset + ws[r]}), "
                                               f"value {j + 1}: {block[r, j]}")
             lens.append(we[:k] - ws[:k])
-            shift = np.repeat(ws[:k] - np.concatenate(([0], np.cumsum(lens[-1])[:-1])), lens[-1])
-            words.append(arr[shift + np.arange(int(lens[-1].sum()))])
+            words.append(gather_spans(arr, ws[:k], we[:k]))
             offsets.append(ws[:k] + reader.offset)
             done += k
             del block, raw
@@ -83,12 +82,7 @@ def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, repo
         if report.trailing_bytes:
             report.warnings.append(f"{report.trailing_bytes} bytes after the last of the header's "
                                    f"{header_count} rows were ignored")
-    lens_all = np.concatenate(lens) if lens else np.zeros(0, np.int64)
-    word_offsets = np.zeros(len(lens_all) + 1, np.int64)
-    np.cumsum(lens_all, out=word_offsets[1:])
-    data = np.concatenate(words) if words else np.zeros(0, np.uint8)
-    where = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
-    return grow.table, done, data, word_offsets, where
+    return (grow.table, done) + join_spans(words, lens, offsets)
 
 
 def _trailing(reader, pos) -> int:

@@ -221,21 +221,30 @@ class TextParser:
             self._note_nonfinite(int(ln[r]), int(j), str(block[r, j]).encode())
 
     def _keep_keys(self, arr, ks, ke, ln):
-        lens = ke - ks
-        total = int(lens.sum())
-        shift = np.repeat(ks - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
-        self.key_parts.append(arr[shift + np.arange(total)])
-        self.len_parts.append(lens)
+        self.key_parts.append(gather_spans(arr, ks, ke))
+        self.len_parts.append(ke - ks)
         self.line_parts.append(ln)
 
     def keys(self):
         """``(key bytes, offsets, line numbers)`` of every parsed row."""
-        lens = np.concatenate(self.len_parts) if self.len_parts else np.zeros(0, np.int64)
-        offsets = np.zeros(len(lens) + 1, np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        data = np.concatenate(self.key_parts) if self.key_parts else np.zeros(0, np.uint8)
-        lines = np.concatenate(self.line_parts) if self.line_parts else np.zeros(0, np.int64)
-        return data, offsets, lines
+        return join_spans(self.key_parts, self.len_parts, self.line_parts)
+
+
+def join_spans(byte_parts, len_parts, where_parts):
+    """Per-block key bytes, lengths and locations joined into ``(bytes, offsets, where)``."""
+    lens = np.concatenate(len_parts) if len_parts else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    data = np.concatenate(byte_parts) if byte_parts else np.zeros(0, np.uint8)
+    where = np.concatenate(where_parts) if where_parts else np.zeros(0, np.int64)
+    return data, offsets, where
+
+
+def gather_spans(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The bytes ``arr[starts[i]:ends[i]]`` concatenated (one vectorised gather)."""
+    lens = ends - starts
+    shift = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+    return arr[shift + np.arange(int(lens.sum()))]
 
 
 def round_bfloat16(a: np.ndarray) -> None:
