@@ -454,3 +454,18 @@ def test_random_files_match_the_reference(tmp_path, monkeypatch, words, dim, see
     ref_words, ref = (naive_parse.parse_word2vec if header else naive_parse.parse_glove)(data)
     assert got.words == [w.decode() for w in ref_words]
     assert bits(got.vectors) == bits(ref)
+
+
+def test_small_files_load_without_importing_numba_click_or_rich(tmp_path):
+    import subprocess
+
+    (tmp_path / "v.txt").write_bytes(GLOVE)
+    code = ("import sys; from embtool.formats import read_vectors, write_vectors; "
+            f"r = read_vectors({str(tmp_path / 'v.txt')!r}); "
+            f"write_vectors({str(tmp_path / 'o.txt')!r}, r.words, r.vectors, format='glove'); "
+            "print(sorted(m for m in ('numba', 'click', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in __import__("os").environ.items()
+                              if k != "EMBTOOL_BACKEND"})
+    assert out.stdout.strip() == "[]"
+    assert (tmp_path / "o.txt").read_bytes() == b"the 0.1 0.2\nof -0.001 5.0\n"
