@@ -177,7 +177,12 @@ def _differs(a, b) -> bool:
 def train_step(path, batches: list[Batch], *, tensor: str | None = None, optimizer: str | None = None,
                hparams: dict | None = None, reset_optimizer: bool = False, progress=None) -> dict:
     """Apply ``batches`` (in order) to the table at ``path`` as one transaction; the summary
-    (see ``train``)."""
+    (see ``train``).  Without ``tensor``, a file whose optimizer state names its tensor trains that
+    one (the ``optim.*`` tensors are 2-D too, so the default pick would be ambiguous)."""
+    if tensor is None and Path(path).is_file():
+        from .store import read_header
+
+        tensor = read_header(path).metadata.get(META_TENSOR)
     with Table.open(path, tensor=tensor, write=True) as table:
         return train(table, batches, optimizer=optimizer, hparams=hparams,
                      reset_optimizer=reset_optimizer, progress=progress)

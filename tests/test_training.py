@@ -210,6 +210,7 @@ def test_state_belongs_to_one_tensor(tmp_path):
         train_step(p, one, tensor="proj", optimizer="adagrad")
     with Table.open(p, tensor="emb") as t:
         assert t.metadata["origin"] == "hub" and t.metadata["embtool.optim.tensor"] == "emb"
+    assert train_step(p, one)["tensor"] == "emb"  # the state's tensor, though proj is 2-D too
 
 
 def unchanged(path: Path):
