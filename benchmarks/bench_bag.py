@@ -10,9 +10,14 @@ Usage: python benchmarks/bench_bag.py [--rows 1000000] [--ids 1000000] [--bag 50
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import report, threads  # noqa: E402
 
 BUDGETS = {"sum": 1.0, "mean": 1.0, "max": 5.0, "sum+weights": None}
 
@@ -31,15 +36,13 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
-    import numba
     import torch
     import torch.nn.functional as F
 
     from embtool import kernels
     from embtool.bag import embedding_bag
 
-    threads = numba.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads())
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
     ids = rng.integers(0, args.rows, args.ids)
@@ -47,7 +50,7 @@ def main() -> None:
     psw = rng.standard_normal(args.ids, dtype=np.float32)
     tw, tids, toff, tpsw = map(torch.from_numpy, (weight, ids, offsets, psw))
     print(f"EmbeddingBag: {args.ids} ids in bags of {args.bag} on a {args.rows} x {args.dim} table, "
-          f"{threads} threads, {kernels.backend_for(args.ids * args.dim)} backend")
+          f"{threads()} threads, {kernels.backend_for(args.ids * args.dim)} backend")
     for name, budget in BUDGETS.items():
         mode = name.split("+")[0]
         p = psw if "weights" in name else None
@@ -69,9 +72,7 @@ def main() -> None:
             t, want = timed(reference)
             t_ref = min(t_ref, t)
         same = np.array_equal(got, want.numpy(), equal_nan=True)
-        target = f"(budget >= {budget:g}x)" if budget else ""
-        print(f"  {name:<12} embtool {t_ours * 1e3:7.2f} ms   torch {t_ref * 1e3:7.2f} ms   "
-              f"ratio {t_ref / t_ours:6.2f}x {target:<17} bit-identical: {same}")
+        report(f"  {name} (bit-identical: {same})", t_ours, t_ref, "torch", budget)
 
 
 if __name__ == "__main__":
