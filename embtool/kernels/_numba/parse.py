@@ -112,7 +112,7 @@ def _significant(buf, d0, dend):
     return m, nsig
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _scan_number(buf, p, e):
     """Fast-path value of the number starting at ``p``: ``(ok, value, q)`` with ``q`` the first
     byte after the number's grammar ``[+-]digits[.digits][(e|E)[+-]digits]``."""
@@ -231,7 +231,7 @@ def _parse_general(buf, s, e, dim, orow):
     return st, key_end
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _parse_plain(buf, s, b, dim, orow):
     """The common layout ``key v1 .. vdim[ws]\n`` in one pass: the index of the line's ``\n``
     (or ``b``), the number of trailing whitespace bytes and the key's end, or ``(-1, 0, 0)`` when
