@@ -138,7 +138,8 @@ def _choose(header, tensor: str | None, path) -> str:
         return tensor
     if "weight" in tensors:
         return "weight"
-    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2)
+    # optimizer state (optim.*) has the table's shape but is never the table itself
+    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2 and not n.startswith("optim."))
     if len(two_d) == 1:
         return two_d[0]
     if not two_d:

@@ -181,9 +181,10 @@ def _crash_after_journal(monkeypatch):
     def crashing(fd, patches):
         calls["n"] += 1
         if calls["n"] == 1:
-            # apply half of the first patch, then "die"
-            off, data = patches[0]
-            os.pwrite(fd, data[: len(data) // 2], off)
+            # apply half of the first row of the first patch, then "die"
+            p = patches[0]
+            os.pwrite(fd, bytes(memoryview(p.data).cast("B"))[: p.row_bytes // 2],
+                      p.base + int(p.rows[0]) * p.row_bytes)
             raise SystemExit("killed")
         return real(fd, patches)
 

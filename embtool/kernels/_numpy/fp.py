@@ -2,10 +2,9 @@
 
 PyTorch's CPU kernels use fused multiply-add (one rounding) in many places
 (TORCH_SEMANTICS.md §2.1, §3.1, §4.2).  numpy has no fma, so ``fma32`` computes it exactly:
-the float64 product of two float32 values is exact (48-bit significand), the float64 sum is
-made *round-to-odd* with a TwoSum error term, and rounding a round-to-odd float64 to float32
-is correctly rounded because 53 >= 24 + 2.  Plain ``f32(a*b + c)`` in float64 would double-round
-in rare cases.
+the float64 product of two float32 values is exact (48-bit significand); the float64 sum rounded
+to float32 is the fma except when it double-rounds, which can only happen when the float64 sum is
+exactly a float32 midpoint (or subnormal): those values are redone with round-to-odd.
 """
 from __future__ import annotations
 
@@ -17,25 +16,36 @@ f64 = np.float64
 
 def fma32(a, b, c):
     """Correctly rounded float32 ``a*b + c`` (broadcasting, float32 inputs)."""
-    p = np.multiply(np.asarray(a, f32), np.asarray(b, f32), dtype=f64)
-    c64 = np.asarray(c, f32).astype(f64)
+    p = np.multiply(np.asarray(a, f32), np.asarray(b, f32), dtype=f64)  # exact
+    s = p + np.asarray(c, f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.atleast_1d(s.astype(f32))
+    # Rounding the float64 sum to float32 can only go wrong (double rounding) when the sum landed
+    # exactly halfway between two float32 values (the 29 bits float32 drops are 1000...0), or in
+    # float32's subnormal range where fewer bits are kept: only those few values take the exact path.
+    s1 = np.atleast_1d(s)
+    bits = s1.view(np.int64)
+    suspect = ((bits & 0x1FFFFFFF) == 0x10000000) | (np.abs(s1) < 2.0**-125)
+    if suspect.any():
+        pa, cb = np.broadcast_arrays(np.atleast_1d(p), np.atleast_1d(np.asarray(c, f32)))
+        out = out.copy() if not out.flags.writeable else out
+        out[suspect] = _fma32_exact(pa[suspect], cb[suspect].astype(f64))
+    return out.reshape(np.shape(s))
+
+
+def _fma32_exact(p, c64):
+    """float32(p + c64) correctly rounded, for exact float64 products ``p``: the float64 sum is made
+    round-to-odd with a TwoSum error term, and rounding a round-to-odd float64 to float32 is
+    correct because 53 >= 24 + 2."""
     s = p + c64
-    # TwoSum: e is the exact error of s = fl(p + c64).
     with np.errstate(invalid="ignore", over="ignore"):
         bb = s - p
         e = (p - (s - bb)) + (c64 - bb)
-        s = np.atleast_1d(s)
-        e = np.atleast_1d(e)
-        bits = s.view(np.int64)
+        bits = s.view(np.int64).copy()
         inexact = np.isfinite(e) & (e != 0) & ((bits & 1) == 0)
-        if inexact.any():
-            # Step one float64 ulp towards the exact value: the last bit becomes 1 (sticky).
-            away = (e > 0) == (s > 0)
-            bits = bits.copy()
-            bits[inexact] += np.where(away[inexact], 1, -1)
-            s = bits.view(f64)
-        out = s.astype(f32)
-    return out.reshape(np.shape(p))
+        away = (e > 0) == (s > 0)
+        bits[inexact] += np.where(away[inexact], 1, -1)  # one float64 ulp towards the exact value
+        return bits.view(f64).astype(f32)
 
 
 def round32(x) -> np.float32:
