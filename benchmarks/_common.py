@@ -25,7 +25,7 @@ def wall(cmd, repeat: int = 5, env=None) -> tuple[float, float]:
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
         times.append(time.perf_counter() - t)
     return min(times), statistics.median(times)
 

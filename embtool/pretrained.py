@@ -65,7 +65,7 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
                     force: bool = False, progress=None) -> dict:
     """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line)."""
     from .formats import read_vectors
-    from .vocab import arrays_from_spans, encode_words, read_vocab_file
+    from .vocab import Vocab, encode_vocab, extend_vocab, read_vocab_file
 
     table_path = Path(table_path)
     if table_path.exists() and not force:
@@ -74,12 +74,12 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
         vectors, summary = _from_safetensors(source, tensor, dtype)
         if limit is not None:
             vectors = vectors[:limit]
-        words_data = None
+        arrays = None
         if vocab_file is not None:
             words = read_vocab_file(vocab_file)
             if len(words) < len(vectors) or (limit is None and len(words) != len(vectors)):
                 raise FormatError(f"{vocab_file}: {len(words)} tokens for {len(vectors)} rows of the tensor")
-            words_data = encode_words(words[: len(vectors)])
+            arrays = encode_vocab(words[: len(vectors)])
     else:
         if format == "safetensors":
             raise FormatError(f"{source}: not a safetensors file")
@@ -91,14 +91,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
         vectors = loaded.vectors
         summary = loaded.summary()
         arrays = loaded.vocab_arrays()
-        words_data = None if arrays is None else (arrays["vocab.bytes"], arrays["vocab.offsets"])
         if vocab_file is not None:
-            if words_data is not None:
+            if arrays is not None:
                 raise ConfigError("--vocab names the rows of a tensor or .npy; this file has its own words")
             words = read_vocab_file(vocab_file)
             if len(words) != len(vectors):
                 raise FormatError(f"{vocab_file}: {len(words)} tokens for {len(vectors)} rows")
-            words_data = encode_words(words)
+            arrays = encode_vocab(words)
 
     extra_meta: dict[str, str] = {}
     n, d = vectors.shape
@@ -107,18 +106,17 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     for role, token in (("padding", padding_token), ("unk", unk_token)):
         if token is None:
             continue
-        if words_data is None:
+        if arrays is None:
             raise ConfigError(f"--{role}-token needs a vocabulary (words in the file or --vocab)")
-        row = _find(words_data, token)
-        if row < 0:
+        row = Vocab.from_arrays(arrays).find(token)
+        if row < 0 and token in added:
+            row = n + added.index(token)
+        elif row < 0:
             row = n + len(added)
             added.append(token)
         special[role] = row
     if added:
-        tail_data, tail_off = encode_words(added)
-        data = np.concatenate([words_data[0], tail_data])
-        offsets = np.concatenate([words_data[1], tail_off[1:] + words_data[1][-1]])
-        words_data = (data, offsets)
+        arrays = extend_vocab(arrays, added)
         vectors = np.concatenate([vectors, np.zeros((len(added), d), vectors.dtype)])
     cfg_over = {}
     if "padding" in special:
@@ -131,26 +129,14 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     if cfg.padding_idx is not None:
         cfg = cfg.with_overrides(len(vectors), padding_idx=cfg.padding_idx)  # range check
     tensors: dict[str, object] = {"weight": vectors}
-    if words_data is not None:
-        tensors.update(arrays_from_spans(*words_data))
+    if arrays is not None:
+        tensors.update(arrays)
     stored = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}[dtype]
     extra_meta[PREFIX + "source"] = str(source)
     create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
     return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,
-            "vocab": words_data is not None, "added_rows": added, "padding_idx": cfg.padding_idx,
+            "vocab": arrays is not None, "added_rows": added, "padding_idx": cfg.padding_idx,
             "unk_idx": special.get("unk"), "frozen": cfg.frozen}
-
-
-def _find(words_data, token: str) -> int:
-    """Row of ``token`` among byte spans, by comparing only the spans of the same length (no sort
-    of the whole vocabulary, which ``create`` does once anyway)."""
-    data, offsets = words_data
-    want = token.encode("utf-8")
-    starts = offsets[:-1]
-    for row in np.flatnonzero(np.diff(offsets) == len(want)):
-        if data[starts[row]:starts[row] + len(want)].tobytes() == want:
-            return int(row)
-    return -1
 
 
 EXPORT_FORMATS = ("glove", "word2vec", "word2vec-binary", "npy")
@@ -180,7 +166,7 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
     vocab = table.vocab
     words = None
     if vocab is not None and fmt != "npy":
-        words = list(vocab)
+        words = vocab.head(len(vocab))
     elif vocab is None and fmt != "npy":
         words = [str(i) for i in range(table.num_embeddings)]  # row numbers name the rows
     targets = [Path(out)] if str(out) != "-" else []

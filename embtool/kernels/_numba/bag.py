@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 
 from embtool.kernels._numba.fp import JIT, PJIT, fma32
-from embtool.kernels._numba.lookup import _prefetch
+from embtool.kernels._numba.fp import _prefetch
 
 AHEAD = 8
 

@@ -7,34 +7,12 @@ from __future__ import annotations
 
 import math
 
-import llvmlite.ir as ir
 import numba
 import numpy as np
-from numba import types
-from numba.extending import intrinsic
 
-from .fp import JIT, PJIT, fma32
+from .fp import JIT, PJIT, _prefetch, fma32
 
 f32 = np.float32
-
-
-@intrinsic
-def _prefetch(typingctx, arr, idx):
-    """llvm.prefetch of ``arr.flat[idx]`` (read, high locality): hides the latency of the random
-    row reads of a gather behind the copy of earlier rows."""
-    sig = types.void(arr, types.intp)
-
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @numba.njit(**JIT)
