@@ -33,6 +33,7 @@ import json
 import mmap
 import os
 import struct
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,8 @@ def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size
 
 
 def _fsync_dir(path: Path) -> None:
+    if not _sync_enabled():
+        return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -288,7 +291,10 @@ def _apply(fd: int, patches) -> None:
                 region.reshape(-1, p.row_bytes)[rows] = \
                     np.frombuffer(p.data, np.uint8).reshape(-1, p.row_bytes)
             del whole, region
-            wm.flush()
+            if not sys.platform.startswith("linux"):
+                # Linux's fdatasync below writes back pages dirtied through a shared map; msync
+                # of the whole map would scan every page of the file (O(table size)).
+                wm.flush()
         finally:
             wm.close()
     for p in patches:
@@ -304,9 +310,17 @@ def _apply(fd: int, patches) -> None:
     _datasync(fd)
 
 
+def _sync_enabled() -> bool:
+    """``EMBTOOL_SYNC=off`` skips fsync/fdatasync (as SQLite's ``synchronous=OFF``): every write
+    stays atomic against a killed process (the page cache survives it), but a power loss or OS
+    crash may then leave a torn table.  The default, ``full``, survives those too."""
+    return os.environ.get("EMBTOOL_SYNC", "full").strip().lower() != "off"
+
+
 def _datasync(fd: int) -> None:
     # fdatasync: the data and the size, not the timestamps (half the cost of fsync here)
-    getattr(os, "fdatasync", os.fsync)(fd)
+    if _sync_enabled():
+        getattr(os, "fdatasync", os.fsync)(fd)
 
 
 def recover(path: Path, fd: int) -> bool:
@@ -577,7 +591,7 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
                     raise EmbtoolError(
                         f"internal error: tensor {info.name!r} produced {written} bytes, "
                         f"expected {info.nbytes}")
-            os.fsync(fd)
+            _datasync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp)

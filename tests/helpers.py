@@ -48,3 +48,28 @@ def assert_single_error_line(result: Result, *needles: str, code: int = 1) -> No
     assert "Traceback" not in result.err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def kill_at_random_instants(start, prepare, state, before, after, duration, *, seed, trials=16):
+    """Run ``prepare()`` then ``start()`` (a Popen), SIGKILL it after a random delay, and require
+    ``state()`` to equal ``before`` or ``after``; ``trials`` times.  Returns the outcome counts and
+    how many kills landed while the process was still running (must be some)."""
+    import random
+    import signal
+    import time
+
+    outcomes = {"before": 0, "after": 0}
+    killed_running = 0
+    rnd = random.Random(seed)
+    for _ in range(trials):
+        prepare()
+        proc = start()
+        time.sleep(rnd.uniform(0.05, duration * 1.1))
+        proc.send_signal(signal.SIGKILL)
+        if proc.wait(timeout=120) == -signal.SIGKILL:
+            killed_running += 1
+        now = state()
+        assert now in (before, after), "the table is neither the state before nor after the command"
+        outcomes["before" if now == before else "after"] += 1
+    assert killed_running > 0  # the kills did land while the command was running
+    return outcomes, killed_running

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ import pytest
 from embtool import store as st
 from embtool.training import Batch, train_step
 from golden.make_train import make_batches
-from helpers import make_table
+from helpers import kill_at_random_instants, make_table
 from test_training import snapshot
 
 pytestmark = pytest.mark.slow
@@ -120,17 +118,6 @@ def test_sigkill_at_random_instants(tmp_path, case):
     duration = time.perf_counter() - t0
     after = state_of(p)
     assert after != before
-    outcomes, killed_running = {"before": 0, "after": 0}, 0
-    random.seed(case)
-    for _ in range(16):
-        fresh_copy()
-        proc = start([p, *args])
-        time.sleep(random.uniform(0.05, duration * 1.1))
-        proc.send_signal(signal.SIGKILL)
-        if proc.wait(timeout=120) == -signal.SIGKILL:
-            killed_running += 1
-        state = state_of(p)
-        assert state in (before, after), "the table is neither the state before nor after the step"
-        outcomes["before" if state == before else "after"] += 1
-    assert killed_running > 0  # the kills did land while the step was running
+    outcomes, killed_running = kill_at_random_instants(
+        lambda: start([p, *args]), fresh_copy, lambda: state_of(p), before, after, duration, seed=case)
     print(case, outcomes, f"{killed_running} killed mid-run, full run {duration:.2f}s")
