@@ -1,5 +1,6 @@
 """End-to-end wall time of small commands in fresh processes (SPEC §7, issue budgets):
-``embtool --help`` <= 0.25 s, ``embtool lookup TABLE 1 2 3`` on a 400k x 300 table <= 0.35 s, and
+``embtool --help`` <= 0.25 s, ``embtool lookup TABLE 1 2 3`` and ``lookup --words the of and`` on a 400k x 300 table <= 0.35 s,
+``embtool similar TABLE king -k 10`` there <= 1 s, and
 ``embtool freeze`` on a 2 GB table < 0.1 s.  Tables are made with ``embtool init`` in a temporary
 folder (or --dir).  The reference for the first two is the interpreter itself: ``python -c pass``.
 
@@ -39,6 +40,21 @@ def main():
                        stderr=subprocess.DEVNULL)
         best, med = wall(embtool_cmd("lookup", t400, 1, 2, 3), repeat=7)
         line("embtool lookup T 1 2 3 (400k x 300)", best, med, 0.35)
+
+        # the same size with a vocabulary (words "the", "of", "and", "king", then w4, w5, ...)
+        import numpy as np
+
+        from embtool.table import Config, create
+        from embtool.vocab import encode_vocab
+
+        words = ["the", "of", "and", "king"] + [f"w{i}" for i in range(4, 400_000)]
+        tv = d / "v400k.safetensors"
+        create(tv, {"weight": np.random.default_rng(0).standard_normal((400_000, 300), dtype=np.float32),
+                    **encode_vocab(words)}, Config(frozen=True))
+        best, med = wall(embtool_cmd("lookup", tv, "--words", "the", "of", "and"), repeat=7)
+        line("embtool lookup T --words the of and (400k x 300)", best, med, 0.35)
+        best, med = wall(embtool_cmd("similar", tv, "king", "-k", 10), repeat=5)
+        line("embtool similar T king -k 10 (400k x 300)", best, med, 1.0)
 
         t2g = d / "t2g.safetensors"
         subprocess.run(embtool_cmd("init", t2g, "-n", 4_000_000, "-d", 128, "--init", "zeros"),
