@@ -113,8 +113,10 @@ def table_stats(weight, *, bins=20, sample=5, progress=None):
     }
 
 
-def format_stats(stats, width=40):
-    """The statistics as plain text lines for humans (``info --stats`` without ``--json``)."""
+def format_stats(stats, width=40, name=None):
+    """The statistics as plain text lines for humans (``info --stats`` without ``--json``);
+    ``name(row)`` (e.g. the vocabulary's word) labels the neighbour sample."""
+    tag = str if name is None else name
     lines = [f"stats      {stats['rows']:,} rows x {stats['dim']}"]
     norms = stats["norms"]
     if norms is None:
@@ -140,8 +142,9 @@ def format_stats(stats, width=40):
     if stats["neighbours"]:
         lines.append("neighbours")
         for item in stats["neighbours"]:
-            near = ", ".join(f"{r} ({x:.4f})" for r, x in item["neighbours"])
-            lines.append(f"  row {item['row']}: {near}")
+            near = ", ".join(f"{tag(r)} ({x:.4f})" for r, x in item["neighbours"])
+            word = "" if name is None else f" {tag(item['row'])}"
+            lines.append(f"  row {item['row']}{word}: {near}")
     return "\n".join(lines)
 
 

@@ -181,3 +181,7 @@ def test_info_shows_vocab(tmp_path):
     facts = json.loads(run("info", out, "--json").out)
     assert facts["table"]["vocab"]["size"] == 200 and facts["table"]["vocab"]["sample"][:2] == ["the", ","]
     assert "200 words: the , ." in run("info", out).out
+    stats = run("info", out, "--stats")  # the neighbour sample is named by words
+    assert stats.code == 0 and "row 0 the: " in stats.out
+    facts = json.loads(run("info", out, "--stats", "--json").out)
+    assert facts["stats"]["neighbours"][0]["word"] == "the"

@@ -68,7 +68,12 @@ def _stats(path, tensor, facts):
     from ..table import Table
 
     with Table.open(path, tensor=tensor) as t, progress(t.num_embeddings, "stats") as advance:
-        return table_stats(t.weight(), progress=advance)
+        stats = table_stats(t.weight(), progress=advance)
+        if t.vocab is not None:  # name the sampled rows and their neighbours by their words
+            for item in stats["neighbours"]:
+                item["word"] = t.vocab.word(item["row"])
+                item["neighbour_words"] = t.vocab.words([r for r, _ in item["neighbours"]])
+        return stats
 
 
 def _human_info(facts: dict, stats: bool) -> str:
@@ -100,7 +105,12 @@ def _human_info(facts: dict, stats: bool) -> str:
     if stats:
         from ..stats import format_stats
 
-        lines.append(format_stats(facts["stats"]))
+        words = {}
+        for item in facts["stats"]["neighbours"]:
+            if "word" in item:
+                words[item["row"]] = item["word"]
+                words.update(zip((r for r, _ in item["neighbours"]), item["neighbour_words"]))
+        lines.append(format_stats(facts["stats"], name=words.get if words else None))
     return "\n".join(lines) + "\n"
 
 
