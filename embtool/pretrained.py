@@ -14,20 +14,17 @@ Decisions (also in the README):
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .config import PREFIX, Config
 from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
-from .store import ChunkedTensor, Store
-from .table import Table, bf16_to_f32, create, f32_to_bf16
+from .store import replace_atomically
+from .table import Table, bf16_to_f32, create
 
 UNK_KEY = PREFIX + "unk_idx"
 DTYPE_NAMES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
-SAFETENSORS_MAGIC_OFFSET = 8  # a safetensors file has '{' right after its 8-byte length
 
 
 def is_safetensors(path) -> bool:
@@ -131,7 +128,7 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     tensors: dict[str, object] = {"weight": vectors}
     if arrays is not None:
         tensors.update(arrays)
-    stored = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16"}[dtype]
+    stored = {name: code for code, name in DTYPE_NAMES.items()}[dtype]
     extra_meta[PREFIX + "source"] = str(source)
     create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
     return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,
@@ -180,25 +177,12 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
     if str(out) == "-":
         write_vectors("-", words, values, format=fmt, progress=progress)
     else:
-        _atomic(Path(out), lambda tmp: write_vectors(tmp, words, values, format=fmt, progress=progress))
+        replace_atomically(Path(out), lambda tmp: write_vectors(tmp, words, values, format=fmt, progress=progress))
     if fmt == "npy" and vocab is not None:
-        _atomic(vocab_out, lambda tmp: write_vocab_file(tmp, vocab))
+        replace_atomically(vocab_out, lambda tmp: write_vocab_file(tmp, vocab))
     return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
             "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
             "row_numbers_as_words": vocab is None and fmt != "npy"}
-
-
-def _atomic(path: Path, write) -> None:
-    name = path.name
-    suffix = "".join(s for s in Path(name).suffixes[-1:])  # keep .gz etc. for compression
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp" + suffix, dir=path.parent or ".")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.ndarray, list[str]]:

@@ -69,17 +69,9 @@ class Output:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    import os
-    import tempfile
+    from .store import replace_atomically
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _row_labels(n: int, ids: np.ndarray | None, words: Sequence[str] | None):

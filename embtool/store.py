@@ -615,6 +615,22 @@ def _umask() -> int:
     return mask
 
 
+def replace_atomically(path, write: Callable[[str], None]) -> None:
+    """Make an output file (not a table) appear whole or not at all: ``write(tmp)`` writes a
+    temporary file in the same folder (keeping the last suffix, so ``.gz`` still compresses), which
+    is then renamed over ``path``; on any failure the temporary file is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def read_header(path) -> Header:
     """The validated header of a file, without mapping or locking it (for ``info`` of any file)."""
     path = Path(path)

@@ -38,6 +38,7 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
     import os
 
     from ..config import Config
+    from ..pretrained import DTYPE_NAMES
     from ..pretrained import load_pretrained as load
     from .tables import config_overrides
 
@@ -47,8 +48,7 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
     total = None if source == "-" else (os.path.getsize(source) if os.path.isfile(source) else None)
     with progress(total, "load", unit="bytes") as advance:
         done = load(source, table, format=fmt, tensor=tensor, vocab_file=vocab_file, limit=limit,
-                    dtype={"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}[
-                        DTYPES[dtype.lower()]],
+                    dtype=DTYPE_NAMES[DTYPES[dtype.lower()]],
                     encoding=encoding, unicode_errors=unicode_errors, on_duplicate=on_duplicate,
                     allow_nonfinite=allow_nonfinite, padding_token=padding_token,
                     unk_token=unk_token, freeze=freeze, config=_with_padding(cfg, opts),

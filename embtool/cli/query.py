@@ -28,7 +28,6 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, tensor, 
     from ..render import Output, render_records
     from ..similar import most_similar
     from ..table import Table
-    from .tables import read_index_input  # noqa: F401  (shared option conventions)
 
     for a in query:
         if a.startswith("--"):
