@@ -38,40 +38,50 @@ for _module in ("pretrained", "train", "query"):
             raise
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1) -> int:
     click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
+    return code
 
 
 def main(argv=None) -> None:
+    """The ``embtool`` entry point: run the command line and exit with its status."""
+    sys.exit(run(argv))
+
+
+def run(argv=None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit status.
+
+    The one error boundary: library errors become one ``Error: ...`` line and status 1, usage
+    errors status 2.  Tests call this in-process (``tests/helpers.invoke``).
+    """
     from ..errors import EmbtoolError
 
     try:
         rv = cli.main(args=argv, prog_name="embtool", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
-        _fail("aborted")
+        return _fail("aborted")
     except EmbtoolError as exc:
-        _fail(str(exc))
+        return _fail(str(exc))
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): not an error of ours; keep Python from complaining.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+        return 0
     except KeyboardInterrupt:
         click.echo("Interrupted", err=True)
-        sys.exit(130)
+        return 130
     except MemoryError:
-        _fail("out of memory")
+        return _fail("out of memory")
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        _fail(f"{where}{exc.strerror or exc}")
+        return _fail(f"{where}{exc.strerror or exc}")
     except Exception as exc:  # pragma: no cover - a bug: say so in one line
         if os.environ.get("EMBTOOL_DEBUG"):
             raise
-        _fail(f"internal error: {type(exc).__name__}: {exc} (set EMBTOOL_DEBUG=1 for a traceback)")
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (set EMBTOOL_DEBUG=1 for a traceback)")
+    return rv if isinstance(rv, int) else 0
