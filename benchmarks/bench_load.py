@@ -1,5 +1,5 @@
-"""load-pretrained budget (SPEC.md §7): parse a GloVe text file of ROWS x DIM (default 100k x 300,
-about 290 MB, from shared/bench/make_glove.py) against gensim and numpy.loadtxt, side by side.
+"""load-pretrained budget (docs/performance.md): parse a GloVe text file of ROWS x DIM (default
+100k x 300, about 290 MB, from benchmarks/make_glove.py) against gensim and numpy.loadtxt.
 
 1. Text: ``read_vectors`` (warm page cache, Numba cache warm) against gensim's
    ``load_word2vec_format(no_header=True)`` and ``numpy.loadtxt``; arrays checked bit-identical
@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import best_of, report, threads  # noqa: E402
 
-MAKE_GLOVE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "make_glove.py"
+MAKE_GLOVE = Path(__file__).resolve().parent / "make_glove.py"
 
 # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's peak at fork time
 PEAK = """

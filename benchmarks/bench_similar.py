@@ -43,7 +43,7 @@ print(time.perf_counter() - t0, peak[0] / 1024, res[0][0])
 
 
 def write_table(path: Path, rows: int, dim: int) -> np.ndarray:
-    """N(0, 0.4^2) float32 rows, as shared/bench/make_glove.py draws them, as a .npy file."""
+    """N(0, 0.4^2) float32 rows, as benchmarks/make_glove.py draws them, as a .npy file."""
     w = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, dim))
     rng = np.random.default_rng(0)
     for start in range(0, rows, 65536):
