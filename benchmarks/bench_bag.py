@@ -1,4 +1,4 @@
-"""EmbeddingBag budget (SPEC.md §7), embtool against PyTorch measured in the same run.
+"""EmbeddingBag budget (docs/performance.md), embtool against PyTorch measured in the same run.
 
 1M ids in bags of 50 (20k bags) over a 1M x 128 float32 table, for each mode (and sum with
 per_sample_weights): ``embtool.bag.embedding_bag`` against ``F.embedding_bag`` with

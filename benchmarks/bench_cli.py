@@ -1,4 +1,4 @@
-"""End-to-end wall time of small commands in fresh processes (SPEC §7, issue budgets):
+"""End-to-end wall time of small commands in fresh processes (docs/performance.md):
 ``embtool --help`` <= 0.25 s, ``embtool lookup TABLE 1 2 3`` and ``lookup --words the of and`` on a 400k x 300 table <= 0.35 s,
 ``embtool similar TABLE king -k 10`` there <= 1 s, and
 ``embtool freeze`` on a 2 GB table < 0.1 s.  Tables are made with ``embtool init`` in a temporary

@@ -1,4 +1,4 @@
-"""SPEC §7: gather 1M ids from a 1M x 128 table (>= 2.5x F.embedding) and max_norm renorm of 1M
+"""docs/performance.md: gather 1M ids from a 1M x 128 table (>= 2.5x F.embedding) and max_norm renorm of 1M
 random ids (>= 10x torch.embedding_renorm_), both on the CPU with the same number of threads.
 
     python benchmarks/bench_lookup.py [--rows N] [--dim D] [--ids K]

@@ -1,4 +1,4 @@
-"""similar budget (SPEC.md §7): top-10 cosine neighbours on a 400k x 300 table, against gensim.
+"""similar budget (docs/performance.md): top-10 cosine neighbours on a 400k x 300 table, against gensim.
 
 1. Per query, warm page cache: ``embtool.similar.most_similar`` on a memory-mapped ``.npy``
    (row norms recomputed while streaming, nothing cached between calls) against gensim's

@@ -1,4 +1,4 @@
-"""Training-step budgets (SPEC.md §7), embtool against PyTorch measured in the same run.
+"""Training-step budgets (docs/performance.md), embtool against PyTorch measured in the same run.
 
 1. Dense embedding backward + SGD step, 1M ids x 128 on a 1M x 128 table: embtool's
    ``embedding_backward`` + ``optim.step`` + writing the changed rows back into the weight, against

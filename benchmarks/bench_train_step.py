@@ -1,4 +1,4 @@
-"""Sparse ``embtool train-step`` end to end (SPEC.md §7): a fresh process applying one step of 10k
+"""Sparse ``embtool train-step`` end to end (docs/performance.md): a fresh process applying one step of 10k
 ids to a 1M x 128 table, and the same on a 4M x 128 table.
 
 Budget: <= 0.5 s wall on 1M x 128, and the 4M table within 20 % of that (the step writes only the

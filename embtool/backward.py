@@ -1,7 +1,7 @@
 """Embedding backward with ``nn.Embedding`` semantics: the gradient of the weight, as rows.
 
 ``embedding_backward(indices, grad, ...)`` returns a ``RowGrad``: the rows of the weight that
-receive gradient and their values (TORCH_SEMANTICS.md §3):
+receive gradient and their values (docs/semantics.md §5):
 
 * dense (``sparse=False``): the non-zero part of torch's dense ``grad_weight``. ``rows`` are the
   distinct non-padding indices, ascending; ``values[s]`` is accumulated in input order from

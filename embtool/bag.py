@@ -1,8 +1,8 @@
 """EmbeddingBag: per-bag sum / mean / max of embedding rows, as ``F.embedding_bag`` computes them.
 
 Inputs are validated in the order PyTorch checks them and with its messages
-(TORCH_SEMANTICS.md §5.1); the arithmetic is PyTorch's, bit for bit on float32
-(TORCH_SEMANTICS.md §5.2, checked against torch 2.13 in tests/test_bag.py):
+(docs/semantics.md §4.1); the arithmetic is PyTorch's, bit for bit on float32
+(docs/semantics.md §4.2, checked against torch 2.13 in tests/test_bag.py):
 
 * sum: float32 additions in input order; with ``per_sample_weights`` each step is
   ``fma(W[k], w, out)`` (FBGEMM path, ``padding_idx`` None) or ``f32(out + f32(W[k]*w))``

@@ -1,7 +1,7 @@
 """Word-analogy and word-pair evaluation with gensim 4.4's rules and numbers.
 
 ``evaluate_analogies`` is ``KeyedVectors.evaluate_word_analogies`` and ``evaluate_pairs`` is
-``KeyedVectors.evaluate_word_pairs`` (WORDVEC_FORMATS.md §3): only the first
+``KeyedVectors.evaluate_word_pairs`` (docs/semantics.md §8.2-8.3): only the first
 ``restrict_vocab`` rows are known; with ``case_insensitive`` words and questions are
 upper-cased and the earliest row of colliding case variants wins; questions or pairs with an
 unknown word are skipped, or counted as wrong / scored 0.0 with ``dummy4unknown``.

@@ -4,7 +4,7 @@ A step never writes to its inputs: ``step(spec, step_count, weight, state, rowgr
 weight and the state tensors (memory maps are fine) and returns an ``Update`` saying which rows
 change and their new values, so the table layer can journal O(k) rows or rewrite the file.
 
-Numbers follow PyTorch 2.13's single-tensor CPU code paths (TORCH_SEMANTICS.md §4); the
+Numbers follow PyTorch 2.13's single-tensor CPU code paths (docs/semantics.md §6); the
 remaining differences are:
 
 * ``sqrt``: torch uses MKL's, about 0.7% of results 1 ulp low; we use the correctly rounded one
@@ -45,7 +45,7 @@ DEFAULTS: dict[str, dict] = {
 NAMES = tuple(DEFAULTS)
 _BOOLS = {"nesterov", "maximize", "amsgrad"}
 
-# torch's refusals of a gradient layout, verbatim (TORCH_SEMANTICS.md §4.1).
+# torch's refusals of a gradient layout, verbatim (docs/semantics.md §6.1).
 ADAM_SPARSE = "Adam does not support sparse gradients, please consider SparseAdam instead"
 SPARSE_ADAM_DENSE = "SparseAdam does not support dense gradients, please consider Adam instead"
 SGD_SPARSE_WD = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."

@@ -1,7 +1,7 @@
 """``from_pretrained`` for files: vector files, ``.npy`` and tensors of other safetensors files become
 tables (with their words), and tables go back to vector files.
 
-Decisions (also in the README):
+Decisions (docs/semantics.md §7.8):
 
 * a vector file's table is **frozen** by default, as ``nn.Embedding.from_pretrained``;
 * ``padding_token`` / ``unk_token``: an existing word's row is used; a missing one is appended as a

@@ -4,7 +4,7 @@ The table is read in chunks of rows (about ``CHUNK_BYTES``), so a memory-mapped 
 than RAM can be searched with little anonymous memory: per chunk the row norms and a BLAS
 matrix-vector product give the scores, and a running top-k keeps the best rows.
 
-Arithmetic follows gensim 4.4 (WORDVEC_FORMATS.md §3) on a float32 table:
+Arithmetic follows gensim 4.4 (docs/semantics.md §8.1) on a float32 table:
 
 * row norms ``np.linalg.norm(rows, axis=1)`` in float32; a query row's unit vector is
   ``row / norm`` in float32; raw vectors are used as given (not normalised);

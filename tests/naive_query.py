@@ -1,6 +1,6 @@
 """Slow, obviously correct references for the query code (bags, top-k, most_similar, correlations).
 
-Each follows the text of TORCH_SEMANTICS.md §5.2 or gensim's source line by line, one bag, row
+Each follows the text of docs/semantics.md §4.2 or gensim's source line by line, one bag, row
 or query at a time, with no chunking and no vectorisation beyond one row.
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ f32 = np.float32
 
 
 def dense_backward(indices, grad, num_embeddings, padding_idx=None, scale_grad_by_freq=False):
-    """torch's dense grad_weight (TORCH_SEMANTICS.md §3.1), position by position in input order."""
+    """torch's dense grad_weight (docs/semantics.md §5.1), position by position in input order."""
     flat = np.asarray(indices).reshape(-1)
     g = np.asarray(grad, np.float32)
     g = g.reshape(flat.size, g.shape[-1])

@@ -1,5 +1,5 @@
 """EmbeddingBag: committed PyTorch 2.13 results, the naive reference, live PyTorch, both backends,
-and every validation error of TORCH_SEMANTICS.md §5.1."""
+and every validation error of docs/semantics.md §4.1."""
 from __future__ import annotations
 
 import json
@@ -139,7 +139,7 @@ def test_documented_semantics_by_hand(backend):
 
 
 def test_include_last_offset_short_of_the_input_is_csr(backend):
-    """PyTorch is path-dependent here (TORCH_SEMANTICS §5.2); embtool always ends bag b at offsets[b+1]."""
+    """PyTorch is path-dependent here (docs/semantics.md §4.2); embtool always ends bag b at offsets[b+1]."""
     w = np.arange(12, dtype=np.float32).reshape(6, 2)
     idx, off = np.array([0, 1, 2, 3]), np.array([0, 2, 3])
     for mode in ("sum", "mean", "max"):

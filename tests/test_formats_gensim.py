@@ -36,7 +36,7 @@ def load_ours(tmp_path, name, data, suffix, kw):
 
 def expected(keys, vectors):
     """gensim's result without its phantom rows (a duplicate leaves a None key and a zero row at
-    the end: WORDVEC_FORMATS.md 1.5, the bug our loader does not copy)."""
+    the end: docs/semantics.md §7.5, the bug our loader does not copy)."""
     real = [k is not None for k in keys]
     assert all(real[: sum(real)]), "phantom rows are always at the end"
     phantom = vectors[sum(real):]

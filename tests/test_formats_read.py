@@ -1,4 +1,4 @@
-"""read_vectors: quirks (WORDVEC_FORMATS.md 1.5 / 5), detection, errors with file and line,
+"""read_vectors: quirks (docs/semantics.md §7.6), detection, errors with file and line,
 compression, stdin, dtypes, duplicates, limits and the report; both kernel backends."""
 from __future__ import annotations
 

@@ -384,7 +384,7 @@ def test_bad_arrays():
 
 
 def test_small_steps_do_not_import_numba():
-    """A small training step runs on numpy without importing Numba (SPEC.md §7)."""
+    """A small training step runs on numpy without importing Numba (docs/performance.md)."""
     import subprocess
     import sys
 

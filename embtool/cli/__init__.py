@@ -16,7 +16,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 class _Group(click.Group):
     def list_commands(self, ctx):
-        return list(self.commands)  # in the order of SPEC §3, not alphabetical
+        return list(self.commands)  # in registration order, not alphabetical
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

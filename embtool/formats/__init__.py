@@ -2,7 +2,7 @@
 and ``.npy``; reading with format detection, compression and stdin; writing back.
 
 gensim's behaviour on these files and every real-world quirk handled here are described in
-WORDVEC_FORMATS.md; the choices made where gensim's behaviour is an accident are listed in the
+docs/semantics.md §7; the choices made where gensim's behaviour is an accident are listed in the
 docstrings of ``text``, ``binary``, ``detect`` and ``write``.
 """
 from embtool.formats.detect import FORMATS

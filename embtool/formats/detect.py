@@ -1,6 +1,6 @@
 """Which format a vector file is in, from its first bytes.
 
-``--format auto`` (WORDVEC_FORMATS.md section 5.2):
+``--format auto`` (docs/semantics.md §7.7):
 
 1. fastText ``.bin`` models (magic ``BA 16 4F 2F``) are refused with a pointer to the ``.vec`` file;
    a ``.npy`` array (``\\x93NUMPY``) is ``npy``; a safetensors file is refused (the table layer

@@ -7,7 +7,7 @@ Python ``float()``, so every value equals ``numpy.float32(float(token))`` (or th
 of ``float(token)``), as gensim computes it.  Memory: the table plus one block and per-row
 bookkeeping (key bytes, line numbers).
 
-Behaviours chosen where gensim's are accidents (WORDVEC_FORMATS.md section 1.5):
+Behaviours chosen where gensim's are accidents (docs/semantics.md §7.6):
 
 * blank lines are skipped anywhere (reported), never rows;
 * a header count larger than the rows is an error unless ``limit`` is met; a smaller one reads

@@ -1,5 +1,5 @@
 """Write tests/golden/formats.npz: gensim 4.4 ``KeyedVectors.load_word2vec_format`` results on
-generated vector files covering every format and quirk gensim can read (WORDVEC_FORMATS.md 1.5),
+generated vector files covering every format and quirk gensim can read (docs/semantics.md §7.6),
 and the bytes ``save_word2vec_format`` writes (text and binary) for ``save_case()``.
 
 Run with gensim installed:  python tests/golden/make_formats.py

@@ -1,7 +1,7 @@
 """EmbeddingBag segment reductions (Numba twin of ``_numpy/bag.py``; same contract).
 
 Bags are independent, so each kernel runs its bags in parallel and each bag sequentially in
-input order, with PyTorch's float arithmetic (TORCH_SEMANTICS.md §5.2).  The loop over
+input order, with PyTorch's float arithmetic (docs/semantics.md §4.2).  The loop over
 features is innermost so that LLVM vectorises it without reassociating any sum.  The sums take
 four rows per pass over the accumulator, ``(((acc + r0) + r1) + r2) + r3`` (still one rounding
 per addition, in input order), and the row ``AHEAD`` input positions further on is prefetched

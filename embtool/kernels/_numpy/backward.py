@@ -3,7 +3,7 @@
 ``group_rows`` sorts the non-padding positions of a flat index array by row with a *stable*
 sort, so each row's positions stay in input order; ``scatter_rows`` then folds each row's
 entries into an accumulator with one float32 fma per entry, in that order
-(TORCH_SEMANTICS.md §3.1: ``gw[k] = fma(g[i], f32(scale), gw[k])``, scale 1 being a plain add).
+(docs/semantics.md §5.1: ``gw[k] = fma(g[i], f32(scale), gw[k])``, scale 1 being a plain add).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """EmbeddingBag segment reductions (numpy twin of ``_numba/bag.py``).
 
 Bag b reduces ``weight[indices[starts[b]:ends[b]]]`` in input order with PyTorch's float
-arithmetic (TORCH_SEMANTICS.md §5.2).  numpy cannot loop over a bag cheaply, so these kernels
+arithmetic (docs/semantics.md §4.2).  numpy cannot loop over a bag cheaply, so these kernels
 step through *position within the bag*: step j handles the j-th element of every bag longer
 than j at once, which keeps each bag's operations in input order.  Bags are visited longest
 first so that the bags still active at step j are a prefix.  Padding entries are skipped with

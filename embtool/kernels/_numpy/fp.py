@@ -1,7 +1,7 @@
 """Exactly rounded float32 primitives in numpy.
 
 PyTorch's CPU kernels use fused multiply-add (one rounding) in many places
-(TORCH_SEMANTICS.md §2.1, §3.1, §4.2).  numpy has no fma, so ``fma32`` computes it exactly:
+(docs/semantics.md §3.2, §5.1, §6.2).  numpy has no fma, so ``fma32`` computes it exactly:
 the float64 product of two float32 values is exact (48-bit significand); the float64 sum rounded
 to float32 is the fma except when it double-rounds, which can only happen when the float64 sum is
 exactly a float32 midpoint (or subnormal): those values are redone with round-to-odd.

@@ -1,7 +1,7 @@
 """Row norms, max_norm renormalisation and gather (numpy twins of ``_numba/lookup.py``).
 
 The norms reproduce ``torch.linalg.vector_norm`` on a contiguous float32 row bit for bit
-(TORCH_SEMANTICS.md §2.1):
+(docs/semantics.md §3.2):
 
 * p = 2: eight lane accumulators ``lane += f32(x*x)`` over the first floor(D/8)*8 elements, the
   lanes summed left to right, the next floor((D mod 8)/4)*4 elements added one by one as rounded

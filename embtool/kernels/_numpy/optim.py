@@ -3,7 +3,7 @@
 Every kernel computes new values for the table rows ``rows`` (output row i is table row
 ``rows[i]``) from read-only ``weight`` and state arrays.  ``gidx[i]`` is the row of ``gvals``
 holding row i's gradient, or -1 for a zero gradient (so a dense step never materialises a
-dense gradient).  Formulas: TORCH_SEMANTICS.md §4.3-4.6; hyper-parameters arrive already
+dense gradient).  Formulas: docs/semantics.md §6.3-6.6; hyper-parameters arrive already
 rounded to float32 as ATen rounds them, double-precision step sizes rounded by the caller.
 Work goes in chunks of rows to bound the float64 temporaries of ``fma32``.
 """
