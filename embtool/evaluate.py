@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embtool.errors import ConfigError, FormatError
-from embtool.kernels._numpy.topk import EMPTY, encode
+from embtool.kernels.common import EMPTY, encode_keys
 from embtool.similar import (as_f32, decode_arrays, row_norms, search, search_stop, unitvec)
 
 #: candidate rows proposed per analogy question by the batched pass.
@@ -238,7 +238,7 @@ def _rescore(weight, queries, proposed, tol, block=1024):
             norms = row_norms(vecs).reshape(c.shape)
             dots = np.matmul(vecs.reshape(*c.shape, -1), queries[lo:lo + block, :, None])[..., 0]
             scores = dots / norms
-        keys = np.where(present, encode(scores, c), EMPTY)
+        keys = np.where(present, encode_keys(scores, c), EMPTY)
         keys = np.sort(keys, axis=1)[:, ::-1][:, :_TOPN]
         top[lo:lo + block, :keys.shape[1]], kept = decode_arrays(keys)
         if keys.shape[1] == _TOPN:

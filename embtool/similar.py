@@ -36,7 +36,7 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
-from embtool.kernels._numpy.topk import EMPTY, MAX_ROW
+from embtool.kernels.common import EMPTY, MAX_ROW
 
 #: rows are streamed in chunks of about this many bytes (of float32).
 CHUNK_BYTES = 48 << 20
@@ -185,7 +185,7 @@ def iter_chunks(weight, stop, chunk_rows=None):
 
 
 def search(weight, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None):
-    """Best ``k`` keys per query over rows ``0..stop-1`` (see ``kernels/_numpy/topk.py``).
+    """Best ``k`` keys per query over rows ``0..stop-1`` (see ``kernels/common.py``).
 
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
     One query uses a matrix-vector product per chunk (gensim's arithmetic); many queries use
@@ -208,8 +208,8 @@ def search(weight, queries, exclude, k, stop, *, chunk_rows=None, progress=None,
             block = max(1, SCORE_BYTES // (4 * len(rows)))
             for q0 in range(0, q, block):
                 scores = _scores(rows, norms, queries[q0:q0 + block])
-                select = kernels.get("topk.select", scores.size)
-                select(scores, lo, exclude[q0:q0 + block], best[q0:q0 + block])
+                K = kernels.choose(scores.size)
+                K.select(scores, lo, exclude[q0:q0 + block], best[q0:q0 + block])
         if progress is not None:
             progress(len(rows))
     return best

@@ -1,11 +1,13 @@
-"""Shared fixtures: both kernel backends, optional oracles, an isolated environment."""
+"""Shared fixtures: optional oracles, an isolated environment.
+
+Tests run once, on the default kernel backend; tests/test_kernels*.py check that every kernel of
+the other backend gives the same bits.
+"""
 from __future__ import annotations
 
 import os
 
 import pytest
-
-from embtool import kernels
 
 
 @pytest.fixture(autouse=True)
@@ -13,13 +15,6 @@ def _isolated_env(monkeypatch):
     """Every test starts with the default backend selection and no colour."""
     monkeypatch.delenv("EMBTOOL_BACKEND", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
-
-
-@pytest.fixture(params=kernels.BACKENDS)
-def backend(request, monkeypatch):
-    """Run the test once per kernel backend (numpy, numba); both must give the same numbers."""
-    monkeypatch.setenv("EMBTOOL_BACKEND", request.param)
-    return request.param
 
 
 def _oracle(name):

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import kernels
 from golden.make_train_cli import CASES, SNAPSHOTS, case_batches, case_weight, torch_trajectory
 from helpers import assert_single_error_line, make_table, run
 from test_optim import compare
@@ -88,7 +87,7 @@ def batches_file(path: Path, i: int) -> Path:
 def test_hundred_steps_one_process_each_every_optimizer(tmp_path):
     """Every case of tests/golden/make_train_cli.py through the CLI (two chains of processes at a
     time), against the committed torch trajectory and live torch; then the same 100 steps as one
-    --batches call on each backend give the same bits."""
+    --batches call gives the same bits."""
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = list(pool.map(lambda i: cli_trajectory(tmp_path / f"case{i}", i), range(len(CASES))))
     torch = live_torch()
@@ -99,13 +98,11 @@ def test_hundred_steps_one_process_each_every_optimizer(tmp_path):
             theirs = torch_trajectory(torch, name, hparams, case_weight(i), case_batches(i, opts), **opts)
             check_against(ours, theirs, case)
         batches = batches_file(tmp_path / f"case{i}" / "b.npz", i)
-        for b in kernels.BACKENDS:
-            table = case_table(tmp_path / f"case{i}" / f"{b}.safetensors", i)
-            r = run("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams),
-                    env={"EMBTOOL_BACKEND": b})
-            assert r.code == 0, (case, r.err)
-            assert "100 steps to step 100" in r.err
-            compare([snapshot(table)], [ours[100]], exact=True)
+        table = case_table(tmp_path / f"case{i}" / "batches.safetensors", i)
+        r = run("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams))
+        assert r.code == 0, (case, r.err)
+        assert "100 steps to step 100" in r.err
+        compare([snapshot(table)], [ours[100]], exact=True)
 
 
 def test_json_summary_and_stderr_line(tmp_path):

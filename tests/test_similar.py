@@ -1,5 +1,6 @@
 """most_similar: gensim 4.4's keys, order and scores (committed fixture and live), the naive
-reference, the top-k kernels of both backends, streaming, and the refused queries."""
+reference, streaming, and the refused queries (the top-k kernels are checked against a full sort
+in test_kernels.py)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import kernels, similar
+from embtool import similar
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
-from embtool.kernels._numpy import topk as np_topk
 from embtool.similar import decode, most_similar
 from embtool.vocab import Vocab
 
@@ -49,7 +49,7 @@ def golden_query(i):
 
 @pytest.mark.parametrize("case", SIMILAR_CASES)
 @pytest.mark.parametrize("chunk_rows", [None, 64, 100])
-def test_matches_gensim_golden(backend, case, chunk_rows):
+def test_matches_gensim_golden(case, chunk_rows):
     pos, neg, q = golden_query(case)
     got = most_similar(TABLE, None, pos, neg, topn=q["topn"], restrict_vocab=q["restrict_vocab"],
                        chunk_rows=chunk_rows)
@@ -70,7 +70,7 @@ def keyed_vectors(gensim, weight):
     return kv
 
 
-def test_matches_live_gensim(gensim, backend):
+def test_matches_live_gensim(gensim):
     rng = np.random.default_rng(21)
     w = rng.standard_normal((3000, 40)).astype(np.float32)
     w[5] = 0
@@ -106,7 +106,7 @@ def test_scores_are_gensims_bit_for_bit_on_single_row_queries(gensim):
         assert [s for _, s in got] == [s for _, s in want]
 
 
-def test_other_table_dtypes_are_searched_in_float32(backend):
+def test_other_table_dtypes_are_searched_in_float32():
     rng = np.random.default_rng(23)
     w = rng.standard_normal((500, 16))
     for dtype in (np.float64, np.float16):
@@ -115,7 +115,7 @@ def test_other_table_dtypes_are_searched_in_float32(backend):
         assert got == want
 
 
-def test_zero_rows_rank_last_and_ties_by_lower_row(backend):
+def test_zero_rows_rank_last_and_ties_by_lower_row():
     w = np.array([[1, 0], [0, 0], [1, 0], [0, 1], [2, 0], [-1, 0], [0, 0]], np.float32)
     got = most_similar(w, None, np.array([1.0, 0.0], np.float32), topn=None, chunk_rows=4)
     rows = [r for r, _ in got]
@@ -124,7 +124,7 @@ def test_zero_rows_rank_last_and_ties_by_lower_row(backend):
     assert np.isnan([s for _, s in got][5:]).all()
 
 
-def test_input_rows_are_excluded_vectors_are_not(backend):
+def test_input_rows_are_excluded_vectors_are_not():
     w = np.random.default_rng(24).standard_normal((100, 8)).astype(np.float32)
     assert 3 not in [r for r, _ in most_similar(w, None, [3], topn=99)]
     assert len(most_similar(w, None, [3], topn=200)) == 99
@@ -133,7 +133,7 @@ def test_input_rows_are_excluded_vectors_are_not(backend):
     assert most_similar(w, None, [3], topn=0) == [] and most_similar(w, None, [3], topn=-2) == []
 
 
-def test_restrict_vocab_searches_the_first_rows(backend):
+def test_restrict_vocab_searches_the_first_rows():
     w = np.random.default_rng(25).standard_normal((300, 8)).astype(np.float32)
     got = most_similar(w, None, [250], topn=None, restrict_vocab=40)
     assert sorted(r for r, _ in got) == list(range(40))
@@ -158,45 +158,6 @@ def test_streams_chunks_without_touching_the_whole_table(monkeypatch):
     assert got == most_similar(w, None, [5, 6], [7], topn=10)
 
 
-SCORE_POOL = np.array([0.5, -0.0, 0.0, np.nan, -np.inf, np.inf, 0.25, -1, 1e-30, -1e-30], np.float32)
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_topk_kernels_match_a_full_sort(backend, seed):
-    rng = np.random.default_rng(seed)
-    q, k = int(rng.integers(1, 4)), int(rng.integers(1, 12))
-    exclude = rng.integers(-1, 50, (q, int(rng.integers(0, 4))))
-    best = np.full((q, k), np_topk.EMPTY, np.int64)
-    chunks = []
-    for _ in range(int(rng.integers(1, 5))):
-        n = int(rng.integers(0, 20))
-        tricky = seed % 2 == 0
-        chunks.append(rng.choice(SCORE_POOL, (q, n)) if tricky else rng.standard_normal((q, n)).astype(np.float32))
-    start = 0
-    select = kernels.get("topk.select")
-    for s in chunks:
-        select(np.ascontiguousarray(s), start, exclude, best)
-        start += s.shape[1]
-    allscores = np.concatenate(chunks, axis=1)
-    for i in range(q):
-        want = naive.top_rows(allscores[i], k, exclude[i])
-        got = decode(best[i])
-        assert [r for r, _ in got] == [r for r, _ in want]
-        assert np.array_equal([s for _, s in got], [s for _, s in want], equal_nan=True)
-
-
-def test_topk_backends_agree_on_large_batches():
-    rng = np.random.default_rng(27)
-    scores = np.round(rng.standard_normal((7, 50000)), 2).astype(np.float32)  # many ties
-    exclude = rng.integers(0, 50000, (7, 3))
-    results = []
-    for b in kernels.BACKENDS:
-        best = np.full((7, 25), np_topk.EMPTY, np.int64)
-        kernels.get("topk.select", backend=b)(scores, 100, exclude, best)
-        results.append(best)
-    assert np.array_equal(results[0], results[1])
-
-
 @pytest.mark.parametrize("positive,negative,error,message", [
     ([], [], EmbtoolError, "cannot compute similarity with no input"),
     (None, None, EmbtoolError, "cannot compute similarity with no input"),
@@ -210,7 +171,7 @@ def test_topk_backends_agree_on_large_batches():
     ([(3, 0.0)], [], EmbtoolError, "the query has norm 0.0"),
     ([2], [], EmbtoolError, "row 2 has norm nan"),
 ])
-def test_refused_queries(backend, positive, negative, error, message):
+def test_refused_queries(positive, negative, error, message):
     w = np.random.default_rng(28).standard_normal((100, 8)).astype(np.float32)
     w[0] = 0
     w[2, 1] = np.nan

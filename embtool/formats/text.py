@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from embtool import kernels
 from embtool.errors import FormatError
-from embtool.kernels._numpy.parse import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW
+from embtool.kernels.common import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW
 from embtool.formats.detect import LINE_WS
 
 #: bytes per parallel chunk of a block.
@@ -52,7 +51,7 @@ class GrowingTable:
 
 class TextParser:
     def __init__(self, reader, name, *, dim, header_count, header_lines, limit, dtype, encoding,
-                 backend, report):
+                 kernels, report):
         self.reader = reader
         self.name = name
         self.header_lines = header_lines
@@ -62,8 +61,7 @@ class TextParser:
         self.limit = limit
         self.dtype = dtype
         self.report = report
-        self.count_rows = kernels.get("parse.count_rows", backend=backend)
-        self.parse_rows = kernels.get("parse.parse_rows", backend=backend)
+        self.kernels = kernels  # the backend (``embtool.kernels.choose``)
         self.key_parts, self.len_parts, self.line_parts = [], [], []
 
     # -- the loop --------------------------------------------------------------------------
@@ -81,7 +79,7 @@ class TextParser:
         consumed = 0
         while arr is not None:
             bounds = self._bounds(start, n)
-            lines, rows = self.count_rows(arr, bounds)
+            lines, rows = self.kernels.count_rows(arr, bounds)
             block_rows = int(rows.sum())
             want = block_rows if target is None else max(0, min(block_rows, target - done))
             if counting_only:
@@ -140,7 +138,7 @@ class TextParser:
         ke = np.empty(want, np.int64)
         ln = np.empty(want, np.int64)
         st = np.empty(want, np.uint8)
-        counts = self.parse_rows(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
+        counts = self.kernels.parse_rows(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
         ln += line_base
         rep = self.report
         rep.crlf_lines += int(counts[0])
