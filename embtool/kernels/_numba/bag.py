@@ -19,7 +19,7 @@ AHEAD = 8
 GRAIN = 64
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _prefetch_ahead(flat, indices, i, count, dim):
     for j in range(i + AHEAD, min(i + AHEAD + count, indices.shape[0])):
         base = indices[j] * dim
@@ -27,7 +27,7 @@ def _prefetch_ahead(flat, indices, i, count, dim):
             prefetch(flat, base + c)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _four_rows(indices, i, end, padding_idx):
     """Whether positions i..i+3 are all in the bag and none is padding."""
     if i + 4 > end:

@@ -65,7 +65,7 @@ _U5 = np.uint64(5)
 _U10 = np.uint64(10)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _mul_shift32(m, factor, shift):
     """``(m * factor) >> shift`` for a 32-bit ``m``, a 64-bit ``factor`` and ``shift > 32``,
     without the 96-bit product (Ryu's mulShift32)."""
@@ -73,7 +73,7 @@ def _mul_shift32(m, factor, shift):
     return s >> np.uint64(shift - 32)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _pow5_factor(v):
     c = 0
     while v % _U5 == _U0:
@@ -170,7 +170,7 @@ def _shortest(bits):
     return vr + (_U1 if up else _U0), e10 + removed
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _put_ascii(out, pos, c0, c1, c2):
     out[pos] = c0
     out[pos + 1] = c1

@@ -35,7 +35,7 @@ def _fma32(typingctx, a, b, c):
 
 
 @intrinsic
-def _prefetch(typingctx, arr, idx):
+def prefetch(typingctx, arr, idx):
     sig = types.void(arr, types.intp)
 
     def codegen(context, builder, signature, args):
@@ -52,7 +52,7 @@ def _prefetch(typingctx, arr, idx):
 
 
 @intrinsic
-def _load_u64(typingctx, arr, idx):
+def load_u64(typingctx, arr, idx):
     sig = types.uint64(arr, idx)
 
     def codegen(context, builder, signature, args):
@@ -67,27 +67,17 @@ if numba.config.DISABLE_JIT:  # the kernels run as Python: the same bits, slowly
     def _fma32(a, b, c):  # noqa: F811
         return np.float32(common.fma32(a, b, c).item())
 
-    def _prefetch(arr, idx):  # noqa: F811
+    def prefetch(arr, idx):  # noqa: F811
         pass
 
-    def _load_u64(arr, idx):  # noqa: F811
+    def load_u64(arr, idx):  # noqa: F811
         return np.uint64(int.from_bytes(arr[idx:idx + 8].tobytes(), "little"))
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def fma32(a, b, c):
     """Correctly rounded float32 ``a*b + c``."""
     return _fma32(numba.float32(a), numba.float32(b), numba.float32(c))
-
-
-@numba.njit(**JIT)
-def prefetch(arr, idx):
-    _prefetch(arr, idx)
-
-
-@numba.njit(**JIT)
-def load_u64(arr, idx):
-    return _load_u64(arr, idx)
 
 
 @numba.njit(**JIT)

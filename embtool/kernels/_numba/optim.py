@@ -20,7 +20,7 @@ from embtool.kernels.common import f32
 GRAIN = 256
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _g(gvals, gi, d, maximize):
     g = gvals[gi, d] if gi >= 0 else f32(0.0)
     return -g if maximize else g

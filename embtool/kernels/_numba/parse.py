@@ -17,7 +17,7 @@ from embtool.kernels.common import (
 _MAX_M = np.uint64(MAX_EXACT_MANTISSA)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _isws(c):
     return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
 
@@ -253,12 +253,49 @@ def _parse_plain(buf, s, b, dim, orow):
     return -1, 0, 0
 
 
+@numba.njit(inline="always", **JIT)
+def _keep(buf, i, j, e, ke, st, row, line, key_start, key_end, line_no, status, counts):
+    """Record row ``row``: line ``line`` is ``buf[i:j]``, ``e`` its end without trailing
+    whitespace, ``ke`` its key's end; count its CR before the ``\n`` (``counts[0]``) and other
+    trailing whitespace (``counts[1]``)."""
+    cr = buf[j - 1] == 13
+    if cr:
+        counts[0] += 1
+    if j - e > (1 if cr else 0):
+        counts[1] += 1
+    key_start[row] = i
+    key_end[row] = ke
+    line_no[row] = line
+    status[row] = st
+
+
 @numba.njit(**JIT)
-def _parse_chunk(buf, i, b, line, row, dim, max_rows, out, key_start, key_end, line_no, status):
-    """Rows of ``buf[i:b]`` from row index ``row`` (``line`` lines precede the chunk):
-    ``(crlf_rows, trailing_ws_rows)``."""
-    crlf = 0
-    trailing = 0
+def _parse_plain_rows(buf, i, b, line, row, dim, max_rows, out, key_start, key_end, line_no, status,
+                      counts):
+    """Rows of ``buf[i:b]`` from row index ``row`` (``line`` lines before ``i``) while they have
+    the common layout (blank lines skipped): ``(i, line, row)`` where it stopped, at ``b``, at
+    ``max_rows`` or at the first line that needs the general rule."""
+    while i < b and row < max_rows:
+        j, trail, ke = _parse_plain(buf, i, b, dim, out[row])
+        if j < 0:
+            j = _line_end(buf, i, b)
+            if _stripped(buf, i, j) > i:
+                return i, line, row
+            line += 1  # a blank line
+            i = j + 1
+            continue
+        line += 1
+        _keep(buf, i, j, j - trail, ke, 0, row, line, key_start, key_end, line_no, status, counts)
+        row += 1
+        i = j + 1
+    return i, line, row
+
+
+@numba.njit(**JIT)
+def _parse_any_rows(buf, i, b, line, row, dim, max_rows, out, key_start, key_end, line_no, status,
+                    counts):
+    """``_parse_plain_rows`` for lines of any shape: the general rule decides the lines the common
+    layout does not fit (keys with spaces, values outside the fast path, errors)."""
     while i < b and row < max_rows:
         line += 1
         j, trail, ke = _parse_plain(buf, i, b, dim, out[row])
@@ -272,25 +309,23 @@ def _parse_chunk(buf, i, b, line, row, dim, max_rows, out, key_start, key_end, l
                 i = j + 1
                 continue
             st, ke = _parse_general(buf, i, e, dim, out[row])
-        cr = buf[j - 1] == 13
-        if cr:
-            crlf += 1
-        if j - e > (1 if cr else 0):
-            trailing += 1
-        key_start[row] = i
-        key_end[row] = ke
-        line_no[row] = line
-        status[row] = st
+        _keep(buf, i, j, e, ke, st, row, line, key_start, key_end, line_no, status, counts)
         row += 1
         i = j + 1
-    return crlf, trailing
+    return i, line, row
 
 
 def parse_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end, line_no, status):
-    """See the numpy twin."""
+    """See the numpy twin.  Chunks are parsed on parallel threads; a chunk goes to the kernel for
+    lines of any shape only from its first line that needs the general rule, so that files
+    without such lines never compile it."""
     def chunk(c):
-        return _parse_chunk(buf, bounds[c], bounds[c + 1], line0[c], row0[c], dim, max_rows, out,
-                            key_start, key_end, line_no, status)
+        counts = np.zeros(2, np.int64)
+        b = bounds[c + 1]
+        args = (dim, max_rows, out, key_start, key_end, line_no, status, counts)
+        i, line, row = _parse_plain_rows(buf, bounds[c], b, line0[c], row0[c], *args)
+        if i < b and row < max_rows:
+            _parse_any_rows(buf, i, b, line, row, *args)
+        return counts
 
-    got = threads.each(chunk, len(bounds) - 1)
-    return np.array([sum(g[0] for g in got), sum(g[1] for g in got)], np.int64)
+    return np.sum(threads.each(chunk, len(bounds) - 1), axis=0, dtype=np.int64)

@@ -15,7 +15,7 @@ from embtool.kernels.common import MAX_ROW, NAN_RANK
 GRAIN = 1
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _key(score, bits, row):
     if np.isnan(score):
         rank = np.int64(NAN_RANK)
@@ -27,7 +27,7 @@ def _key(score, bits, row):
     return (rank << 32) | (MAX_ROW - row)
 
 
-@numba.njit(**JIT)
+@numba.njit(inline="always", **JIT)
 def _sift_down(heap, i, size):
     while True:
         small = i
