@@ -64,16 +64,6 @@ main()
 """
 
 
-def glove(path: Path, rows: int, dim: int) -> None:
-    """A GloVe text file of N(0, 0.4^2) float32 values with 6 significant digits, as published."""
-    rng = np.random.default_rng(0)
-    with open(path, "w", encoding="utf-8") as f:
-        for lo in range(0, rows, 10_000):
-            block = rng.standard_normal((min(10_000, rows - lo), dim)).astype(np.float32) * 0.4
-            f.write("".join(f"w{lo + i} " + " ".join(f"{x:.6g}" for x in row) + "\n"
-                            for i, row in enumerate(block)))
-
-
 class Install:
     """embtool installed non-editable into ``where``; ``run`` starts its command line."""
 
@@ -110,7 +100,8 @@ class Install:
 def make_inputs(d: Path, inst: Install, env) -> list[tuple[str, list, list[Path]]]:
     """Input files, and the commands: (name, args, files to restore before each run)."""
     rng = np.random.default_rng(0)
-    glove(d / "glove.txt", 20_000, 300)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_glove.py"), "20000", "300",
+                    str(d / "glove.txt")], check=True)
     setup = {**env, "EMBTOOL_BACKEND": "numpy", "NUMBA_CACHE_DIR": str(d / "setup-cache")}
     inst.run(["load-pretrained", d / "glove.txt", d / "glove.safetensors"], setup)
     inst.run(["init", d / "big.safetensors", "-n", 200_000, "-d", 64, "--seed", 0], setup)
