@@ -69,12 +69,11 @@ def encode_keys(scores, rows):
 # -- exactly rounded float32 arithmetic in numpy -------------------------------------------------
 #
 # PyTorch's CPU kernels use fused multiply-add (one rounding) in many places (docs/semantics.md
-# §3.2, §5.1, §6.2).
-# numpy has no fma, so ``fma32`` computes it exactly: the float64 product of two float32 values is
-# exact (48-bit significand); the float64 sum rounded to float32 is the fma except when it
-# double-rounds, which can only happen when the float64 sum is exactly a float32 midpoint (or
-# subnormal): those values are redone with round-to-odd.  The Numba twins use LLVM's fma
-# intrinsic instead, and this function as their fallback when run as plain Python.
+# §3.2, §5.1, §6.2).  numpy has no fma, so ``fma32`` computes it exactly: the float64 product of
+# two float32 values is exact (48-bit significand); the float64 sum rounded to float32 is the fma
+# except when it double-rounds, which can only happen when the float64 sum is exactly a float32
+# midpoint (or subnormal): those values are redone with round-to-odd.  The Numba twins use
+# LLVM's fma intrinsic instead, and this function as their fallback when run as plain Python.
 
 def fma32(a, b, c):
     """Correctly rounded float32 ``a*b + c`` (broadcasting, float32 inputs)."""
