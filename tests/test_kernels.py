@@ -9,6 +9,8 @@ test_kernels_text.py.  ``NUMBA_DISABLE_JIT=1`` runs the Numba twins as Python (C
 from __future__ import annotations
 
 import inspect
+import os
+import signal
 
 import numba
 import numpy as np
@@ -100,6 +102,23 @@ def test_choose(monkeypatch):
     monkeypatch.setenv("EMBTOOL_BACKEND", "fast")
     with pytest.raises(ConfigError, match="EMBTOOL_BACKEND must be numpy, numba or auto"):
         kernels.choose(10)
+
+
+def test_a_forked_child_runs_the_threaded_kernels():
+    """The thread pool does not survive fork(): the child must make its own, not wait forever."""
+    weight = _mixed(1, (300, 5), 0.0)
+    ids = np.arange(300)[::-1].copy()
+    nb.gather(weight, ids, np.empty((300, 5), f32))  # the parent's pool exists
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            signal.alarm(60)
+            code = 0 if same(nb.gather(weight, ids, np.empty((300, 5), f32)), weight[ids]) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # -- fma32 --------------------------------------------------------------------------------------

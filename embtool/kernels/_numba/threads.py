@@ -11,6 +11,7 @@ The thread count is Numba's: ``NUMBA_NUM_THREADS`` (default: the CPU count).
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,11 +21,22 @@ _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
 
+def _forget_after_fork():
+    """A forked child's copy of the pool has no threads (and the lock may be held): start over."""
+    global _pool, _lock
+    _pool = None
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def threads() -> int:
     return max(1, int(numba.config.NUMBA_NUM_THREADS))
 
 
 def _executor() -> ThreadPoolExecutor:
+    """The shared pool (the calling thread is the last worker)."""
     global _pool
     with _lock:
         if _pool is None:
