@@ -90,9 +90,11 @@ class Install:
         cmd = [self.python, "-c", PROFILE] if profile else [self.python, "-m", "embtool"]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
-        subprocess.run([*map(str, cmd), *map(str, args)], env={**os.environ, **self.env, **env},
-                       check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        proc = subprocess.run([*map(str, cmd), *map(str, args)], env={**os.environ, **self.env, **env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         wall = time.perf_counter() - t
+        if proc.returncode:
+            sys.exit(f"embtool {' '.join(map(str, args))} failed:\n{proc.stderr.decode()}")
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -104,7 +106,7 @@ def make_inputs(d: Path, inst: Install, env) -> list[tuple[str, list, list[Path]
                     str(d / "glove.txt")], check=True)
     setup = {**env, "EMBTOOL_BACKEND": "numpy", "NUMBA_CACHE_DIR": str(d / "setup-cache")}
     inst.run(["load-pretrained", d / "glove.txt", d / "glove.safetensors"], setup)
-    inst.run(["init", d / "big.safetensors", "-n", 200_000, "-d", 64, "--seed", 0], setup)
+    inst.run(["init", d / "big.safetensors", "-n", 200_000, "-d", 64, "--seed", 0, "--sparse"], setup)
     np.save(d / "ids.npy", rng.integers(0, 200_000, 1_000_000))
     np.save(d / "bags.npy", rng.integers(0, 200_000, (20_000, 50)))
     np.save(d / "train_ids.npy", rng.integers(0, 200_000, 10_000))

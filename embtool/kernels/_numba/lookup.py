@@ -21,15 +21,21 @@ f32 = np.float32
 def _norm(x, p):
     d = x.shape[0]
     if p == 2.0:
-        lanes = np.zeros(8, np.float32)
+        # eight lane accumulators, as scalars (an array would compile numpy's allocation too)
+        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = f32(0.0)
         full = (d // 8) * 8
         for j in range(0, full, 8):
-            for lane in range(8):
-                v = x[j + lane]
-                lanes[lane] = lanes[lane] + f32(v * v)
+            l0 = f32(l0 + f32(x[j] * x[j]))
+            l1 = f32(l1 + f32(x[j + 1] * x[j + 1]))
+            l2 = f32(l2 + f32(x[j + 2] * x[j + 2]))
+            l3 = f32(l3 + f32(x[j + 3] * x[j + 3]))
+            l4 = f32(l4 + f32(x[j + 4] * x[j + 4]))
+            l5 = f32(l5 + f32(x[j + 5] * x[j + 5]))
+            l6 = f32(l6 + f32(x[j + 6] * x[j + 6]))
+            l7 = f32(l7 + f32(x[j + 7] * x[j + 7]))
         acc = f32(0.0)
-        for lane in range(8):
-            acc = f32(acc + lanes[lane])
+        for lane in (l0, l1, l2, l3, l4, l5, l6, l7):
+            acc = f32(acc + lane)
         mid = full + ((d - full) // 4) * 4
         for j in range(full, mid):
             acc = f32(acc + f32(x[j] * x[j]))

@@ -17,7 +17,7 @@ from embtool.kernels.common import (
 _MAX_M = np.uint64(MAX_EXACT_MANTISSA)
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _isws(c):
     return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
 
@@ -253,7 +253,7 @@ def _parse_plain(buf, s, b, dim, orow):
     return -1, 0, 0
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**JIT)
 def _keep(buf, i, j, e, ke, st, row, line, key_start, key_end, line_no, status, counts):
     """Record row ``row``: line ``line`` is ``buf[i:j]``, ``e`` its end without trailing
     whitespace, ``ke`` its key's end; count its CR before the ``\n`` (``counts[0]``) and other
