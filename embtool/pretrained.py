@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import dtypes
 from .config import PREFIX, Config
 from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
 from .store import replace_atomically
 from .table import Table, bf16_to_f32, create
 
 UNK_KEY = PREFIX + "unk_idx"
-DTYPE_NAMES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
+DTYPE_NAMES = dtypes.NAMES
 
 
 def is_safetensors(path) -> bool:
@@ -51,7 +52,7 @@ def _from_safetensors(source, tensor, dtype: str):
 
 
 def _numpy_dtype(dtype: str):
-    return {"float32": np.float32, "float64": np.float64, "float16": np.float16, "bfloat16": np.float32}[dtype]
+    return dtypes.value_dtype(dtypes.code(dtype))
 
 
 def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | None = None,
@@ -128,7 +129,7 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     tensors: dict[str, object] = {"weight": vectors}
     if arrays is not None:
         tensors.update(arrays)
-    stored = {name: code for code, name in DTYPE_NAMES.items()}[dtype]
+    stored = dtypes.code(dtype)
     extra_meta[PREFIX + "source"] = str(source)
     create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
     return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,

@@ -25,42 +25,13 @@ import numpy as np
 from . import store as st
 from .config import (FORMAT_VERSION, PREFIX, TABLE_DTYPES, Config,  # noqa: F401 (re-exported)
                      normalize_padding_idx, pick_tensor)
+# dtypes: one table in ``embtool.dtypes``; these names are kept for the modules that use them.
+from .dtypes import FROM_NUMPY, bf16_to_f32, f32_to_bf16, to_storage  # noqa: F401
+from .dtypes import value_dtype as numpy_dtype  # noqa: F401
+from .dtypes import widen as from_storage  # noqa: F401
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError, StateError
 
 VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
-
-
-# --------------------------------------------------------------------------------------------
-# dtypes: BF16 has no numpy type; its bits are kept as uint16 and widened exactly to float32.
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """Exact widening: a bfloat16 is the top half of a float32."""
-    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def f32_to_bf16(values: np.ndarray) -> np.ndarray:
-    """Round float32 to bfloat16 bits, to nearest even (as torch's ``.to(torch.bfloat16)``)."""
-    u = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.ascontiguousarray(values, np.float32))
-    return np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), rounded)
-
-
-def numpy_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype that values of a table dtype are computed in (BF16 -> float32)."""
-    return np.dtype({"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "float32"}[dtype])
-
-
-def to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Values (computed in ``numpy_dtype(dtype)``) as the bits stored for ``dtype``."""
-    if dtype == "BF16":
-        return f32_to_bf16(values)
-    return np.ascontiguousarray(values, numpy_dtype(dtype))
-
-
-def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
-    return bf16_to_f32(raw) if dtype == "BF16" else raw
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,7 +44,7 @@ class Table:
     def __init__(self, store: st.Store, tensor: str | None = None):
         self.store = store
         self.path = store.path
-        self.tensor = pick_tensor(store.header, tensor, self.path)
+        self.tensor = pick_tensor(store.header, tensor, self.path, write=store.write)
         info = store.tensors[self.tensor]
         self.dtype = info.dtype
         self.num_embeddings, self.embedding_dim = info.shape
@@ -219,7 +190,7 @@ class Table:
 
 def _as_written(arr: np.ndarray, dtype: str):
     """Keep the stored dtype of raw bits on a rewrite (BF16 bits are uint16 in numpy)."""
-    if dtype in ("BF16", "F8_E4M3", "F8_E5M2"):
+    if FROM_NUMPY.get(arr.dtype.name) != dtype:
         return st.ChunkedTensor(dtype, arr.shape, lambda: st._tensor_chunks(arr))
     return arr
 

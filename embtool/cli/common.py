@@ -12,8 +12,7 @@ import sys
 import click
 
 FORMATS = ("json", "jsonl", "csv", "tsv", "npy", "table")
-DTYPES = {"float32": "F32", "f32": "F32", "float64": "F64", "f64": "F64", "float16": "F16",
-          "f16": "F16", "half": "F16", "bfloat16": "BF16", "bf16": "BF16"}
+from ..dtypes import ALIASES as DTYPES  # noqa: E402  (no numpy: the one dtype table)
 
 
 def output_options(formats=FORMATS, default="json"):
