@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmbtoolError, FormatError, IndexRangeError, ShapeError
+from .sniff import NPY_MAGIC, is_safetensors_head
 
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def _read_source(source) -> tuple[bytes, str]:
@@ -129,7 +129,7 @@ def read_array(source, *, what: str = "array", tensor: str | None = None) -> np.
     data, where = _read_source(source)
     if data.startswith(NPY_MAGIC):
         arr = _load_npy(data, where)
-    elif len(data) >= 10 and data[8:9] == b"{" and not data.lstrip().startswith(b"["):
+    elif is_safetensors_head(data, len(data)):
         arr = _safetensors_array(data, where, tensor)
     else:
         try:

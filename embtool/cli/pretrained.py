@@ -11,12 +11,15 @@ from .common import DTYPES, config_options, dtype_option, info, progress
 @click.argument("source")
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors"]),
+              type=click.Choice(["auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors",
+                                 "fasttext"]),
               help="Input format; auto detects it (a word2vec header is two integers that agree "
-                   "with the next row).")
-@click.option("--tensor", metavar="NAME", help="The 2-D tensor of a safetensors SOURCE.")
+                   "with the next row; safetensors covers model folders and *.index.json).")
+@click.option("--tensor", metavar="NAME",
+              help="The 2-D tensor of a safetensors SOURCE, model folder or index.")
 @click.option("--vocab", "vocab_file", metavar="FILE",
-              help="One token per line naming the rows of a tensor or .npy (e.g. a BERT vocab.txt).")
+              help="Names the rows of a tensor or .npy: a tokenizer.json, a {token: id} JSON map or "
+                   "one token per line (vocab.txt). A folder's own tokenizer is the default.")
 @click.option("--limit", type=click.IntRange(min=0), help="Read at most this many rows.")
 @dtype_option()
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the words.")
@@ -34,7 +37,9 @@ from .common import DTYPES, config_options, dtype_option, info, progress
 def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encoding, unicode_errors,
                     on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, force, **opts):
     """Make TABLE from SOURCE: GloVe text, word2vec text / fastText .vec, word2vec binary, .npy,
-    or a tensor of a safetensors file (from_pretrained). .gz/.bz2/.xz and - (stdin) are read."""
+    a fastText .bin model (with its subword n-grams), or a tensor of a safetensors file, model
+    folder or sharded checkpoint with its tokenizer (from_pretrained). .gz/.bz2/.xz and - (stdin)
+    are read."""
     import os
 
     from ..config import Config
@@ -75,7 +80,7 @@ def _with_padding(cfg, opts):
 
 
 @cli.command()
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.argument("out")
 @click.option("--format", "fmt", type=click.Choice(["glove", "word2vec", "word2vec-binary", "npy"]),
               help="Output format (default: from OUT's suffix: .txt glove, .vec word2vec, "

@@ -8,7 +8,7 @@ from .common import output_options, progress, tensor_option
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.argument("query", nargs=-1)
 @click.option("-k", "--topn", "k", type=int, default=10, show_default=True, help="How many neighbours.")
 @click.option("-n", "--negative", multiple=True, metavar="QUERY",
@@ -18,12 +18,15 @@ from .common import output_options, progress, tensor_option
               help="A raw query vector (.npy, .safetensors or JSON), used unnormalised as gensim. Repeatable.")
 @click.option("--restrict-vocab", type=click.IntRange(min=0), metavar="N",
               help="Search only the first N rows (gensim's restrict_vocab).")
+@click.option("--unknown", type=click.Choice(["error", "subword"]),
+              help="A word not in the vocabulary: an error, or its fastText subword vector. "
+                   "Default: subword for tables with n-grams, else error.")
 @tensor_option
 @output_options(formats=("json", "jsonl", "csv", "tsv", "table"))
-def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, tensor, fmt, output, force):
+def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown, tensor, fmt, output,
+            force):
     """Top-k cosine neighbours of words, row numbers or vectors (gensim most_similar: unit vectors,
     weighted mean, input rows excluded)."""
-    from ..errors import KeyNotFoundError
     from ..inputs import read_array
     from ..render import Output, render_records
     from ..similar import most_similar
@@ -39,20 +42,18 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, tensor, 
         vocab = t.vocab
 
         def resolve(items):
+            if vocab is not None and not as_ids:
+                from ..pretrained import query_items
+
+                return query_items(t, items, unknown=unknown)
             rows = []
             for item in items:
-                if vocab is not None and not as_ids:
-                    row = vocab.find(item)
-                    if row < 0:
-                        raise KeyNotFoundError(f"word {item!r} is not in the vocabulary of {table}")
-                    rows.append(row)
-                else:
-                    try:
-                        row = int(item)
-                    except ValueError:
-                        hint = " (the table has no vocabulary)" if vocab is None else ""
-                        raise click.BadParameter(f"{item!r} is not a row number{hint}") from None
-                    rows.append(_check_row(row, t.num_embeddings))
+                try:
+                    row = int(item)
+                except ValueError:
+                    hint = " (the table has no vocabulary)" if vocab is None else ""
+                    raise click.BadParameter(f"{item!r} is not a row number{hint}") from None
+                rows.append(_check_row(row, t.num_embeddings))
             return rows
 
         positive = resolve(query) + [_vector(read_array(v, what="query vector")) for v in vectors]
@@ -82,7 +83,7 @@ def _vector(arr):
 
 
 @cli.command()
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.option("--analogies", metavar="FILE", help="questions-words file (': section' lines, then 4 words).")
 @click.option("--pairs", metavar="FILE", help="Word pairs with a gold score (word1 TAB word2 TAB score).")
 @click.option("--restrict-vocab", type=click.IntRange(min=0), default=300000, show_default=True,

@@ -7,7 +7,7 @@ from . import cli
 from .common import (DTYPES, NoneOrFloat, NoneOrInt, config_options, dtype_option, info,
                      output_options, progress, read_stdin_allowed, tensor_option)
 
-TABLE = click.argument("table", type=click.Path(dir_okay=False))
+TABLE = click.argument("table", type=click.Path())  # a folder: a model folder (read-only)
 
 
 def config_overrides(**opts) -> dict:
@@ -78,6 +78,10 @@ def _stats(path, tensor, facts):
 
 def _human_info(facts: dict, stats: bool) -> str:
     lines = [f"{facts['path']}  ({facts['size_bytes']:,} bytes, {len(facts['tensors'])} tensors)"]
+    model = facts.get("model")
+    if model is not None:
+        lines.append(f"model      {model['kind']}: weights {model['weights']}, tokenizer "
+                     f"{model['tokenizer'] or 'none'}")
     t = facts["table"]
     if t is not None:
         lines.append(f"table      {t['tensor']}: {t['num_embeddings']:,} x {t['embedding_dim']} {t['dtype']}"
@@ -89,7 +93,10 @@ def _human_info(facts: dict, stats: bool) -> str:
         v = t["vocab"]
         lines.append("vocab      none" if v is None else
                      f"vocab      {v['size']:,} words: " + " ".join(v["sample"]) +
-                     (" ..." if v["size"] > len(v["sample"]) else ""))
+                     (" ..." if v["size"] > len(v["sample"]) else "") +
+                     (f" ({v['rows_without_word']:,} rows have no word)" if v.get("rows_without_word") else ""))
+        for note in t.get("notes", []):
+            lines.append(f"note       {note}")
         o = t["optimizer"]
         lines.append("optimizer  none" if o is None else
                      f"optimizer  {o['name']} step {o['step']} {o['hparams']} state: {', '.join(o['state'])}")
@@ -97,7 +104,8 @@ def _human_info(facts: dict, stats: bool) -> str:
         lines.append(f"table      none ({facts['table_error']})")
     lines.append("tensors")
     for x in facts["tensors"]:
-        lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes")
+        lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes"
+                     + (f"  {x['file']}" if "file" in x else ""))
     other = {k: v for k, v in facts["metadata"].items() if not k.startswith("embtool.")}
     if other:
         lines.append("metadata")
@@ -155,8 +163,9 @@ def read_index_input(ids, input_path, words: bool = False):
 @click.option("-w", "--words", "use_words", is_flag=True,
               help="IDS are words of the table's vocabulary (JSON nested lists keep their shape).")
 @click.option("--words-file", metavar="FILE", help="Words from FILE (or -), one per line.")
-@click.option("--unknown", type=click.Choice(["error", "skip", "unk"]), default="error", show_default=True,
-              help="A word not in the vocabulary: an error, dropped, or the unk row.")
+@click.option("--unknown", type=click.Choice(["error", "skip", "unk", "subword"]),
+              help="A word not in the vocabulary: an error, dropped, the unk row, or its fastText "
+                   "subword vector (id -1). Default: subword for tables with n-grams, else error.")
 @click.option("--offsets", metavar="OFFSETS",
               help="EmbeddingBag: bag start offsets into the 1-D ids (JSON list, integers, or FILE).")
 @click.option("--mode", type=click.Choice(["sum", "mean", "max"]),
@@ -189,13 +198,19 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
         raw = None
     with Table.open(table, tensor=tensor, write=write_back) as t:
         t.config.with_overrides(t.num_embeddings, padding_idx=padding_idx)  # validates it
-        if raw is not None:
+        bag = offsets is not None or mode is not None or psw is not None or include_last_offset
+        if raw is not None and not bag:
+            from ..pretrained import lookup_words
+
+            rows, idx, words = lookup_words(t, raw, unknown=unknown, max_norm=max_norm,
+                                            norm_type=norm_type, write_back=write_back)
+        elif raw is not None:
             from ..pretrained import words_to_ids
 
-            idx, words = words_to_ids(t, raw, unknown=unknown)
+            idx, words = words_to_ids(t, raw, unknown=unknown or "error")
         else:
             idx = read_index_input(ids, input_path)
-        if offsets is not None or mode is not None or psw is not None or include_last_offset:
+        if bag:
             from ..ops import lookup_bag
 
             rows = lookup_bag(t, idx, _small_array(offsets, "offsets", ints=True), mode=mode or "mean",
@@ -204,7 +219,8 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
                               max_norm=max_norm, norm_type=norm_type, write_back=write_back)
             render_array(rows, fmt, out)
             return
-        rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, write_back=write_back)
+        if raw is None:
+            rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, write_back=write_back)
     flat = idx.ndim <= 1
     render_array(rows, fmt, out, ids=idx if flat else None, words=words if flat else None)
 
