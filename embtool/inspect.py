@@ -86,10 +86,12 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
         "optimizer": None,
     }
     notes = list(t.notes)
-    if "embtool.fasttext.minn" in t.metadata and "fasttext.ngrams" in t.store.tensors:
-        notes.append(f"subwords: {t.store.tensors['fasttext.ngrams'].shape[0]:,} fastText n-gram "
-                     f"buckets, n-grams of {t.metadata['embtool.fasttext.minn']}.."
-                     f"{t.metadata['embtool.fasttext.maxn']} characters")
+    from .formats import fasttext
+
+    if fasttext.MINN_KEY in t.metadata and fasttext.NGRAMS in t.store.tensors:
+        notes.append(f"subwords: {t.store.tensors[fasttext.NGRAMS].shape[0]:,} fastText n-gram "
+                     f"buckets, n-grams of {t.metadata[fasttext.MINN_KEY]}.."
+                     f"{t.metadata[fasttext.MAXN_KEY]} characters")
     if notes:
         facts["notes"] = notes
     vocab = t.vocab

@@ -32,7 +32,7 @@ from pathlib import Path
 from . import store as st
 from .config import listing, table_candidates
 from .errors import FormatError
-from .sniff import is_hf_index
+from .sniff import is_hf_index, sniff
 
 #: names (whole, or the last dotted components) of token-embedding tensors in model packages:
 #: model2vec, sentence-transformers static, BERT family, Llama/Mistral/Qwen, GPT-2, Llama 1
@@ -57,11 +57,10 @@ class ModelFiles:
     shards: dict[str, Path] = field(default_factory=dict)  #: tensor -> file, for an index
 
     def describe(self) -> str:
-        """``'x' in shard model-00001-of-00002.safetensors`` and similar, for summaries."""
+        """The weight file holding the tensor, relative to the folder or index, for summaries."""
         if self.kind == "file":
             return ""
-        where = self.weights.relative_to(self.path if self.kind == "folder" else self.path.parent)
-        return f"tensor {self.tensor!r} of {where}"
+        return str(self.weights.relative_to(self.path if self.kind == "folder" else self.path.parent))
 
 
 def is_embedding_name(name: str) -> bool:
@@ -73,10 +72,8 @@ def resolve(path, tensor: str | None = None) -> ModelFiles:
     path = Path(path)
     if path.is_dir():
         return _folder(path, tensor)
-    if path.name.endswith(".json") and path.is_file():
-        obj = _read_json(path)
-        if is_hf_index(obj):
-            return _index(path, obj, tensor, tokenizer_dir=path.parent)
+    if path.name.endswith(".json") and path.is_file() and sniff(path).name == "hf-index":
+        return _index(path, _read_json(path), tensor, tokenizer_dir=path.parent)
     return ModelFiles(path, "file", path, tensor)
 
 

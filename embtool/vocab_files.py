@@ -35,7 +35,7 @@ DUPLICATE_POLICIES = ("first", "last", "error")
 class FileVocabulary:
     """The word of each row (None: a row without a word)."""
     words: list
-    kind: str                     #: "tokenizer.json (WordPiece)", "vocab.txt", ...
+    kind: str                     #: "WordPiece tokenizer", "one token per line", ...
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -144,7 +144,7 @@ def _json_entries(path, body: bytes):
                             item["content"], "added"))
         if added:
             notes.append(f"{len(added)} added tokens")
-        return entries, f"tokenizer.json ({mtype})", notes, text
+        return entries, f"{mtype} tokenizer", notes, text
     if isinstance(obj, dict):
         return _map_entries(path, obj, text), "JSON {token: id} map", notes, text
     raise FormatError(f"{path}: a JSON vocabulary must be a tokenizer.json or a {{token: id}} object")
