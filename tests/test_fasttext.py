@@ -88,6 +88,7 @@ def _gensim_test_data(gensim):
     return Path(gensim.__file__).parent / "test" / "test_data"
 
 
+@pytest.mark.gensim
 @pytest.mark.parametrize("name", ["crime-and-punishment.bin", "lee_fasttext.bin", "non_ascii_fasttext.bin",
                                   "cp852_fasttext.bin"])
 def test_models_made_by_fasttext_match_gensim(gensim, name):
@@ -105,6 +106,7 @@ def test_models_made_by_fasttext_match_gensim(gensim, name):
                           np.stack([kv[w] for w in unknown]))
 
 
+@pytest.mark.gensim
 def test_model_trained_in_the_test_matches_gensim(gensim, tmp_path):
     from gensim.models import FastText
     from gensim.models.fasttext import load_facebook_vectors, save_facebook_model

@@ -21,6 +21,25 @@ from model_builders import (SPECIAL, WORDS, bert_tensors, model2vec_folder, sent
 TOKENS = SPECIAL + WORDS
 
 
+@pytest.fixture
+def model2vec():
+    """model2vec as a live oracle (and the tokenizers library it installs): skipped when absent
+    locally, required in CI (.ci/run installs it)."""
+    import os
+
+    try:
+        return pytest.importorskip("model2vec") if not os.environ.get("CI") else __import__("model2vec")
+    except ImportError:  # pragma: no cover - CI installs the oracle extra
+        raise
+
+
+@pytest.fixture
+def tokenizers(model2vec):
+    import tokenizers
+
+    return tokenizers
+
+
 def _npy(result):
     return np.load(io.BytesIO(result.stdout_bytes))
 
@@ -37,17 +56,17 @@ def test_tokenizer_json_ids_come_from_the_file(tmp_path, kind):
     assert got.unnamed == 1 and got.kind == f"{kind} tokenizer"
 
 
+@pytest.mark.model2vec
 @pytest.mark.parametrize("kind", ["WordPiece", "BPE", "Unigram"])
-def test_tokenizer_json_agrees_with_the_tokenizers_library(tmp_path, kind):
-    tokenizers = pytest.importorskip("tokenizers")  # installed with model2vec (the oracle extra)
+def test_tokenizer_json_agrees_with_the_tokenizers_library(tmp_path, kind, tokenizers):
     p = write_json(tmp_path / "tokenizer.json", tokenizer_json(kind, TOKENS, {"<new>": len(TOKENS)}))
     want = tokenizers.Tokenizer.from_file(str(p)).get_vocab(with_added_tokens=True)
     got = read_vocabulary(p, len(TOKENS) + 1).words
     assert {w: i for i, w in enumerate(got)} == want
 
 
-def test_tokenizers_library_files_read_the_same(tmp_path):
-    tokenizers = pytest.importorskip("tokenizers")
+@pytest.mark.model2vec
+def test_tokenizers_library_files_read_the_same(tmp_path, tokenizers):
     from tokenizers.models import BPE, Unigram, WordPiece
 
     vocab = {t: i for i, t in enumerate(TOKENS)}
@@ -232,6 +251,7 @@ def test_every_dtype_is_listed_and_never_blocks_the_file(tmp_path):
     assert_single_error_line(invoke("lookup", p, "0", "--tensor", "x.Q9_FUTURE"), "has dtype Q9_FUTURE")
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("name", ["float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu"])
 def test_float8_tables_widen_exactly_as_torch(tmp_path, torch, name):
     from safetensors.torch import save_file as torch_save
@@ -279,16 +299,7 @@ def test_model2vec_vocabulary_quantised_layout(tmp_path):
     assert_single_error_line(invoke("info", tmp_path / "bad", "--stats"), "mapping[0] = 9 is outside the 4 rows")
 
 
-@pytest.fixture
-def model2vec():
-    import os
-
-    try:
-        return pytest.importorskip("model2vec") if not os.environ.get("CI") else __import__("model2vec")
-    except ImportError:  # pragma: no cover - CI installs the oracle extra
-        raise
-
-
+@pytest.mark.model2vec
 @pytest.mark.parametrize("layout", ["float32", "float16", "int8", "vocabulary-quantised"])
 def test_model2vec_static_model_vectors_live(tmp_path, model2vec, layout):
     """Each row equals model2vec's own token vector (StaticModel's encoding of that token id)."""
