@@ -225,9 +225,9 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
     fmt = export_format(out, fmt)
     vocab = table.vocab
     words = None
-    if vocab is not None and fmt != "npy":
-        words = vocab.head(len(vocab))
-    elif vocab is None and fmt != "npy":
+    if vocab is not None:
+        words = _named_rows(table, vocab)
+    elif fmt != "npy":
         words = [str(i) for i in range(table.num_embeddings)]  # row numbers name the rows
     targets = [Path(out)] if str(out) != "-" else []
     if fmt == "npy" and vocab is not None:
@@ -237,15 +237,31 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
         if p.exists() and not force:
             raise OutputExistsError(f"{p} already exists; use --force to replace it")
     values = table.weight()
+    row_words = None if fmt == "npy" else words
     if str(out) == "-":
-        write_vectors("-", words, values, format=fmt, progress=progress)
+        write_vectors("-", row_words, values, format=fmt, progress=progress)
     else:
-        replace_atomically(Path(out), lambda tmp: write_vectors(tmp, words, values, format=fmt, progress=progress))
+        replace_atomically(Path(out), lambda tmp: write_vectors(tmp, row_words, values, format=fmt,
+                                                                progress=progress))
     if fmt == "npy" and vocab is not None:
-        replace_atomically(vocab_out, lambda tmp: write_vocab_file(tmp, vocab))
+        replace_atomically(vocab_out, lambda tmp: write_vocab_file(tmp, words))
     return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
             "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
             "row_numbers_as_words": vocab is None and fmt != "npy"}
+
+
+def _named_rows(table: Table, vocab) -> list[str]:
+    """Every row's word for a vector file; a row without a word is named by its row number (as
+    the rows of a table without a vocabulary are), which must not be another row's word."""
+    words = vocab.head(len(vocab))
+    if vocab.unnamed:
+        for i, w in enumerate(words):
+            if w is None:
+                if vocab.find(str(i)) >= 0:
+                    raise FormatError(f"{table.path}: row {i} has no word and its number {i!r} is "
+                                      f"the word of row {vocab.find(str(i))}; it cannot be exported")
+                words[i] = str(i)
+    return words
 
 
 def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.ndarray, list[str]]:

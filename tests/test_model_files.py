@@ -147,6 +147,15 @@ def test_load_pretrained_with_tokenizer_json_and_a_padded_tensor(tmp_path):
     r = invoke("similar", out, "king", "-k", str(len(w) - 1))
     assert r.code == 0, r.err
     assert sum(x["word"] is None for x in json.loads(r.out)) == 3
+    # a vector file needs a word per row: rows without one are named by their number
+    assert invoke("export", out, tmp_path / "t.vec").code == 0
+    lines = (tmp_path / "t.vec").read_text().splitlines()
+    assert [ln.split()[0] for ln in lines[-3:]] == [str(len(TOKENS)), str(len(TOKENS) + 1), str(len(TOKENS) + 2)]
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("king\tqueen\t9\nman\twoman\t8\nparis\tberlin\t2\n")
+    r = invoke("evaluate", out, "--pairs", pairs)
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["pairs"] == 3
 
 
 # -- folders and shards -----------------------------------------------------------------------
