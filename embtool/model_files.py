@@ -161,6 +161,18 @@ def _index(path: Path, obj, tensor: str | None, tokenizer_dir: Path) -> ModelFil
     return ModelFiles(path, "index", weights, tensor, _tokenizer(tokenizer_dir), shards)
 
 
+def other_shard(file: Path, tensor: str) -> str | None:
+    """When ``file`` is one shard of a checkpoint and ``tensor`` lives in another: a hint naming
+    that shard and the index (so a wrong shard is one short error, not a list of its tensors)."""
+    for index in sorted(Path(file).parent.glob("*.safetensors.index.json")):
+        if sniff(index).name != "hf-index":
+            continue
+        shard = _read_json(index)["weight_map"].get(tensor)
+        if isinstance(shard, str) and Path(shard).name != Path(file).name:
+            return f"tensor {tensor!r} is in shard {shard}; give the index {index.name} instead"
+    return None
+
+
 def _choose_by_shape(path: Path, shards: dict[str, Path], named: list[str]) -> str:
     """No single embedding name: the only 2-D tensor of all shards (headers only are read)."""
     two_d = []

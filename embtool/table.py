@@ -85,7 +85,7 @@ class Table:
     def open(cls, path, *, tensor: str | None = None, write: bool = False) -> "Table":
         """Open a table file, or (read-only) a model folder or a sharded checkpoint's index
         (``embtool.model_files``); any other file is refused naming what it is."""
-        from .model_files import resolve
+        from .model_files import other_shard, resolve
         from .sniff import require_table_file
 
         files = resolve(path, tensor)
@@ -99,6 +99,13 @@ class Table:
         s = st.Store(files.weights if files else path, write=write)
         try:
             return cls(s, files.tensor if files else tensor, files=files)
+        except FormatError:
+            s.close()
+            hint = other_shard(Path(path), tensor) if tensor is not None and files is None \
+                and tensor not in s.tensors else None
+            if hint:
+                raise FormatError(f"{path}: no tensor {tensor!r}; {hint}") from None
+            raise
         except BaseException:
             s.close()
             raise

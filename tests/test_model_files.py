@@ -211,6 +211,9 @@ def test_sharded_checkpoint_reads_only_the_shard_of_the_tensor(tmp_path):
     assert invoke("load-pretrained", index, out).code == 0
     with Table.open(index) as t:
         assert t.raw.base is not None  # a view of the mapped shard: zero-copy
+    r = invoke("lookup", tmp_path / "model-00002-of-00003.safetensors", "0", "--tensor", rest[0])
+    assert_single_error_line(r, f"no tensor {rest[0]!r}; tensor {rest[0]!r} is in shard "
+                             "model-00001-of-00003.safetensors; give the index model.safetensors.index.json")
     r = invoke("lookup", index, "0", "--tensor", "nope")
     assert_single_error_line(r, "no tensor 'nope' in the index", "and")
     assert len(r.err) - len(str(index)) < 300
