@@ -397,3 +397,21 @@ def test_sniff_tells_an_hf_index_from_other_index_files(tmp_path):
     assert sniff(hf).name == "hf-index" and sniff(other).name == "json"
     assert sniff(write_json(tmp_path / "tokenizer.json", tokenizer_json("BPE", TOKENS))).name == "tokenizer"
     assert sniff(tmp_path).name == "folder"
+
+
+def test_sample_static_model_folder_in_one_command(tmp_path):
+    """sample_data/static-model: the README's tour loads it with its tokenizer in one command."""
+    import gzip
+    from pathlib import Path
+
+    samples = Path(__file__).parent.parent / "sample_data"
+    with gzip.open(samples / "glove.6B.50d.10k.txt.gz", "rt", encoding="utf-8") as f:
+        lines = [f.readline().split(" ") for _ in range(1000)]
+    out = tmp_path / "static.safetensors"
+    r = invoke("load-pretrained", samples / "static-model", out)
+    assert r.code == 0, r.err
+    assert "tensor 'embedding.weight'" in r.err and "1002 rows named" in r.err
+    with Table.open(out) as t:
+        assert t.vocab.head(1002) == ["[PAD]", "[UNK]"] + [ln[0] for ln in lines]
+        want = np.array([ln[1:] for ln in lines], np.float32).astype(np.float16).astype(np.float32)
+        assert np.array_equal(t.weight()[2:], want)
