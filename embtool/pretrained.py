@@ -272,6 +272,9 @@ def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.nda
     vocab = table.vocab
     if vocab is None:
         raise ConfigError(f"{table.path}: the table has no vocabulary; give row numbers")
+    if unknown == "subword":
+        raise ConfigError("--unknown subword gives vectors, not rows: it does not apply to bags "
+                          "(use error, skip or unk)")
     arr = np.array(words, dtype=object)
     flat = [str(w) for w in arr.reshape(-1)]
     ids = vocab.find_many(flat)
