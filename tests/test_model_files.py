@@ -126,6 +126,21 @@ def test_tokenizer_json_errors_name_file_and_line(tmp_path):
         read_vocabulary(p, 3)
 
 
+def test_vocabulary_index_with_rows_without_a_word():
+    from embtool.vocab import DuplicateWordError, Vocab, encode_vocab_rows, extend_vocab
+
+    arrays = encode_vocab_rows(["b", None, "a", None, ""])
+    assert len(arrays["vocab.order"]) == 3 and len(arrays["vocab.offsets"]) == 6
+    v = Vocab.from_arrays(arrays)
+    assert (len(v), v.named, v.unnamed) == (5, 3, 2)
+    assert v.head(5) == ["b", None, "a", None, ""] and v.word(3) is None
+    assert [v.find(w) for w in ["a", "b", "", "zz"]] == [2, 0, 4, -1]
+    v2 = Vocab.from_arrays(extend_vocab(arrays, ["<pad>"]))
+    assert v2.head(6)[-1] == "<pad>" and v2.find("<pad>") == 5 and v2.unnamed == 2
+    with pytest.raises(DuplicateWordError, match="rows 0 and 3"):
+        encode_vocab_rows(["a", None, None, "a"])
+
+
 def test_load_pretrained_with_tokenizer_json_and_a_padded_tensor(tmp_path):
     """A real MiniLM package ships only tokenizer.json; embedding matrices are often padded past
     the tokenizer (rows without a word keep their ids)."""
