@@ -206,10 +206,13 @@ def _text_kind(head: bytes) -> Kind:
 
 
 def require_table_file(path) -> None:
-    """Raise the one-line error naming what ``path`` is unless it is a safetensors file (a
-    folder or an index is resolved by ``embtool.model_files`` before this is asked)."""
+    """Raise the one-line error naming what ``path`` is when it is a file of another known kind (a
+    folder or an index is resolved by ``embtool.model_files`` before this is asked).  Data of no
+    known kind goes on to the store, whose header checks say precisely what is damaged."""
     with open(path, "rb") as f:
         head = f.read(16)
     if is_safetensors_head(head, os.path.getsize(path)):
         return
-    raise sniff(path).not_a_table(path)
+    kind = sniff(path)
+    if kind.name not in ("binary", "empty"):
+        raise kind.not_a_table(path)
