@@ -1,5 +1,5 @@
-"""nn.Embedding's configuration as stored in a table's metadata (no numpy: ``freeze`` and
-``unfreeze`` use only this and the header code, and stay fast on any table)."""
+"""nn.Embedding's configuration as stored in a table's metadata: values only, no file I/O and no
+numpy (``freeze`` and ``unfreeze`` use only this and the store, and stay fast on any table)."""
 from __future__ import annotations
 
 import math
@@ -163,29 +163,3 @@ def _choose(header, tensor: str | None, path) -> str:
                           f"{listing(sorted(tensors))})")
     raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({listing(two_d)})")
 
-
-def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
-    """Set the table's frozen flag (requires_grad = not frozen); returns whether it changed.
-
-    An in-place patch of the padded header (O(1), journaled); a file without room in its header
-    (one not written by embtool) is rewritten once, atomically.
-    """
-    from dataclasses import replace as _replace
-
-    from .store import Store
-
-    with Store(path, write=True) as s:
-        name = pick_tensor(s.header, tensor, path, write=True)
-        cfg = Config.from_metadata(s.metadata, s.tensors[name].shape[0], path)
-        if cfg.frozen == frozen and PREFIX + "format_version" in s.metadata:
-            return False
-        meta = {**s.metadata, **_replace(cfg, frozen=frozen).to_metadata()}
-        patch = s.header_patch(meta)
-        if patch is not None:
-            s.patch([patch])
-            return True
-    from .table import Table
-
-    with Table.open(path, tensor=tensor, write=True) as t:
-        t.rewrite({}, meta)
-    return True

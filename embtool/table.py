@@ -172,68 +172,53 @@ class Table:
             raise EmbtoolError(f"{self.path}: internal error: table opened read-only")
 
     def update(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-               metadata: Mapping[str, str] | None = None) -> None:
-        """Change some rows of some tensors and/or the metadata as one crash-safe transaction.
+               metadata: Mapping[str, str] | None = None, *, tx: st.Transaction | None = None) -> None:
+        """Change some rows of some tensors and/or the metadata as one crash-safe transaction
+        (or as part of ``tx``, committed by the caller).
 
         ``rows`` maps a tensor name to (row ids, new values in the tensor's value dtype).  The
-        write is O(k) in place through the journal when the header has room for the new metadata;
+        write is O(k) in place through the log when the header has room for the new metadata;
         otherwise the file is rewritten atomically.
         """
         self.require_writable()
-        rows = dict(rows or {})
-        new_meta = dict(self.metadata)
-        if metadata:
-            new_meta.update(metadata)
-        patches = []
-        header = self.store.header_patch(new_meta) if metadata else None
-        if metadata and header is None:
-            self._rewrite_with(rows, new_meta)
+        if tx is None:
+            with self.store.transaction() as own:
+                self.update(rows, metadata, tx=own)
+            if self.store.fd >= 0:
+                self.config = Config.from_metadata(self.store.metadata, self.num_embeddings, self.path)
             return
-        for name, (ids, values) in rows.items():
+        meta = _merged(self.metadata, metadata) if metadata else None
+        stored = {}
+        for name, (ids, values) in (rows or {}).items():
             dtype = self.store.tensors[name].dtype
-            stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else np.asarray(values)
-            patches += self.store.patch_rows(name, np.asarray(ids), stored)
-        if header is not None:
-            patches.append(header)
-        self.store.patch(patches)
-        if header is not None:
-            self.store.reload()
-            self.config = Config.from_metadata(self.store.metadata, self.num_embeddings, self.path)
-
-    def _rewrite_with(self, rows, metadata) -> None:
-        tensors: dict[str, object] = {}
-        for name in self.store.tensors:
-            arr = self.store.array(name)
-            if name in rows:
-                arr = np.array(arr)
-                ids, values = rows[name]
-                dtype = self.store.tensors[name].dtype
-                arr[np.asarray(ids)] = to_storage(values, dtype) if dtype in TABLE_DTYPES else values
-            tensors[name] = _as_written(arr, self.store.tensors[name].dtype)
-        self.store.rewrite(tensors, metadata)
+            stored[name] = (ids, to_storage(values, dtype) if dtype in TABLE_DTYPES else np.asarray(values))
+        tx.update(self.store, stored, meta)
 
     def rewrite(self, tensors: Mapping[str, object | None], metadata: Mapping[str, str] | None = None,
-                *, progress=None) -> None:
+                *, progress=None, tx: st.Transaction | None = None) -> None:
         """Rewrite the file atomically with some tensors replaced (``None`` removes one); the
-        table is closed afterwards.  Values for table-dtype tensors are given as values."""
+        table is closed afterwards (or, with ``tx``, the replacement is part of that transaction).
+        Values for table-dtype tensors are given as values."""
         self.require_writable()
-        out: dict[str, object] = {}
-        for name in self.store.tensors:
-            if name not in tensors:
-                out[name] = _as_written(self.store.array(name), self.store.tensors[name].dtype)
+        out = {name: value for name, value in self.store.raw_tensors().items() if name not in tensors}
         for name, value in tensors.items():
             if value is None:
                 continue
             if isinstance(value, st.ChunkedTensor):
                 out[name] = value
             elif name in self.store.tensors and self.store.tensors[name].dtype == "BF16":
-                out[name] = _as_written(f32_to_bf16(value), "BF16")
+                out[name] = st.as_stored(f32_to_bf16(value), "BF16")
             else:
                 out[name] = value
-        meta = dict(self.metadata)
-        if metadata:
-            meta.update(metadata)
-        self.store.rewrite(out, meta, progress=progress)
+        meta = _merged(self.metadata, metadata)
+        if tx is not None:
+            tx.replace(self.path, out, meta, progress=progress)
+            return
+        try:
+            with self.store.transaction() as own:
+                own.replace(self.path, out, meta, progress=progress)
+        finally:
+            self.close()
 
     def close(self) -> None:
         self.store.close()
@@ -245,11 +230,10 @@ class Table:
         self.close()
 
 
-def _as_written(arr: np.ndarray, dtype: str):
-    """Keep the stored dtype of raw bits on a rewrite (BF16 bits are uint16 in numpy)."""
-    if FROM_NUMPY.get(arr.dtype.name) != dtype:
-        return st.ChunkedTensor(dtype, arr.shape, lambda: st._tensor_chunks(arr))
-    return arr
+def _merged(metadata: Mapping[str, str], changes: Mapping[str, str | None] | None) -> dict[str, str]:
+    """``metadata`` with ``changes`` applied (a value of None removes the key)."""
+    out = {**metadata, **(changes or {})}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",
@@ -270,7 +254,7 @@ def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype:
     weight = out["weight"]
     if not isinstance(weight, st.ChunkedTensor):
         stored = to_storage(np.asarray(weight), weight_dtype)
-        out["weight"] = _as_written(stored, weight_dtype)
+        out["weight"] = st.as_stored(stored, weight_dtype)
     meta = dict(extra_metadata or {})
     meta.update(config.to_metadata())
     st.write_file(path, out, meta, progress=progress)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import store as st
+from embtool import wal
 from embtool.training import Batch, train_step
 from golden.make_train import make_batches
 from helpers import kill_at_random_instants, make_table
@@ -48,7 +48,7 @@ def state_of(path: Path):
 
 
 @pytest.mark.parametrize("name,hparams,opts", [
-    ("sparse-adam", dict(lr=0.01), dict(sparse=True, padding_idx=3)),  # in place through the journal
+    ("sparse-adam", dict(lr=0.01), dict(sparse=True, padding_idx=3)),  # in place through the log
     ("adam", dict(lr=0.01, amsgrad=True), dict(padding_idx=3)),  # a rewrite per step
 ])
 def test_concurrent_processes_lose_no_update(tmp_path, name, hparams, opts):
@@ -83,7 +83,7 @@ def start(args):
 
 
 KILL_CASES = {
-    # steady-state sparse step: weight and two state tensors patched in place (journal)
+    # steady-state sparse step: weight and two state tensors patched in place (logged)
     "sparse-adam in place": (dict(sparse=True, padding_idx=0), ["--optimizer", "sparse-adam"], True),
     # every row changes: atomic rewrite of weight and state
     "adam rewrite": (dict(padding_idx=0), ["--optimizer", "adam", "--amsgrad"], True),
@@ -107,7 +107,7 @@ def test_sigkill_at_random_instants(tmp_path, case):
     p = tmp_path / "t.safetensors"
 
     def fresh_copy():
-        for leftover in [st.journal_path(p), *tmp_path.glob(".t.safetensors.*.tmp")]:
+        for leftover in [wal.log_path(p), *tmp_path.glob(".t.safetensors.*.tmp")]:
             leftover.unlink(missing_ok=True)
         shutil.copyfile(base, p)
 

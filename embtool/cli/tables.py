@@ -1,4 +1,4 @@
-"""Commands on the table itself: init, info, lookup, renorm, freeze, unfreeze."""
+"""Commands on the table itself: init, info, lookup, renorm, freeze, unfreeze, checkpoint."""
 from __future__ import annotations
 
 import click
@@ -272,7 +272,7 @@ def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json
 
 
 def _set_frozen(table, tensor, frozen: bool) -> None:
-    from ..config import set_frozen
+    from ..store import set_frozen
 
     changed = set_frozen(table, frozen, tensor)
     info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))
@@ -292,3 +292,17 @@ def freeze(table, tensor):
 def unfreeze(table, tensor):
     """Mark the table trainable again. O(1), in place."""
     _set_frozen(table, tensor, False)
+
+
+@cli.command()
+@TABLE
+def checkpoint(table):
+    """Make TABLE durable and fold its write-ahead log (TABLE-wal) into it.
+
+    Writes are logged and applied at once; the log is checkpointed by size (EMBTOOL_CHECKPOINT_BYTES)
+    or by this command, e.g. before copying the table file alone."""
+    from ..store import checkpoint as do_checkpoint
+
+    done = do_checkpoint(table)
+    info(f"{table}: checkpointed ({done['transactions']} logged transactions, {done['log_bytes']} log bytes)"
+         if done["log_bytes"] else f"{table}: no log to checkpoint")

@@ -38,15 +38,19 @@ def _flag(name: str, help_text: str):
 @click.option("--reset-optimizer", is_flag=True,
               help="Drop the stored optimizer state and start again at step 0 (options not given "
                    "take torch's defaults).")
+@click.option("--state", "state_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Keep the optimizer state in FILE (a safetensors file written with the table, "
+                   "atomically), not in the table: the table stays a plain state_dict.")
 @tensor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, tensor, as_json, **hparams):
+def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, state_file, tensor, as_json,
+               **hparams):
     """One torch.optim step on TABLE from indices IDS and upstream gradient GRAD.
 
     As nn.Embedding + torch.optim: max_norm renorms the looked-up rows first, the backward honours
     padding_idx, scale_grad_by_freq and the table's sparse flag, and the optimizer's state lives
-    in the table (optim.* tensors). Sparse steps write only the touched rows, in place; others
-    rewrite the file atomically.
+    in the table (optim.* tensors) or, with --state, in a file of its own. Sparse steps log and
+    write only the touched rows; others rewrite the file atomically.
     """
     from ..render import Output, render_object
     from ..training import read_batch, read_batches, train_step as do_train_step
@@ -64,7 +68,7 @@ def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer
         steps = [read_batch(input_path, grad_path)]
     with progress(None, "train-step", unit="bytes") as advance:
         summary = do_train_step(table, steps, tensor=tensor, optimizer=optimizer, hparams=hparams,
-                                reset_optimizer=reset_optimizer, progress=advance)
+                                reset_optimizer=reset_optimizer, state=state_file, progress=advance)
     info(_summary_line(summary))
     if as_json:
         render_object(summary, Output())
