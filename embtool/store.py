@@ -216,7 +216,7 @@ def _human(n: int) -> str:
 # Temporary files: locked by their writer, named after its boot and process
 
 
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp(?:\.[^./]*)?$")
+_TEMP = re.compile(r"^\.(?P<name>.+?)\.(?:(?P<boot>[0-9a-f]{8})-(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp(?:\.[^./]*)?$")
 #: an unlocked temporary file of an older embtool (no owner in its name) is abandoned after this
 LEGACY_TEMP_AGE = 3600
 
@@ -242,20 +242,27 @@ def create_temp(target: Path, suffix: str = "") -> tuple[int, Path]:
     raise EmbtoolError(f"{target}: could not create a temporary file beside it")  # pragma: no cover
 
 
-def clean_temps(target: Path) -> list[Path]:
-    """Remove the temporary files of ``target`` that killed writers left behind (see
-    ``create_temp``); returns them."""
-    folder = target.parent
-    prefix = f".{target.name}."
+def _discard(path: Path) -> None:
     try:
-        names = [n for n in os.listdir(folder) if n.startswith(prefix) and ".tmp" in n]
+        vfs.current().unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def clean_temps(target: Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``target``'s folder (see
+    ``create_temp``: every embtool temporary file there whose writer is provably gone, whichever
+    file it was for); returns them."""
+    folder = target.parent
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(".") and ".tmp" in n]
     except OSError:
         return []
     removed = []
     for name in names:
         m = _TEMP.match(name)
-        if m is None or m["name"] != target.name:
-            continue
+        if m is None or (m["boot"] is None and m["name"] != target.name):
+            continue  # an older embtool's temporary file names no owner: only the target's own
         path = folder / name
         if _abandoned(path, m["boot"], m["pid"]):
             try:
@@ -393,14 +400,13 @@ class Group:
         self.log_path = wal.log_path(self.primary)
         self._lock = None  # (fd, key)
         self._log = None  # (fd, salt, end) while this group appends to the log
-        self.stores: list[Store] = []
         self._acquire()
         if write:
             clean_temps(self.primary)
 
     # -- the lock and recovery ------------------------------------------------------------
     def _acquire(self) -> None:
-        while True:
+        for _ in range(100):
             self._lock = lock_file(self.primary, self.write)
             try:
                 if not self._needs_recovery():
@@ -424,6 +430,7 @@ class Group:
                     "checkpoint`)") from None
             finally:
                 self._unlock()
+        raise EmbtoolError(f"{self.primary}: writers keep crashing while it is being opened")
 
     def _unlock(self) -> None:
         if self._lock is not None:
@@ -461,27 +468,24 @@ class Group:
                 return
             boot = fs.boot_id()
             end = self._replay(fd, state, boot)
-            if state.size > end:
+            if state.size != end:
                 fs.truncate(fd, end)  # a torn frame: never committed, never applied
             fs.pwrite(fd, wal.encode_mark(state.salt, end, boot), wal.MARK_AT)
         finally:
             os.close(fd)
 
     def _replay(self, fd: int, state, boot: bytes) -> int:
-        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
-            buf = memoryview(mm)
-            try:
-                frames = wal.scan(buf, state.salt)
-                end = frames[-1][0] + frames[-1][1] if frames else wal.FRAMES_AT
-                same_boot = boot != b"" and state.boot == boot.ljust(16, b"\0")
-                start = state.applied_end if same_boot and wal.FRAMES_AT <= state.applied_end <= end \
-                    else wal.FRAMES_AT
-                todo = [off for off, _ in frames if off >= start]
-                if todo:
-                    vfs.current().sync(fd)  # what is replayed is durable before anyone reads it
-                    self._apply([r for off in todo for r in wal.decode(buf, off)])
-            finally:
-                buf.release()
+        # The records are views into the map; it closes when the last of them goes (also when
+        # an exception holds them for a while), so it is not closed explicitly.
+        buf = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        frames = wal.scan(buf, state.salt)
+        end = frames[-1][0] + frames[-1][1] if frames else wal.FRAMES_AT
+        same_boot = boot != b"" and state.boot == boot.ljust(16, b"\0")
+        start = state.applied_end if same_boot and wal.FRAMES_AT <= state.applied_end <= end else wal.FRAMES_AT
+        todo = [off for off, _ in frames if off >= start]
+        if todo:
+            vfs.current().sync(fd)  # what is replayed is durable before anyone reads it
+            self._apply([r for off in todo for r in wal.decode(buf, off)])
         return end
 
     def _recover_legacy_journal(self) -> None:
@@ -505,7 +509,7 @@ class Group:
         """Carry out ``records`` on the files (through the page cache: nothing is synced).
 
         Rows of a file that a later record of the same list replaces or removes are skipped
-        (they were about the old file), and so are rows of a file whose inode is not the one
+        (they were about the old file), and so are rows of a file whose size is not the one
         logged: it was replaced outside embtool and the rows are not about it."""
         fs = vfs.current()
         last = {r.member: i for i, r in enumerate(records) if not isinstance(r, wal.Rows)}
@@ -522,16 +526,12 @@ class Group:
                     except FileNotFoundError:
                         continue
                 try:
-                    st = os.fstat(fd)
-                    if st.st_ino != r.ino:
-                        continue
                     rows = _np().asarray(r.rows)
-                    if rows.size and (int(rows.min()) < 0 or
-                                      r.base + (int(rows.max()) + 1) * r.row_bytes > st.st_size):
-                        raise FormatError(f"{self.log_path}: a logged write falls outside {path}; the "
-                                          "file was changed outside embtool")
-                    if rows.size:
-                        fs.scatter(fd, r.base, r.row_bytes, rows, r.data)
+                    if os.fstat(fd).st_size != r.size or not rows.size:
+                        continue
+                    if int(rows.min()) < 0 or r.base + (int(rows.max()) + 1) * r.row_bytes > r.size:
+                        raise FormatError(f"{self.log_path}: a logged write falls outside {path}")
+                    fs.scatter(fd, r.base, r.row_bytes, rows, r.data)
                 finally:
                     if own:
                         os.close(fd)
@@ -551,7 +551,7 @@ class Group:
                 fs.rename(temp, path)
             else:
                 try:
-                    if os.stat(path).st_ino == r.ino:
+                    if os.stat(path).st_size == r.size:
                         fs.unlink(path)
                 except FileNotFoundError:
                     pass
@@ -644,13 +644,9 @@ class Group:
             state = wal.read_state(fd)
             members, frames = {self.member_name(self.primary)}, []
             if state.salt is not None and state.size > wal.FRAMES_AT:
-                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
-                    buf = memoryview(mm)
-                    try:
-                        frames = wal.scan(buf, state.salt)
-                        members.update(r.member for off, _ in frames for r in wal.decode(buf, off))
-                    finally:
-                        buf.release()
+                buf = memoryview(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))  # closes when unused
+                frames = wal.scan(buf, state.salt)
+                members.update(r.member for off, _ in frames for r in wal.decode(buf, off))
             folders = {self.folder}
             for name in sorted(members):
                 path = self.folder / name
@@ -751,7 +747,7 @@ class Transaction:
             if int(rows.min()) < 0 or p.base + (int(rows.max()) + 1) * p.row_bytes > store.size or \
                     len(memoryview(p.data).cast("B")) != rows.size * p.row_bytes:
                 raise EmbtoolError(f"{store.path}: internal error: patch outside the file")
-            self.records.append(wal.Rows(name, store.ino, p.base, p.row_bytes, rows, p.data))
+            self.records.append(wal.Rows(name, store.size, p.base, p.row_bytes, rows, p.data))
 
     def write_rows(self, store: Store, tensor: str, rows, values) -> None:
         """Rows ``rows`` of 2-D tensor ``tensor`` become ``values`` (already in its dtype)."""
@@ -800,10 +796,10 @@ class Transaction:
     def remove(self, path) -> None:
         path = Path(path)
         try:
-            ino = os.stat(path).st_ino
+            size = os.stat(path).st_size
         except FileNotFoundError:
             return
-        self.records.append(wal.Remove(self.group.member_name(path), ino))
+        self.records.append(wal.Remove(self.group.member_name(path), size))
         self._replaced.add(self.group.member_name(path))
 
     # -- the end ----------------------------------------------------------------------------
@@ -857,10 +853,7 @@ class Transaction:
         self.records = []
         try:
             for name in list(self._temps):
-                try:
-                    vfs.current().unlink(self.group.folder / name)
-                except FileNotFoundError:
-                    pass
+                _discard(self.group.folder / name)
         finally:
             self._close_temps()
 
@@ -898,8 +891,9 @@ class Store:
         self.group = group
         self._own_group = group is None
         if group is not None:
+            if write:
+                clean_temps(self.path)
             self._open()
-            group.stores.append(self)
             return
         target = self.path
         for _ in range(8):
@@ -935,7 +929,6 @@ class Store:
     def _load(self) -> None:
         st = os.fstat(self.fd)
         size = self.size = st.st_size
-        self.ino = st.st_ino
         if size < 8:
             raise FormatError(f"{self.path}: truncated safetensors file ({size} bytes, no header length)")
         # The map's own dup() of the descriptor holds no lock: the lock is the group's.
@@ -1143,7 +1136,7 @@ def _write_temp(path: Path, infos: list[TensorInfo], header: bytes, tensors: Map
         os.fchmod(fd, mode)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return fd, tmp
 
@@ -1175,7 +1168,7 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
             fs.unlink(log)  # the log of a file removed since: it is about no file now
         fs.rename(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     finally:
         os.close(fd)
@@ -1193,7 +1186,7 @@ def replace_atomically(path, write: Callable[[str], None]) -> None:
         write(str(tmp))
         vfs.current().rename(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     finally:
         os.close(fd)

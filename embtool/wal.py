@@ -18,11 +18,14 @@ docs/design.md).  All integers are little-endian.
   checksum holds; the first frame that is not ends the log.
 * a record: u32 kind, u32 name length, the member's name (UTF-8, relative to the primary's
   folder) padded to 8 bytes, then by kind
-  - 1 ROWS: u64 inode, u64 file offset of row 0, u64 row length, u64 n, n i64 row numbers, the n
+  - 1 ROWS: u64 size of the file, u64 file offset of row 0, u64 row length, u64 n, n i64 row numbers, the n
     rows back to back (padded to 8 bytes);
   - 2 REPLACE: u32 name length, u32 0, the name of a complete temporary file that replaces the
     member (padded to 8 bytes);
-  - 3 REMOVE: u64 inode.
+  - 3 REMOVE: u64 size of the file.
+
+The size of the file a record is about is a check, not an identity (a copied folder must replay):
+records whose file has another size are about a file that was replaced outside embtool since.
 """
 from __future__ import annotations
 
@@ -47,10 +50,10 @@ def log_path(primary):
 
 @dataclass
 class Rows:
-    """Rows ``rows`` (i64) of the file ``member``, each ``row_bytes`` long starting at file offset
-    ``base + row * row_bytes``, become ``data`` (the rows back to back)."""
+    """Rows ``rows`` (i64) of the file ``member`` (of ``size`` bytes), each ``row_bytes`` long
+    starting at file offset ``base + row * row_bytes``, become ``data`` (the rows back to back)."""
     member: str
-    ino: int
+    size: int
     base: int
     row_bytes: int
     rows: object  # numpy int64 array, or a sequence of ints
@@ -72,8 +75,9 @@ class Replace:
 
 @dataclass
 class Remove:
+    """The file ``member`` (of ``size`` bytes) is removed."""
     member: str
-    ino: int
+    size: int
 
     def encoded_size(self) -> int:
         return 8
@@ -93,8 +97,9 @@ def _name(s: str) -> list:
 
 
 def encode_header(salt: bytes) -> bytes:
+    """The first ``FRAMES_AT`` bytes of a new log: the header and an empty applied mark."""
     head = _HEADER.pack(MAGIC, VERSION, FRAMES_AT, salt)
-    return (head + struct.pack("<I", zlib.crc32(head))).ljust(MARK_AT, b"\0")
+    return (head + struct.pack("<I", zlib.crc32(head))).ljust(FRAMES_AT, b"\0")
 
 
 def encode_mark(salt: bytes, applied_end: int, boot: bytes) -> bytes:
@@ -114,13 +119,13 @@ def encode_frame(salt: bytes, records: list) -> tuple[list, int]:
         if kind == ROWS:
             n = len(r.rows)
             data = memoryview(r.data).cast("B")
-            parts += [struct.pack("<QQQQ", r.ino, r.base, r.row_bytes, n),
+            parts += [struct.pack("<QQQQ", r.size, r.base, r.row_bytes, n),
                       np.ascontiguousarray(r.rows, "<i8").view(np.uint8), data,
                       b"\0" * (_pad8(len(data)) - len(data))]
         elif kind == REPLACE:
             parts += [struct.pack("<II", len(r.temp.encode()), 0), *_name(r.temp)]
         else:
-            parts.append(struct.pack("<Q", r.ino))
+            parts.append(struct.pack("<Q", r.size))
     crc = 0
     for p in parts:
         crc = zlib.crc32(p, crc)
@@ -203,11 +208,11 @@ def decode(buf, offset: int) -> list:
         member = bytes(buf[pos:pos + nlen]).decode("utf-8")
         pos += _pad8(nlen)
         if kind == ROWS:
-            ino, base, row_bytes, n = struct.unpack_from("<QQQQ", buf, pos)
+            size, base, row_bytes, n = struct.unpack_from("<QQQQ", buf, pos)
             pos += 32
             rows = np.frombuffer(buf, "<i8", count=n, offset=pos)
             pos += 8 * n
-            out.append(Rows(member, ino, base, row_bytes, rows, buf[pos:pos + n * row_bytes]))
+            out.append(Rows(member, size, base, row_bytes, rows, buf[pos:pos + n * row_bytes]))
             pos += _pad8(n * row_bytes)
         elif kind == REPLACE:
             (tlen, _) = struct.unpack_from("<II", buf, pos)
