@@ -304,7 +304,7 @@ def _abandoned(path: Path, boot: str | None, pid: str | None) -> bool:
 # Locks: flock on the group's primary file, and a check against deadlocking this thread
 
 
-_held: dict[tuple[int, int], dict[int, bool]] = {}  # (dev, ino) -> {thread: exclusive}
+_held: dict[tuple[int, int], dict[int, list]] = {}  # (dev, ino) -> {thread: [exclusive, count]}
 _held_lock = threading.Lock()
 
 
@@ -317,18 +317,26 @@ def _claim(key, path, exclusive: bool) -> None:
     me = threading.get_ident()
     with _held_lock:
         mine = _held.get(key, {}).get(me)
-        if mine is not None and (mine or exclusive):
-            held = "writing" if mine else "reading"
+        if mine is not None and (mine[0] or exclusive):
+            held = "writing" if mine[0] else "reading"
             raise EmbtoolError(
                 f"{path}: already open for {held} in this thread; close it before opening it "
                 f"{'for writing' if exclusive else 'again'} (the second open would wait forever)")
-        _held.setdefault(key, {})[me] = exclusive
+        if mine is None:
+            _held.setdefault(key, {})[me] = [exclusive, 1]
+        else:
+            mine[1] += 1
 
 
 def _release(key) -> None:
+    me = threading.get_ident()
     with _held_lock:
         owners = _held.get(key, {})
-        owners.pop(threading.get_ident(), None)
+        mine = owners.get(me)
+        if mine is not None:
+            mine[1] -= 1
+            if mine[1] <= 0:
+                del owners[me]
         if not owners:
             _held.pop(key, None)
 
@@ -559,7 +567,7 @@ class Group:
     def _take_lock(self, held) -> None:
         fd, key = held
         with _held_lock:  # only an exclusive holder replaces the primary
-            _held.setdefault(key, {})[threading.get_ident()] = True
+            _held.setdefault(key, {})[threading.get_ident()] = [True, 1]
         old, self._lock = self._lock, (fd, key)
         if old is not None and old[0] != fd:
             _unlock(*old)
@@ -584,11 +592,11 @@ class Group:
     def _append(self, records: list) -> int:
         """Write one frame and sync it (the commit); returns the end of the log."""
         fs = vfs.current()
+        check_space(self.log_path, wal.frame_length(records) + wal.FRAMES_AT, "logging the transaction")
         if self._log is None:
             self._log = self._open_log()
         fd, salt, end = self._log
         parts, length = wal.encode_frame(salt, records)
-        check_space(self.log_path, length, "logging the transaction")
         fs.pwrite(fd, parts, end)
         fs.sync(fd)
         self._log = (fd, salt, end + length)

@@ -107,11 +107,15 @@ def encode_mark(salt: bytes, applied_end: int, boot: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def frame_length(records: list) -> int:
+    return _FRAME_HEAD.size + 8 + sum(8 + _pad8(len(r.member.encode())) + r.encoded_size() for r in records)
+
+
 def encode_frame(salt: bytes, records: list) -> tuple[list, int]:
     """The buffers of one frame (written back to back) and its length."""
     import numpy as np
 
-    length = _FRAME_HEAD.size + 8 + sum(8 + _pad8(len(r.member.encode())) + r.encoded_size() for r in records)
+    length = frame_length(records)
     parts: list = [_FRAME_HEAD.pack(FRAME_MAGIC, salt, length, len(records), 0)]
     for r in records:
         kind = ROWS if isinstance(r, Rows) else REPLACE if isinstance(r, Replace) else REMOVE
