@@ -36,17 +36,7 @@ class OS:
 
     def pwrite(self, fd: int, data, offset: int) -> None:
         """Write ``data`` (bytes-like, or a list of them written back to back) at ``offset``."""
-        parts = data if isinstance(data, list) else [data]
-        views = [memoryview(p).cast("B") for p in parts]
-        while views:
-            # one system call for a whole frame; a short write continues where it stopped
-            n = os.pwritev(fd, views[:1024], offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
-            offset += n
-            while views and n >= len(views[0]):
-                n -= len(views[0])
-                views.pop(0)
-            if views and n:
-                views[0] = views[0][n:]
+        _pwrite(fd, data, offset)
 
     def scatter(self, fd: int, base: int, row_bytes: int, rows, data) -> None:
         """Write row ``rows[i]`` (of ``row_bytes`` bytes, the first at file offset ``base``) from
@@ -55,7 +45,7 @@ class OS:
         if len(rows) <= MAP_ROWS:
             data = memoryview(data).cast("B")
             for i, r in enumerate(rows):
-                self.pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], base + int(r) * row_bytes)
+                _pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], base + int(r) * row_bytes)
             return
         import numpy as np
 
@@ -103,6 +93,20 @@ class OS:
         contents written before a crash of the OS are lost, and the log must then be replayed
         from its start."""
         return _BOOT_ID
+
+
+def _pwrite(fd: int, data, offset: int) -> None:
+    parts = data if isinstance(data, list) else [data]
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        # one system call for a whole frame; a short write continues where it stopped
+        n = os.pwritev(fd, views[:1024], offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
 
 
 def _read_boot_id() -> bytes:
