@@ -99,6 +99,11 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
         facts["vocab"] = {"size": vocab.named, "rows_without_word": vocab.unnamed,
                           "sample": [w for w in vocab.head(min(vocab_sample, len(vocab))) if w is not None]}
     meta = t.metadata
+    state_file = None
+    if PREFIX + "optim.state_file" in meta:  # the state lives in a file of its own (train-step --state)
+        state_file = Path(t.path).parent / meta[PREFIX + "optim.state_file"]
+        header = st.read_header(state_file) if state_file.is_file() else None
+        meta = header.metadata if header else {}
     if PREFIX + "optim.name" in meta:
         try:
             hparams = json.loads(meta.get(PREFIX + "optim.hparams", "{}"))
@@ -108,6 +113,9 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
             "name": meta[PREFIX + "optim.name"],
             "step": meta.get(PREFIX + "optim.step"),
             "hparams": hparams,
-            "state": sorted(t.optimizer_tensors()),
+            "state": sorted(header.tensors if state_file else t.optimizer_tensors()),
         }
+    if state_file is not None:
+        missing = {"name": None, "step": None, "hparams": None, "state": []}
+        facts["optimizer"] = {**(facts["optimizer"] or missing), "state_file": str(state_file)}
     return facts

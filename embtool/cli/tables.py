@@ -99,7 +99,8 @@ def _human_info(facts: dict, stats: bool) -> str:
             lines.append(f"note       {note}")
         o = t["optimizer"]
         lines.append("optimizer  none" if o is None else
-                     f"optimizer  {o['name']} step {o['step']} {o['hparams']} state: {', '.join(o['state'])}")
+                     f"optimizer  {o['name']} step {o['step']} {o['hparams']} state: {', '.join(o['state'])}"
+                     + (f" in {o['state_file']}" if o.get("state_file") else ""))
     elif "table_error" in facts:
         lines.append(f"table      none ({facts['table_error']})")
     lines.append("tensors")
