@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embtool.backward import RowGrad, group_entries, row_kernel
+from embtool.backward import RowGrad, row_kernel
 from embtool.errors import ConfigError, ShapeError, StateError
 
 f32 = np.float32
@@ -228,8 +228,7 @@ class Update:
     @property
     def grad_norm(self) -> float:
         """L2 norm of the (coalesced) gradient, before maximize and weight decay, in float64."""
-        v = self.grad.coalesce().values
-        return float(math.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64))) if v.size else 0.0
+        return self.grad.norm()
 
 
 def _next_step(spec: OptimizerSpec, step_count: int) -> int:
@@ -302,7 +301,7 @@ def _sgd_dense_fused(spec, new_step, weight, rowgrad) -> Update:
 def _sgd_sparse_entries(spec, new_step, weight, rowgrad) -> Update:
     """Plain SGD on a sparse gradient: torch's ``p.add_(grad, alpha=-lr)`` applies the uncoalesced
     entries one by one, ``p = fma(v, f32(-lr), p)`` in stored order."""
-    order, rows, starts = group_entries(rowgrad.rows, -1, rowgrad.num_embeddings)
+    order, rows, starts = rowgrad.groups()
     lr = f32(spec.lr) if spec.maximize else -f32(spec.lr)  # fma(-v, -lr, p) == fma(v, lr, p)
     out_w = np.array(weight[rows], dtype=np.float32)
     row_kernel("backward.scatter_rows", rowgrad.values.size)(

@@ -458,7 +458,8 @@ class _Work:
                     self.state[name][up.rows] = values
                 self.weight_changed[up.rows] = True
                 self.state_changed[up.rows] = True
-            grad_rows = np.unique(rg.rows) if rg.sparse else rg.rows  # rows of the coalesced gradient
+            # rows of the coalesced gradient (a row-sparse update names exactly those)
+            grad_rows = up.rows if up.rows is not None else np.unique(rg.rows) if rg.sparse else rg.rows
             self.touched[grad_rows] = True
             records.append({"step": count, "rows_touched": int(grad_rows.size),
                             "grad_norm": up.grad_norm, "rows_renormed": int(renormed)})
@@ -469,12 +470,10 @@ class _Work:
 
     def weight_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """The changed rows of the weight: (rows, values), for ``Table.update``."""
-        w = self.weight_changed
-        return self.rows[w], self.weight[w]
+        return _selected(self.weight_changed, self.rows, self.weight)
 
     def state_rows(self, names) -> dict:
-        s = self.state_changed
-        return {n: (self.rows[s], self.state[n][s]) for n in names}
+        return {n: _selected(self.state_changed, self.rows, self.state[n]) for n in names}
 
     def weight_tensor(self, table):
         """The whole new weight, streamed for a compact copy (for a rewrite)."""
@@ -488,6 +487,12 @@ class _Work:
             return dict(self.state)
         s = self.state_changed
         return {n: _patched(None, self.state_fill[n], self.rows[s], self.state[n][s], shape=shape) for n in names}
+
+
+def _selected(mask, rows, values):
+    """``(rows[mask], values[mask])``, without copying when every row is selected (a step
+    usually changes every row it computed on)."""
+    return (rows, values) if mask.all() else (rows[mask], values[mask])
 
 
 def _patched(base, fill, rows, values, shape=None) -> ChunkedTensor:
