@@ -124,8 +124,8 @@ class RowGrad:
             return 0.0
         counts = np.diff(starts)
         one = counts == 1
-        first = order[starts[:-1][one]]
-        squares = np.einsum("ij,ij->i", entries[first], entries[first], dtype=np.float64)
+        # squares of every entry in one pass (no copy), then those of the rows of one entry
+        squares = np.einsum("ij,ij->i", entries, entries, dtype=np.float64)[order[starts[:-1][one]]]
         if scale is not None:
             squares *= np.square(scale[one], dtype=np.float64)
         total = float(squares.sum())

@@ -1,4 +1,4 @@
-"""safetensors files on disk: validated headers, zero-copy maps, locking, crash-safe writes.
+"""safetensors files on disk: validated headers, zero-copy maps, locking, crash-safe transactions.
 
 Why by hand instead of ``safetensors.safe_open``: its numpy API copies every tensor it returns and
 cannot return BF16 at all, while embtool must open a table of any size instantly and read rows
@@ -7,23 +7,29 @@ header, then the raw little-endian data), so this module parses and validates th
 hands out ``numpy`` views of an ``mmap`` of the file.  Files written here are ordinary safetensors
 files: ``safetensors.torch.load_file`` reads them (a test checks it).
 
-Writes come in two kinds, both crash-safe (SIGKILL at any instant leaves the old or the new state):
+Writing, in the manner of a database pager (the full notes, with the numbered invariants and the
+recovery procedure, are in docs/design.md §4; the log's bytes in ``embtool.wal``):
 
-* ``write_file`` writes a whole new file to a temporary file in the same folder, fsyncs it and
-  renames it over the target (then fsyncs the folder).
-* ``Store.patch`` changes byte ranges in place, O(k) for k rows: the new bytes are first written to
-  a redo journal ``<table>-journal`` with a checksum and fsynced, then applied and fsynced, then the
-  journal is removed.  Whoever opens the table next finds a complete journal (replays it: the new
-  state) or a torn one (drops it: the table was never touched, the old state).
+* Files written together form a **group**: a primary file, its lock (``flock`` on the primary:
+  shared to read, exclusive to write) and its write-ahead log ``PRIMARY-wal``.  A file joins a
+  primary's group by naming it in its metadata (``embtool.primary``); any other file is its own.
+* Every write is a **transaction** of one group (``Transaction``): rows and headers changed in
+  place, whole new files (written beforehand to a locked temporary file beside their target),
+  removals.  Its commit is one frame appended to the log and synced (one sequential write), then
+  the changes applied to the files through the page cache without a sync, then the log's applied
+  mark (how far, in which boot of the machine) rewritten.
+* A **checkpoint** (by size, or ``embtool checkpoint``) syncs the files the log names and removes
+  the log.
+* **Recovery** runs under the lock, in whichever process opens a group after a crash: the frames
+  not known to be applied (all of them after a restart of the machine) are applied again — they
+  hold whole rows and renames, so applying one twice is applying it once — and a torn last frame,
+  never applied, is cut off.
+* Every write, sync, rename and unlink goes through ``embtool.vfs``, so that tests can simulate a
+  power cut at each one.
 
 The JSON header is padded with spaces (which the format allows) so that small metadata changes,
-such as flipping ``frozen`` or advancing an optimizer step, are an in-place patch of the header
+such as flipping ``frozen`` or advancing an optimizer step, are an in-place change of the header
 rather than a rewrite of a multi-gigabyte file.
-
-Concurrency: a writer holds ``flock(LOCK_EX)`` on the table file, a reader ``LOCK_SH`` for as long
-as it reads, so readers never see a half-written row and writers are serialised (no lost update).
-Because a rewrite replaces the file (new inode), a process that obtained the lock re-checks that
-the path still names the file it locked, and retries otherwise.
 """
 from __future__ import annotations
 

@@ -305,5 +305,5 @@ def checkpoint(table):
     from ..store import checkpoint as do_checkpoint
 
     done = do_checkpoint(table)
-    info(f"{table}: checkpointed ({done['transactions']} logged transactions, {done['log_bytes']} log bytes)"
+    info(f"{table}: checkpointed ({done['transactions']} logged transactions, {done['log_bytes']:,} log bytes)"
          if done["log_bytes"] else f"{table}: no log to checkpoint")
