@@ -233,12 +233,10 @@ def create_temp(target: Path, suffix: str = "") -> tuple[int, Path]:
 
     That is how a later writer proves it abandoned (``clean_temps``): nobody holds its lock, and
     the process named in it is gone or ran before the last boot."""
-    import secrets
-
-    owner = f"{vfs.current().boot_id()[:4].hex() or '00000000'}-{os.getpid()}"
+    owner = f"{_boot_tag()}-{os.getpid()}"
     fs = vfs.current()
     for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{owner}.{secrets.token_hex(4)}.tmp{suffix}")
+        tmp = target.with_name(f".{target.name}.{owner}.{os.urandom(4).hex()}.tmp{suffix}")
         try:
             fd = fs.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
@@ -246,6 +244,11 @@ def create_temp(target: Path, suffix: str = "") -> tuple[int, Path]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         return fd, tmp
     raise EmbtoolError(f"{target}: could not create a temporary file beside it")  # pragma: no cover
+
+
+def _boot_tag() -> str:
+    """8 hex digits of the machine's boot id (zeros where it is not known)."""
+    return vfs.current().boot_id()[:4].hex() or "00000000"
 
 
 def _discard(path: Path) -> None:
@@ -291,7 +294,7 @@ def _abandoned(path: Path, boot: str | None, pid: str | None) -> bool:
             return False  # its writer holds it
         if boot is None:
             return time.time() - os.fstat(fd).st_mtime > LEGACY_TEMP_AGE
-        if boot != (vfs.current().boot_id()[:4].hex() or "00000000"):
+        if boot != _boot_tag():
             return True  # written before the machine last started
         # Same boot, lock free: its writer died, or has not locked it yet (the instant between
         # creating and locking it), in which case it is alive.
@@ -389,7 +392,8 @@ def _unlock(fd: int, key) -> None:
 
 
 def checkpoint_bytes() -> int:
-    """The log size above which a commit also checkpoints (``EMBTOOL_CHECKPOINT_BYTES``)."""
+    """The log size above which the next commit checkpoints first (``EMBTOOL_CHECKPOINT_BYTES``;
+    0: every commit finds the previous one checkpointed)."""
     return int(os.environ.get("EMBTOOL_CHECKPOINT_BYTES", CHECKPOINT_BYTES))
 
 
@@ -730,10 +734,13 @@ class Transaction:
     * ``replace(path, tensors, metadata)``: a whole new file (created, or replacing one);
     * ``remove(path)``.
 
+    Stores given to ``patch``/``write_rows``/``set_metadata``/``update`` follow the commit (a
+    replaced file is mapped again); another ``Store`` open on a replaced file keeps the old one.
+
     At the end: every new file is synced, one frame holding every change is appended to the log
     and synced (the commit), the changes are applied to the files through the page cache, and
-    the mapped stores see them (``reload``).  The log is checkpointed when it has grown past
-    ``checkpoint_bytes()``."""
+    the mapped stores see them (``reload``).  A commit that finds the log grown past
+    ``checkpoint_bytes()`` checkpoints it first."""
 
     def __init__(self, group: Group):
         self.group = group
@@ -832,6 +839,11 @@ class Transaction:
                 fs.sync_dir(folder)
             fds = {name: s.fd for name, s in self._stores.items() if s.fd >= 0}
             temps = {name: (fd, key) for name, (fd, key, _) in self._temps.items()}
+            if g.log_size() > checkpoint_bytes():
+                # Before this frame, not after: the pages the log's transactions dirtied have
+                # had the time since to be written back, so the sync is cheap, and the log stays
+                # below the limit plus one transaction.
+                g.checkpoint()
             if len(records) == 1 and isinstance(records[0], wal.Replace) and g._log is None \
                     and not g.log_path.exists():
                 # One new file and no log: its rename is atomic by itself.
@@ -854,13 +866,16 @@ class Transaction:
     def _after(self, records) -> None:
         g = self.group
         for name, store in self._stores.items():
-            if name in self._replaced:
-                store._reopen() if store.fd >= 0 and (g.folder / name).exists() else store._detach()
-            elif store.fd >= 0:
-                store.reload()
-        replaced_primary = g.member_name(g.primary) in self._replaced
-        if g._log is not None and (replaced_primary or g.log_size() > checkpoint_bytes()):
-            g.checkpoint()
+            if store.fd < 0:
+                continue
+            if name not in self._replaced:
+                store.reload()  # its header may have changed
+            elif (g.folder / name).exists():
+                store._reopen()  # the new file at its path (under the same lock)
+            else:
+                store._detach()  # removed
+        if g._log is not None and g.member_name(g.primary) in self._replaced:
+            g.checkpoint()  # cheap: the new file is synced already, and the log was mostly about the old
 
     def abort(self) -> None:
         """Discard the staged changes (and the new files written for them)."""

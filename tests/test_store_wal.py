@@ -58,12 +58,18 @@ def test_checkpoint_removes_the_log_and_keeps_the_state(table):
 
 def test_the_log_is_checkpointed_by_size(table, monkeypatch):
     monkeypatch.setenv("EMBTOOL_CHECKPOINT_BYTES", "3000")
+    log = wal.log_path(table)
     with Table.open(table, write=True) as t:
         t.update({"weight": (np.arange(10), np.zeros((10, 4), np.float32))})
-        assert wal.log_path(table).exists()
+        small = log.stat().st_size
         t.update({"weight": (np.arange(10, 100), np.zeros((90, 4), np.float32))})  # past 3000 bytes
-        assert not wal.log_path(table).exists()
-    assert not weight(table).any()
+        big = log.stat().st_size
+        t.update({"weight": (np.array([1]), np.ones((1, 4), np.float32))})  # checkpoints first
+        assert small < 3000 < big and log.stat().st_size < small
+    with open(log, "rb") as f:
+        state = wal.read_state(f.fileno())
+        assert len(wal.scan(memoryview(f.read()), state.salt)) == 1  # a new log, of one frame
+    assert (weight(table)[1] == 1).all() and not weight(table)[2:].any()
 
 
 def test_a_replay_after_a_restart_applies_every_frame_since_the_checkpoint(table):
