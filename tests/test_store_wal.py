@@ -315,30 +315,28 @@ def test_a_file_too_large_for_any_disk_is_refused_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+def _disk_with_free_blocks(monkeypatch, blocks):
     real = os.statvfs
 
     class Full:
         def __init__(self, path):
             s = real(path)
-            self.f_frsize, self.f_blocks, self.f_bavail = s.f_frsize, s.f_blocks, 10
+            self.f_frsize, self.f_blocks, self.f_bavail = s.f_frsize, s.f_blocks, blocks
 
     monkeypatch.setattr(os, "statvfs", Full)
+
+
+def test_free_space_is_checked_before_writing(tmp_path, monkeypatch):
+    free = 10 * os.statvfs(tmp_path).f_frsize
+    _disk_with_free_blocks(monkeypatch, 10)
     r = invoke("init", tmp_path / "t.safetensors", "-n", "1000", "-d", "64")
-    assert_single_error_line(r, "t.safetensors", "needs 260,096 bytes (254.0 KiB)", "40,960 bytes (40.0 KiB) free")
+    assert_single_error_line(r, "t.safetensors", "needs 260,096 bytes (254.0 KiB)", f"has {free:,} bytes")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_the_log_checks_free_space_too(table, monkeypatch):
-    real = os.statvfs
-
-    class Full:
-        def __init__(self, path):
-            s = real(path)
-            self.f_frsize, self.f_blocks, self.f_bavail = s.f_frsize, s.f_blocks, 0
-
     before = table.read_bytes()
-    monkeypatch.setattr(os, "statvfs", Full)
+    _disk_with_free_blocks(monkeypatch, 0)
     with Table.open(table, write=True) as t, pytest.raises(EmbtoolError, match="logging the transaction needs"):
         t.update({"weight": (np.array([1]), np.zeros((1, 4), np.float32))})
     monkeypatch.undo()
