@@ -3,7 +3,7 @@ max_norm renormalisation (torch.embedding_renorm_).
 
 The in-memory functions ``embedding`` and ``embedding_renorm_`` take numpy arrays and behave as
 their PyTorch namesakes (renorm mutates the array, as torch mutates ``weight``); the table functions
-read rows from the memory-mapped file and write changed rows back through the journal.
+read rows from the memory-mapped file and write changed rows back in place (one logged transaction).
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def lookup(table: Table, ids, *, max_norm=None, norm_type=None, write_back: bool
 
     Out-of-range and negative indices are errors.  With max_norm (the table's, or the override)
     the distinct looked-up rows are renormalised in the returned copy; ``write_back`` also
-    persists the renormed rows, as PyTorch mutates ``weight`` (in place, journaled).
+    persists the renormed rows, as PyTorch mutates ``weight`` (in place, logged).
     """
     cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type)
     ids = check_ids(ids, table.num_embeddings)
@@ -175,7 +175,7 @@ class RenormReport:
                 "changed_ids": self.changed_ids[:sample].tolist(), "written": self.written}
 
 
-#: above this many bytes of changed rows a full renorm rewrites the file instead of journaling
+#: above this many bytes of changed rows a full renorm rewrites the file instead of logging them
 #: (``EMBTOOL_REWRITE_BYTES`` overrides it)
 REWRITE_BYTES = 256 << 20
 

@@ -2,7 +2,7 @@
 
 A step never writes to its inputs: ``step(spec, step_count, weight, state, rowgrad)`` reads the
 weight and the state tensors (memory maps are fine) and returns an ``Update`` saying which rows
-change and their new values, so the table layer can journal O(k) rows or rewrite the file.
+change and their new values, so the table layer can log O(k) rows or rewrite the file.
 
 Numbers follow PyTorch 2.13's single-tensor CPU code paths (docs/semantics.md §6); the
 remaining differences are:

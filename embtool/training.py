@@ -1,5 +1,5 @@
 """``train-step`` on a table file: forward renorm, embedding backward and a torch.optim step, with
-the optimizer state kept in the table.
+the optimizer state kept in the table, or in a file of its own written with it (``StateHome``).
 
 ``train_step(path, batches, ...)`` opens the table for writing (an exclusive lock: concurrent
 steps are serialised, none is lost), refuses a frozen or non-F32 table, checks every batch against
@@ -7,7 +7,7 @@ it, then computes all the steps in memory and writes the result as **one** crash
 
 * row-sparse steps (``OptimizerSpec.row_sparse``: plain SGD, Adagrad without weight decay,
   SparseAdam) work on a compact copy of the rows the batches name, and write back only the rows
-  that changed, in place through the journal: O(k) for k rows, whatever the table's size;
+  that changed, logged and then written in place: O(k) for k rows, whatever the table's size;
 * every other step (Adam, AdamW, SGD with momentum, ...) may change every row: the table is
   rewritten atomically;
 * the first step of an optimizer that keeps state adds the ``optim.*`` tensors, and
