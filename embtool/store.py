@@ -919,10 +919,18 @@ class Store:
         self.fd = -1
         self.group = group
         self._own_group = group is None
+        self._member_lock = None
         if group is not None:
-            if write:
+            if write and not os.path.samefile(self.path, group.primary):
+                # A member's own lock, besides the group's: a reader that opens the member
+                # directly holds it while it looks for the member's primary (Store.__init__).
+                self._member_lock = lock_file(self.path, True)
                 clean_temps(self.path)
-            self._open()
+            try:
+                self._open()
+            except BaseException:
+                self.close()
+                raise
             return
         target = self.path
         for _ in range(8):
@@ -1044,6 +1052,9 @@ class Store:
     def _reopen(self) -> None:
         """Map the file that now has this path (after a replacement under the group's lock)."""
         os.close(self.fd)
+        if self._member_lock is not None:
+            old, self._member_lock = self._member_lock, lock_file(self.path, True)
+            _unlock(*old)
         self._open()
 
     def _detach(self) -> None:
@@ -1058,6 +1069,9 @@ class Store:
     def close(self) -> None:
         # Views handed out keep the mapping alive; closing the group releases the lock.
         self._detach()
+        if self._member_lock is not None:
+            _unlock(*self._member_lock)
+            self._member_lock = None
         if self._own_group and self.group is not None:
             self.group.close()
             self.group = None
