@@ -557,16 +557,19 @@ class Group:
                 temp = self.folder / r.temp
                 if not temp.exists():
                     continue  # renamed before
+                held = None
                 if path == self.primary:
-                    # lock the new file before it takes the name: nobody may open it before we
-                    # are done (the old file's lock does not cover it)
+                    # Lock the new file before it takes the name (nobody may use it before we are
+                    # done: the old file's lock does not cover it), and let the old lock go only
+                    # after the rename (a waiter that gets it must find the name moved on).
                     held = (temps or {}).get(r.temp)
                     if held is None:
                         tfd = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
                         fcntl.flock(tfd, fcntl.LOCK_EX)
                         held = (tfd, _identity(tfd))
-                    self._take_lock(held)
                 fs.rename(temp, path)
+                if held is not None:
+                    self._take_lock(held)
             else:
                 try:
                     if os.stat(path).st_size == r.size:
