@@ -544,12 +544,12 @@ class Group:
                     except FileNotFoundError:
                         continue
                 try:
-                    rows = _np().asarray(r.rows)
-                    if os.fstat(fd).st_size != r.size or not rows.size:
+                    if os.fstat(fd).st_size != r.size or not len(r.rows):
                         continue
-                    if int(rows.min()) < 0 or r.base + (int(rows.max()) + 1) * r.row_bytes > r.size:
+                    lo, hi = wal.bounds(r.rows)
+                    if lo < 0 or r.base + (hi + 1) * r.row_bytes > r.size:
                         raise FormatError(f"{self.log_path}: a logged write falls outside {path}")
-                    fs.scatter(fd, r.base, r.row_bytes, rows, r.data)
+                    fs.scatter(fd, r.base, r.row_bytes, r.rows, r.data)
                 finally:
                     if own:
                         os.close(fd)
@@ -767,11 +767,11 @@ class Transaction:
             p = p if isinstance(p, RowPatch) else RowPatch.span(*p)
             if not len(p.rows) or not p.row_bytes:
                 continue
-            rows = _np().asarray(p.rows, _np().int64)
-            if int(rows.min()) < 0 or p.base + (int(rows.max()) + 1) * p.row_bytes > store.size or \
-                    len(memoryview(p.data).cast("B")) != rows.size * p.row_bytes:
+            lo, hi = wal.bounds(p.rows)
+            if lo < 0 or p.base + (hi + 1) * p.row_bytes > store.size or \
+                    len(memoryview(p.data).cast("B")) != len(p.rows) * p.row_bytes:
                 raise EmbtoolError(f"{store.path}: internal error: patch outside the file")
-            self.records.append(wal.Rows(name, store.size, p.base, p.row_bytes, rows, p.data))
+            self.records.append(wal.Rows(name, store.size, p.base, p.row_bytes, p.rows, p.data))
 
     def write_rows(self, store: Store, tensor: str, rows, values) -> None:
         """Rows ``rows`` of 2-D tensor ``tensor`` become ``values`` (already in its dtype)."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -42,6 +43,27 @@ ROWS, REPLACE, REMOVE = 1, 2, 3
 _FRAME_HEAD = struct.Struct("<8s8sQII")
 _HEADER = struct.Struct("<8sII8s")
 _MARK = struct.Struct("<8s8sQ16s")
+
+
+def _np():
+    import numpy
+
+    return numpy
+
+
+def _int64s(view):
+    """Little-endian int64s as a sequence (a zero-copy view on little-endian machines)."""
+    if sys.byteorder == "little":
+        return memoryview(view).cast("B").cast("q")
+    return _np().frombuffer(view, "<i8").astype("=i8")
+
+
+def bounds(rows) -> tuple[int, int]:
+    """The smallest and largest of a sequence of row numbers (numpy only for many of them)."""
+    if len(rows) > 64:
+        a = _np().asarray(rows)
+        return int(a.min()), int(a.max())
+    return min(rows), max(rows)
 
 
 def log_path(primary):
@@ -113,8 +135,6 @@ def frame_length(records: list) -> int:
 
 def encode_frame(salt: bytes, records: list) -> tuple[list, int]:
     """The buffers of one frame (written back to back) and its length."""
-    import numpy as np
-
     length = frame_length(records)
     parts: list = [_FRAME_HEAD.pack(FRAME_MAGIC, salt, length, len(records), 0)]
     for r in records:
@@ -123,8 +143,9 @@ def encode_frame(salt: bytes, records: list) -> tuple[list, int]:
         if kind == ROWS:
             n = len(r.rows)
             data = memoryview(r.data).cast("B")
-            parts += [struct.pack("<QQQQ", r.size, r.base, r.row_bytes, n),
-                      np.ascontiguousarray(r.rows, "<i8").view(np.uint8), data,
+            rows = (_np().ascontiguousarray(r.rows, "<i8").view("u1") if hasattr(r.rows, "dtype")
+                    else struct.pack(f"<{n}q", *r.rows))  # a header's [0]: no numpy for that
+            parts += [struct.pack("<QQQQ", r.size, r.base, r.row_bytes, n), rows, data,
                       b"\0" * (_pad8(len(data)) - len(data))]
         elif kind == REPLACE:
             parts += [struct.pack("<II", len(r.temp.encode()), 0), *_name(r.temp)]
@@ -200,9 +221,8 @@ def scan(buf, salt: bytes) -> list[tuple[int, int]]:
 
 
 def decode(buf, offset: int) -> list:
-    """The records of the (committed) frame at ``offset``; row data are views into ``buf``."""
-    import numpy as np
-
+    """The records of the (committed) frame at ``offset``; row numbers and data are views into
+    ``buf`` (without numpy: a small command replaying or checkpointing a log need not import it)."""
     _, _, length, count, _ = _FRAME_HEAD.unpack_from(buf, offset)
     pos = offset + _FRAME_HEAD.size
     out = []
@@ -214,7 +234,7 @@ def decode(buf, offset: int) -> list:
         if kind == ROWS:
             size, base, row_bytes, n = struct.unpack_from("<QQQQ", buf, pos)
             pos += 32
-            rows = np.frombuffer(buf, "<i8", count=n, offset=pos)
+            rows = _int64s(buf[pos:pos + 8 * n])
             pos += 8 * n
             out.append(Rows(member, size, base, row_bytes, rows, buf[pos:pos + n * row_bytes]))
             pos += _pad8(n * row_bytes)

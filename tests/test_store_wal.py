@@ -341,3 +341,16 @@ def test_the_log_checks_free_space_too(table, monkeypatch):
         t.update({"weight": (np.array([1]), np.zeros((1, 4), np.float32))})
     monkeypatch.undo()
     assert table.read_bytes() == before
+
+
+def test_freeze_unfreeze_and_checkpoint_never_import_numpy(table):
+    """Small commands stay small: header changes, their log and its checkpoint are numpy-free."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom embtool.cli import run\n"
+            f"for args in (['freeze', {str(table)!r}], ['unfreeze', {str(table)!r}], ['checkpoint', {str(table)!r}]):\n"
+            "    assert run(args) == 0\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'numba')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
