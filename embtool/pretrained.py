@@ -27,8 +27,8 @@ import numpy as np
 from . import dtypes
 from .config import PREFIX, Config
 from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
-from .store import replace_atomically
-from .table import Table, _as_written, create
+from .store import as_stored, replace_atomically
+from .table import Table, create
 
 UNK_KEY = PREFIX + "unk_idx"
 DTYPE_NAMES = dtypes.NAMES
@@ -111,7 +111,7 @@ def _from_fasttext(source, dtype: str, limit, encoding, on_duplicate):
     stored = dtypes.code(dtype)
     tensors, meta = {}, {}
     if len(model.ngrams):
-        tensors[fasttext.NGRAMS] = _as_written(dtypes.to_storage(model.ngrams, stored), stored)
+        tensors[fasttext.NGRAMS] = as_stored(dtypes.to_storage(model.ngrams, stored), stored)
         meta = {fasttext.MINN_KEY: str(model.minn), fasttext.MAXN_KEY: str(model.maxn)}
     summary = (f"loaded {len(vectors)} x {vectors.shape[1]} float32 from {source} (fastText .bin; "
                f"{len(model.ngrams)} n-gram buckets, n-grams of {model.minn}..{model.maxn} "
