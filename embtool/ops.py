@@ -14,7 +14,7 @@ import numpy as np
 
 from . import kernels
 from .errors import ConfigError, ShapeError
-from .inputs import check_ids
+from .ids import check_ids
 from .store import ChunkedTensor
 from .table import Config, Table, bf16_to_f32, create, f32_to_bf16, from_storage, numpy_dtype
 
@@ -252,10 +252,14 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
                           f"num_embeddings={num_embeddings}, embedding_dim={embedding_dim}")
     if init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+    _check_size(num_embeddings, embedding_dim, dtype)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
+    elif seed < 0:  # numpy's SeedSequence takes any non-negative integer
+        raise ConfigError(f"seed must be a non-negative integer, not {seed}")
     gen_dtype = np.float64 if dtype == "F64" else f32
-    step = max(1, STREAM_BYTES // max(1, embedding_dim * 4))
+    # zero-width rows hold no bytes: one chunk, however many rows
+    step = max(1, STREAM_BYTES // (embedding_dim * 4)) if embedding_dim else max(1, num_embeddings)
 
     def chunks():
         rng = np.random.default_rng(seed)
@@ -281,6 +285,25 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
            weight_dtype=dtype, extra_metadata=meta, force=force)
     return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
             "init": init, "scale": scale, "seed": seed}
+
+
+def _check_size(num_embeddings: int, embedding_dim: int, dtype: str) -> None:
+    """Refuse, before anything is written, a table no array can hold (more than 2**63-1 bytes,
+    or as many rows of width 0: numpy counts a zero-length dimension as 1)."""
+    from .store import DTYPES, MAX_ARRAY_BYTES, too_large
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of F32, F64, F16, BF16, not {dtype!r}")
+    itemsize = DTYPES[dtype][1]
+    if not too_large((num_embeddings, embedding_dim), itemsize):
+        return
+    need = num_embeddings * embedding_dim * itemsize
+    if need > MAX_ARRAY_BYTES:
+        raise ConfigError(f"a table of {num_embeddings} x {embedding_dim} {dtype} needs {need} "
+                          f"bytes, more than the {MAX_ARRAY_BYTES} one file or array can hold")
+    raise ConfigError(f"a table of {num_embeddings} x {embedding_dim} {dtype} has too many rows: "
+                      f"an array holds at most {MAX_ARRAY_BYTES // itemsize} rows of {dtype}, "
+                      "even of width 0")
 
 
 # --------------------------------------------------------------------------------------------

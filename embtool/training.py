@@ -34,7 +34,8 @@ import numpy as np
 
 from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
 from .errors import ConfigError, FormatError, ShapeError, StateError
-from .inputs import check_ids, read_array, read_ids
+from .ids import check_ids
+from .inputs import read_array, read_ids
 from .ops import STREAM_BYTES, embedding_renorm_
 from .optim import OptimizerSpec, init_state, state_names, step
 from .store import ChunkedTensor
