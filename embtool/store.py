@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 if TYPE_CHECKING:
     import numpy as np
 
-from . import dtypes
+from . import dtypes, jsontext
 from .errors import EmbtoolError, FormatError
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
@@ -83,6 +83,16 @@ def _numel(shape) -> int:
     return n
 
 
+#: the most bytes one array may hold (numpy's limit: the largest signed 64-bit size)
+MAX_ARRAY_BYTES = 2**63 - 1
+
+
+def too_large(shape, itemsize: int) -> bool:
+    """Whether no array of ``shape`` can exist: numpy counts a zero-length dimension as 1 when it
+    checks an array's size, so ``[2**64, 0]`` is refused although it holds no byte."""
+    return _numel(max(int(d), 1) for d in shape) * itemsize > MAX_ARRAY_BYTES
+
+
 def parse_header(raw: bytes, file_size: int, path) -> Header:
     """Validate the header of a safetensors file whose first bytes are ``raw``.
 
@@ -98,32 +108,36 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
         raise FormatError(
             f"{path}: header length {n} is beyond the end of the file ({file_size} bytes); "
             "truncated or not a safetensors file")
-    text = raw[8:8 + n]
-    try:
-        obj = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+    obj = jsontext.loads(raw[8:8 + n], f"{path}: safetensors header")
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: safetensors header is not a JSON object")
-    meta = obj.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise FormatError(f"{path}: __metadata__ must map strings to strings")
+    meta = obj.pop("__metadata__", None)  # null is no metadata, as for the safetensors library
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError(f"{path}: __metadata__ must map strings to strings, not "
+                          f"{_shown_json(meta)}")
     data_len = file_size - 8 - n
     tensors: dict[str, TensorInfo] = {}
     for name, spec in obj.items():
-        where = f"{path}: tensor {name!r}"
+        where = f"{path}: tensor {name[:60]!r}"
         if not isinstance(spec, dict):
             raise FormatError(f"{where}: entry is not an object")
         dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
         if not isinstance(dtype, str) or not dtype:
-            raise FormatError(f"{where}: dtype {dtype!r} is not a dtype name")
+            shown = repr(dtype) if isinstance(dtype, str) else _shown_json(dtype)
+            raise FormatError(f"{where}: dtype {shown} is not a dtype name")
         if not isinstance(shape, list) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+            raise FormatError(f"{where}: shape {_shown_json(shape)} is not a list of non-negative "
+                              "integers")
+        if too_large(shape, max(1, (dtypes.bits(dtype) or 8) // 8)):
+            raise FormatError(f"{where}: shape {_shown_json(shape)} is too large for an array (with each "
+                              f"zero-length dimension counted as 1, more than {MAX_ARRAY_BYTES} "
+                              "bytes)")
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
-            raise FormatError(f"{where}: data_offsets {offs!r} is not a pair of integers")
+            raise FormatError(f"{where}: data_offsets {_shown_json(offs)} is not a pair of integers")
         begin, end = offs
         if not 0 <= begin <= end:
             raise FormatError(f"{where}: data_offsets {offs} are not increasing")
@@ -142,6 +156,15 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
         if b.begin < a.end:
             raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap in the data section")
     return Header(tensors, dict(meta), n)
+
+
+def _shown_json(value) -> str:
+    """A JSON value shown in a message (cut short)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "a deeply nested value"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size: int | None = None) -> bytes:
@@ -580,7 +603,8 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
                     chunk = _np().ascontiguousarray(chunk)
                     if chunk.dtype.byteorder == ">":
                         chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
-                    _write_all(fd, chunk)
+                    if chunk.nbytes:  # rows of width 0 hold no bytes (and no buffer to cast)
+                        _write_all(fd, chunk)
                     written += chunk.nbytes
                     if progress:
                         progress(chunk.nbytes)
@@ -616,15 +640,37 @@ def replace_atomically(path, write: Callable[[str], None]) -> None:
     """Make an output file (not a table) appear whole or not at all: ``write(tmp)`` writes a
     temporary file in the same folder (keeping the last suffix, so ``.gz`` still compresses), which
     is then renamed over ``path``; on any failure the temporary file is removed."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes[-1:]),
-                               dir=path.parent)
-    os.close(fd)
+    replace_all_atomically([(path, write)])
+
+
+def replace_all_atomically(outputs: Iterable[tuple[object, Callable[[str], None]]]) -> None:
+    """The outputs of one command, all written or none: each ``write(tmp)`` fills a temporary file
+    beside its path, and only when every one is complete are they renamed into place.  A failure
+    (a missing folder, a full disk, bad data) removes every temporary file and leaves every path
+    as it was; errors name the output path, never a temporary name.  (Only a kill in the
+    microseconds between two renames can leave some renamed and the others not.)"""
+    temps: list[tuple[str, Path]] = []
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        for path, write in outputs:
+            path = Path(path)
+            if path.is_dir():
+                raise EmbtoolError(f"{path}: is a directory")
+            if not path.parent.is_dir():
+                raise EmbtoolError(f"{path}: no such folder {str(path.parent)!r}")
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.",
+                                           suffix=".tmp" + "".join(path.suffixes[-1:]), dir=path.parent)
+            except OSError as exc:
+                raise EmbtoolError(f"{path}: cannot create a file in {str(path.parent)!r} "
+                                   f"({exc.strerror})") from None
+            os.close(fd)
+            temps.append((tmp, path))
+            write(tmp)
+        for tmp, path in temps:
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
         raise
 
 
