@@ -8,11 +8,13 @@ streams work like files; the first block is used for format detection.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,57 @@ class _Prefixed(io.RawIOBase):
             self._prefix = self._prefix[k:]
             return k
         return self._stream.readinto(b)
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream whose failures are one ``FormatError`` naming the file: damaged
+    data (a flipped bit: CRC, checksum or stream errors) or data that ends early (a truncated
+    file).  Each library reports these differently (zlib.error, gzip.BadGzipFile, OSError,
+    lzma.LZMAError, EOFError), so they are translated here, in one place."""
+
+    def __init__(self, stream, name: str, kind: str):
+        self._stream = stream
+        self._name = name
+        self._kind = kind
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        try:
+            return self._stream.readinto(b)
+        except EOFError:
+            raise FormatError(f"{self._name}: the {self._kind} data ends early (truncated "
+                              "file)") from None
+        except OSError as e:
+            if e.errno is not None:  # the disk, not the data
+                raise FormatError(f"{self._name}: cannot read ({e.strerror})") from None
+            raise FormatError(f"{self._name}: damaged {self._kind} data ({e})") from None
+        except (zlib.error, lzma.LZMAError, ValueError) as e:
+            raise FormatError(f"{self._name}: damaged {self._kind} data ({e})") from None
+
+    def close(self):
+        self._stream.close()
+        super().close()
+
+
+def text_encoding(encoding: str) -> codecs.CodecInfo:
+    """The codec of an ``--encoding`` name: an unknown name, or a codec that does not decode
+    bytes to text (rot13, hex, base64, zip...), is a ConfigError."""
+    from embtool.errors import ConfigError
+
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL character
+        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    try:  # bytes.decode refuses non-text codecs (b"" would skip the check)
+        b"0".decode(info.name)
+    except UnicodeError:
+        pass
+    except LookupError:
+        raise ConfigError(f"{encoding!r} is not a text encoding (it does not decode bytes to "
+                          "text)") from None
+    return info
 
 
 @dataclass
@@ -104,7 +157,8 @@ def open_source(source) -> Source:
                           "(zstd -d) or pipe it to -")
     kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
     prefixed = io.BufferedReader(_Prefixed(head, raw), 1 << 20)
-    stream = _OPENERS[kind](prefixed) if kind else prefixed
+    stream = (io.BufferedReader(_Decompressed(_OPENERS[kind](prefixed), name, kind), 1 << 20)
+              if kind else prefixed)
     return Source(name, stream, kind, size, raw)
 
 
@@ -142,9 +196,8 @@ class BlockReader:
         while self.filled < self.cap and not self.eof:
             try:
                 k = self.src.stream.readinto(view[self.filled:self.cap])
-            except (OSError, EOFError, lzma.LZMAError) as e:
-                raise FormatError(f"{self.src.name}: cannot read ({self.src.compression or 'file'} "
-                                  f"error: {e})") from None
+            except OSError as e:  # decompression errors are FormatErrors already
+                raise FormatError(f"{self.src.name}: cannot read ({e.strerror or e})") from None
             if not k:
                 self.eof = True
             else:
