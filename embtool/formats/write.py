@@ -60,6 +60,10 @@ def write_vectors(dest, words, vectors, *, format, progress=None) -> None:
         raise FormatError(f"{len(words)} words for {len(vectors)} rows")
     key_data, key_off = _check_words(words, text=format != "word2vec-binary")
     n, dim = vectors.shape
+    if dim == 0 and format == "glove":
+        raise FormatError("GloVe text cannot hold rows of width 0 (it has no header to say so, "
+                          "and a line without values is no row); use word2vec, word2vec-binary "
+                          "or npy")
     with _open(dest) as f:
         if format != "glove":
             f.write(f"{n} {dim}\n".encode("ascii"))
