@@ -24,6 +24,8 @@ from embtool.errors import FormatError
 
 #: bytes per block read (the parser's working buffer; peak memory is the table plus this).
 BLOCK_SIZE = 32 << 20
+#: the first block of a stream (stdin, compressed data), doubled per block up to BLOCK_SIZE.
+FIRST_BLOCK = 1 << 20
 #: spare bytes after the data so kernels may read a fixed window past a token's end.
 PAD = 64
 
@@ -182,7 +184,13 @@ class BlockReader:
     """
 
     def __init__(self, src: Source, block_size: int | None = None):
-        block_size = block_size or BLOCK_SIZE
+        self.max_block = block_size or BLOCK_SIZE
+        # Allocating (and zeroing) a 32 MB buffer costs more than parsing a small file: a plain
+        # file gets a buffer of its size; a stream starts at FIRST_BLOCK and doubles as it goes.
+        if src.plain_file:
+            block_size = min(self.max_block, max(src.size + 1, 1 << 16))
+        else:
+            block_size = min(self.max_block, FIRST_BLOCK)
         self.src = src
         self.buf = bytearray(block_size + PAD)
         self.cap = block_size
@@ -211,6 +219,8 @@ class BlockReader:
             self.buf[:rest] = self.buf[self.taken:self.filled]
             self.offset += self.taken
             self.filled, self.taken = rest, 0
+            if not self.eof and self.cap < self.max_block:  # a stream that filled a block
+                self._grow(min(2 * self.cap, self.max_block))
         while True:
             self._fill()
             if self.filled == 0:
@@ -218,11 +228,14 @@ class BlockReader:
             n = self.filled if self.eof else self.buf.rfind(b"\n", 0, self.filled) + 1
             if n > 0:
                 break
-            grown = bytearray(2 * self.cap + PAD)
-            grown[:self.filled] = self.buf[:self.filled]
-            self.buf, self.cap = grown, 2 * self.cap
+            self._grow(2 * self.cap)
         self.taken = n
         return np.frombuffer(self.buf, np.uint8), n
+
+    def _grow(self, cap: int):
+        grown = bytearray(cap + PAD)
+        grown[:self.filled] = self.buf[:self.filled]
+        self.buf, self.cap = grown, cap
 
     def find(self, byte: bytes, start: int, end: int) -> int:
         return self.buf.find(byte, start, end)
@@ -239,9 +252,7 @@ class BlockReader:
         self.buf[:rest] = self.buf[keep:self.filled]
         self.offset += keep
         self.filled, self.taken = rest, 0
-        if rest > self.cap // 2:
-            grown = bytearray(2 * self.cap + PAD)
-            grown[:rest] = self.buf[:rest]
-            self.buf, self.cap = grown, 2 * self.cap
+        if rest > self.cap // 2 or (not self.eof and self.cap < self.max_block):
+            self._grow(2 * self.cap)
         self._fill()
         return np.frombuffer(self.buf, np.uint8), self.filled
