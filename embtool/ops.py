@@ -57,13 +57,13 @@ def renorm_block(rows: np.ndarray, max_norm: float, norm_type: float) -> np.ndar
     double, applied with one float32 multiply, only where ``norm > max_norm``.  float64 rows use
     the double scale (torch multiplies a double weight by the double scale).
     """
-    if rows.dtype == np.float64:
-        norms = _norms_f64(rows, norm_type)
-        with np.errstate(invalid="ignore"):
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
+        if rows.dtype == np.float64:
+            norms = _norms_f64(rows, norm_type)
             hit = norms > max_norm
-        rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
-        return hit
-    return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
+            rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
+            return hit
+        return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +77,8 @@ def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float
     flat = check_ids(ids, weight.shape[0]).reshape(-1)
     if weight.dtype == np.float32:
         fn = kernels.get("lookup.renorm_ids", flat.size * max(1, weight.shape[1]))
-        return int(fn(weight, flat, float(max_norm), float(norm_type)))
+        with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
+            return int(fn(weight, flat, float(max_norm), float(norm_type)))
     rows = np.unique(flat)
     block = weight[rows]
     hit = renorm_block(block, max_norm, norm_type)

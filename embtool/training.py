@@ -212,7 +212,8 @@ def train(table: Table, batches: list[Batch], *, optimizer: str | None = None, h
         _check_state(table, names)
     work = _Work.compact(table, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
         _Work.full(table, spec, names, fresh)
-    records, count = work.run(spec, count, cfg, checked)
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
+        records, count = work.run(spec, count, cfg, checked)
     meta = {**spec.to_metadata(count), META_TENSOR: table.tensor}
     existing = set(table.optimizer_tensors())
     summary = {
