@@ -42,7 +42,7 @@ def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, repo
             block = grow.table[done:done + k]
             raw = (sliding_window_view(arr, nvec)[we[:k] + 1].view("<f4") if nvec
                    else np.zeros((k, 0), "<f4"))  # zero-width records: a word and a space
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
                 block[:] = raw
             if dtype == "bfloat16":
                 round_bfloat16(block)

@@ -161,7 +161,7 @@ def _read_npy(src, limit, dtype, allow_nonfinite, report) -> LoadedVectors:
         report.limit_reached = limit < arr.shape[0]
         arr = arr[:limit]
     store = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
         table = np.array(arr, dtype=store, order="C", copy=True)
     if dtype == "bfloat16":
         table_before = np.isfinite(table)

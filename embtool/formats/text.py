@@ -157,7 +157,7 @@ class TextParser:
             if status != SPACED_KEY:
                 self._resolve_row(arr, n, int(r), status, int(ks[r]), int(ln[r]), out)
         if staging is not None:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
                 table[r0:r0 + want] = staging
             self._count_nonfinite(table[r0:r0 + want], staging, ln)
         elif self.dtype == "bfloat16":

@@ -142,7 +142,7 @@ def _write_text(f, vectors, key_data, key_off, progress):
 
 
 def _write_binary(f, vectors, key_data, key_off, progress):
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # float32 as gensim writes it, nan included
         values = vectors.astype("<f4", copy=False)
     for lo, hi in _blocks(len(values)):
         raw = np.ascontiguousarray(values[lo:hi]).tobytes()
