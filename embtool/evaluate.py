@@ -17,8 +17,9 @@ whose input row has zero norm (gensim: NaN scores, an arbitrary answer) count as
 Correlations are computed in float64 with numpy, as scipy's ``pearsonr`` / ``spearmanr``
 (average ranks for ties; NaN for a constant input).  p-values are not computed.
 
-Files are read as UTF-8 (analogies) or ``encoding`` (pairs); ``.gz``, ``.bz2`` and ``.xz``
-are decompressed.  Errors name the file and the 1-based line.
+Files are read as UTF-8 (analogies) or ``encoding`` (pairs, a text encoding); gzip, bzip2 and
+xz data is decompressed whatever the file's name (recognised by its magic bytes, as vector files
+are).  Errors name the file and the 1-based line.
 """
 from __future__ import annotations
 

@@ -130,10 +130,10 @@ def _array_from_bytes(data: bytes, where: str, what: str, tensor: str | None = N
         arr = _safetensors_array(data, where, tensor)
     else:
         try:
-            data.decode("utf-8")
+            text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise FormatError(f"{where}: not .npy, .safetensors or JSON") from None
-        arr = json_array(data, where, what)
+        arr = json_array(text, where, what)
     if arr.dtype.kind not in "fiu":
         raise FormatError(f"{where}: {what} must be numeric, not {arr.dtype}")
     return arr

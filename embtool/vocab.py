@@ -309,7 +309,7 @@ def _first_unsorted(data, offsets, lengths, order) -> int | None:
     padded = np.concatenate((np.asarray(data, np.uint8), np.zeros(8, np.uint8)))
     first = np.zeros(len(offsets) - 1, np.uint64)
     have = np.minimum(lengths, 8)
-    for j in range(8):  # eight 1-D gathers beat one (N, 8) gather by far
+    for j in range(8):  # byte j of every word, big-endian into one key
         byte = padded[offsets[:-1] + j].astype(np.uint64)
         byte[have <= j] = 0
         first |= byte << np.uint64(56 - 8 * j)

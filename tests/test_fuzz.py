@@ -449,20 +449,21 @@ def damaged_header(r, blob: bytes) -> bytes:
     return join_file(header, data, pad=coin(r))
 
 
-READ_COMMANDS = [["info", "t.safetensors"], ["info", "t.safetensors", "--json"],
-                 ["info", "t.safetensors", "--stats"], ["lookup", "t.safetensors", "0", "1"],
-                 ["lookup", "t.safetensors", "-w", "king", "é"], ["lookup", "t.safetensors", "3", "--max-norm", "1"],
-                 ["similar", "t.safetensors", "2", "-k", "3"], ["similar", "t.safetensors", "king", "-k", "3"],
-                 ["export", "t.safetensors", "out.vec"], ["export", "t.safetensors", "out.npy"],
-                 ["renorm", "t.safetensors", "--max-norm", "1", "--dry-run"],
-                 ["load-pretrained", "t.safetensors", "out.safetensors"],
-                 ["lookup", "t.safetensors", "0", "1", "2", "--offsets", "0,1", "--mode", "sum"]]
-WRITE_COMMANDS = [["freeze", "t.safetensors"], ["unfreeze", "t.safetensors"],
-                  ["renorm", "t.safetensors", "--max-norm", "1"],
-                  ["lookup", "t.safetensors", "0", "5", "--max-norm", "1", "--write-back"],
-                  ["train-step", "t.safetensors", "-i", "ids.json", "--grad", "grad.json"],
-                  ["train-step", "t.safetensors", "-i", "ids.json", "--grad", "grad.json", "--optimizer", "adam"]]
-SIDE_FILES = {"ids.json": b"[[0, 1], [5, 1]]", "grad.json": json.dumps(np.ones((2, 2, D)).tolist()).encode()}
+def commands(*lines: str) -> list[list[str]]:
+    """Command lines, words separated by spaces; ``T`` is the table."""
+    return [["t.safetensors" if w == "T" else w for w in line.split()] for line in lines]
+
+
+READ_COMMANDS = commands("info T", "info T --json", "info T --stats", "lookup T 0 1", "lookup T -w king é",
+                         "lookup T 3 --max-norm 1", "similar T 2 -k 3", "similar T king -k 3",
+                         "export T out.vec", "export T out.npy", "renorm T --max-norm 1 --dry-run",
+                         "load-pretrained T out.safetensors", "lookup T 0 1 2 --offsets 0,1 --mode sum")
+WRITE_COMMANDS = commands("freeze T", "unfreeze T", "renorm T --max-norm 1",
+                          "lookup T 0 5 --max-norm 1 --write-back",
+                          "train-step T -i ids.json --grad grad.json",
+                          "train-step T -i ids.json --grad grad.json --optimizer adam")
+SIDE_FILES = {"ids.json": b"[[0, 1], [5, 1]]",
+              "grad.json": json.dumps(np.ones((2, 2, D)).tolist()).encode()}
 OUTPUTS = ("out*",)
 
 
@@ -527,12 +528,9 @@ def damaged_tensor(r, blob: bytes, names):
     return bytes(b), name
 
 
-TENSOR_COMMANDS = [["lookup", "t.safetensors", "-w", "king", "é"], ["lookup", "t.safetensors", "-w", "the"],
-                   ["similar", "t.safetensors", "queen", "-k", "2"], ["info", "t.safetensors"],
-                   ["export", "t.safetensors", "out.vec"], ["export", "t.safetensors", "out.npy"],
-                   ["lookup", "t.safetensors", "--words-file", "w.txt"],
-                   ["evaluate", "t.safetensors", "--pairs", "p.txt"],
-                   ["train-step", "t.safetensors", "-i", "ids.json", "--grad", "grad.json"]]
+TENSOR_COMMANDS = commands("lookup T -w king é", "lookup T -w the", "similar T queen -k 2", "info T",
+                           "export T out.vec", "export T out.npy", "lookup T --words-file w.txt",
+                           "evaluate T --pairs p.txt", "train-step T -i ids.json --grad grad.json")
 
 
 def naive_vocab(path):
@@ -681,9 +679,11 @@ def test_fuzz_indices(base, work, seed):
         args = ["lookup", "t.safetensors", *src, *opts]
         check = check_bag(arr, meaning, weight) if opts else check_gather(arr, weight)
     elif command == "write-back":
-        args, writes = ["lookup", "t.safetensors", *src, "--max-norm", "1", "--write-back"], ("t.safetensors",)
+        args = ["lookup", "t.safetensors", *src, "--max-norm", "1", "--write-back"]
+        writes = ("t.safetensors",)
     else:
-        args = ["renorm", "t.safetensors", *src, "--max-norm", "1"] + (["--dry-run"] if command == "renorm-dry" else [])
+        args = ["renorm", "t.safetensors", *src, "--max-norm", "1"]
+        args += ["--dry-run"] if command == "renorm-dry" else []
         writes = ("t.safetensors",) if command == "renorm" else ()
     run_case(Case(args, files, stdin, writes=writes), work, check)
 
@@ -761,8 +761,24 @@ WEIRD = ["0", "1", "3", "-1", "-3", "12", "13", "99999999999999999999", "1_0", "
          "-inf", "1e400", "-0", "none", "", " ", "٣", "0x10", "true", "x", "7", "2", "40", "-12"]
 
 
+WORD_ARGS = ["king", "the", "é", "中文", "a b", "zzz", "", "[\"king\", \"the\"]", "[[\"king\"], [\"x1\"]]",
+             "[[\"king\"], [\"x1\", \"the\"]]", "[1, 2]", "[\"king\"", "[" * 80 + "]" * 80, "\ud800",
+             "-", "--", "[]", "[[]]", "\u0085"]
+
+
+def words_case(r):
+    args = ["lookup", "t.safetensors", "-w", *[r.choice(WORD_ARGS) for _ in range(r.randint(1, 3))]]
+    if coin(r):
+        args += ["--unknown", r.choice(["error", "skip", "unk", "x"])]
+    if r.randint(0, 3) == 0:
+        args = ["lookup", "t.safetensors", "--words-file", "w.txt"] + args[4:]
+    return args
+
+
 def option_case(r):
-    which = r.choice(["init", "similar", "lookup", "renorm", "export", "info"])
+    which = r.choice(["init", "similar", "lookup", "renorm", "export", "info", "words"])
+    if which == "words":
+        return words_case(r), r.choice(["words", "words", "plain"])
     table = r.choice(["words", "plain", "f64", "zero", "bf16"])
     if which == "init":
         args = ["init", "out.safetensors", "-n", r.choice(WEIRD), "-d", r.choice(WEIRD)]
@@ -790,7 +806,8 @@ def option_case(r):
         args = ["lookup", "t.safetensors", "0", "3"]
         for opt in sample(r, ["--max-norm", "--norm-type", "--padding-idx", "-f", "--tensor"], 3):
             value = (r.choice(["json", "jsonl", "csv", "tsv", "npy", "table", "xml"]) if opt == "-f"
-                     else r.choice(["weight", "vocab.order", "nope"]) if opt == "--tensor" else r.choice(WEIRD))
+                     else r.choice(["weight", "vocab.order", "nope"]) if opt == "--tensor"
+                     else r.choice(WEIRD))
             args += [opt, value]
         return args, table
     if which == "renorm":
@@ -801,7 +818,8 @@ def option_case(r):
                 r.choice(["out.txt", "out.vec", "out.bin", "out.npy", "out.txt.gz", "out.xyz", "out"]),
                 *r.choice([[], ["--format", "glove"], ["--format", "npy"], ["--vocab-out", "out.vocab.txt"],
                            ["--vocab-out", "nodir/v.txt"], ["--tensor", "x"]])], table
-    return ["info", "t.safetensors", *r.choice([[], ["--json"], ["--stats"], ["--tensor", "vocab.bytes"]])], table
+    return ["info", "t.safetensors", *r.choice([[], ["--json"], ["--stats"], ["--tensor", "vocab.bytes"]])], \
+        table
 
 
 def check_option_result(args):
@@ -821,7 +839,8 @@ def check_option_result(args):
 def test_fuzz_option_values(base, work, seed):
     r = random.Random(seed)
     args, table = option_case(r)
-    run_case(Case(args, {"t.safetensors": base["files"][table]},
+    words = "\n".join(r.choice(WORD_ARGS) for _ in range(r.randint(0, 3))).encode("utf-8", "surrogatepass")
+    run_case(Case(args, {"t.safetensors": base["files"][table], "w.txt": words},
                   outputs=OUTPUTS),
              work, check_option_result(args))
 
