@@ -59,7 +59,7 @@ def parse_ints(text: str | bytes, where: str) -> np.ndarray:
     for lineno, line in enumerate(data.split(b"\n"), 1):
         for token in line.split():
             if not INTEGER.fullmatch(token):
-                raise FormatError(f"{where}: line {lineno}: {_shown(token)} is not an integer")
+                raise FormatError(f"{where}: line {lineno}: {_shown(token)} is not an integer index")
             if not _fits_int64(token):
                 raise IndexRangeError(f"{where}: line {lineno}: index {_shown(token)} is out of "
                                       "range (integers must fit in 64 bits)")
