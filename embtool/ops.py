@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import dtypes, kernels
 from .errors import ConfigError, ShapeError
 from .ids import check_ids
 from .store import ChunkedTensor
@@ -291,11 +291,9 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
 def _check_size(num_embeddings: int, embedding_dim: int, dtype: str) -> None:
     """Refuse, before anything is written, a table no array can hold (more than 2**63-1 bytes,
     or as many rows of width 0: numpy counts a zero-length dimension as 1)."""
-    from .store import DTYPES, MAX_ARRAY_BYTES, too_large
+    from .store import MAX_ARRAY_BYTES, too_large
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of F32, F64, F16, BF16, not {dtype!r}")
-    itemsize = DTYPES[dtype][1]
+    itemsize = dtypes.bits(dtypes.code(dtype)) // 8
     if not too_large((num_embeddings, embedding_dim), itemsize):
         return
     need = num_embeddings * embedding_dim * itemsize

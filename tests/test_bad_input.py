@@ -323,7 +323,8 @@ def _swap_ends(a):
     ("vocab.bytes", lambda a: np.where(np.arange(len(a)) == 0, 0xFF, a).astype(np.uint8),
      "not valid UTF-8"),
     ("vocab.order", lambda a: np.where(np.arange(len(a)) == 1, 99, a), "vocab.order entry 1 is 99"),
-    ("vocab.order", lambda a: np.zeros_like(a), "not a permutation"),
+    ("vocab.order", lambda a: np.zeros_like(a), "vocab.order names row 0 more than once"),
+    ("vocab.order", lambda a: a[1:].copy(), "is not in vocab.order (a row without a word) but has"),
     ("vocab.order", _swap_ends, "not sorted"),
     ("vocab.order", np.sort, "not sorted"),
 ])
