@@ -23,7 +23,7 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, ShapeError
-from embtool.inputs import check_ids
+from embtool.ids import check_ids
 from embtool.table import normalize_padding_idx
 
 #: Row kernels do a few float32 operations per element, so numpy stays ahead of Numba's import and

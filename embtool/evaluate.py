@@ -17,20 +17,21 @@ whose input row has zero norm (gensim: NaN scores, an arbitrary answer) count as
 Correlations are computed in float64 with numpy, as scipy's ``pearsonr`` / ``spearmanr``
 (average ranks for ties; NaN for a constant input).  p-values are not computed.
 
-Files are read as UTF-8 (analogies) or ``encoding`` (pairs); ``.gz``, ``.bz2`` and ``.xz``
-are decompressed.  Errors name the file and the 1-based line.
+Files are read as UTF-8 (analogies) or ``encoding`` (pairs, a text encoding); gzip, bzip2 and
+xz data is decompressed whatever the file's name (recognised by its magic bytes, as vector files
+are).  Errors name the file and the 1-based line.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
+import contextlib
+import io
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from embtool.errors import ConfigError, FormatError
+from embtool.formats.source import open_source, text_encoding
 from embtool.kernels._numpy.topk import EMPTY, encode
 from embtool.similar import (as_f32, decode_arrays, row_norms, search, search_stop, unitvec)
 
@@ -44,12 +45,15 @@ f32 = np.float32
 f64 = np.float64
 
 
+@contextlib.contextmanager
 def _open(source, mode, encoding=None):
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
-        os.path.splitext(os.fspath(source))[1].lower(), open)
-    if mode == "rb":
-        return opener(source, "rb")
-    return opener(source, "rt", encoding=encoding)
+    """The file as binary lines (``rb``) or text lines in ``encoding`` (``rt``, universal
+    newlines), decompressed as vector files are (by their magic bytes, errors naming the file)."""
+    src = open_source(source)
+    try:
+        yield src.stream if mode == "rb" else io.TextIOWrapper(src.stream, encoding=encoding)
+    finally:
+        src.close()
 
 
 def known_words(vocab, restrict_vocab, case_insensitive):
@@ -267,6 +271,9 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
     "oov_ratio"}``: ``pairs`` scored pairs (OOV pairs included with ``dummy4unknown``),
     ``oov`` pairs with an unknown word and ``oov_ratio`` gensim's percentage.
     """
+    if not delimiter:
+        raise ConfigError("the delimiter of word pairs must not be empty")
+    text_encoding(encoding)
     known = known_words(vocab, restrict_vocab, case_insensitive)
     name = os.fspath(path)
     gold, pair_rows, oov = [], [], 0
@@ -294,9 +301,10 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
                     continue
                 gold.append(score)
                 pair_rows.append((known[a], known[b]))
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:  # UnicodeDecodeError, or a decoder's own (utf-16: no BOM)
             line_no = _undecodable_line(path, encoding) or line_no + 1
-            raise FormatError(f"{name}, line {line_no}: cannot decode as {encoding} ({exc.reason})") from None
+            raise FormatError(f"{name}, line {line_no}: cannot decode as {encoding} "
+                              f"({getattr(exc, 'reason', exc)})") from None
     if len(gold) < 2:
         raise FormatError(f"{name}: {len(gold)} word pair(s) could be scored (all others are "
                           f"malformed or have unknown words); a correlation needs 2")
@@ -313,7 +321,7 @@ def _undecodable_line(path, encoding):
         for line_no, raw in enumerate(fin, 1):
             try:
                 raw.decode(encoding)
-            except UnicodeDecodeError:
+            except UnicodeError:
                 return line_no
     return None
 

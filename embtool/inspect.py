@@ -1,10 +1,9 @@
 """``info``: the facts of any safetensors file, and of the table in it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import store as st
+from . import jsontext, store as st
 from .errors import FormatError
 from .table import PREFIX, Table
 
@@ -106,8 +105,8 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
         meta = header.metadata if header else {}
     if PREFIX + "optim.name" in meta:
         try:
-            hparams = json.loads(meta.get(PREFIX + "optim.hparams", "{}"))
-        except json.JSONDecodeError:
+            hparams = jsontext.loads(meta.get(PREFIX + "optim.hparams", "{}"), "optim.hparams")
+        except FormatError:
             hparams = meta.get(PREFIX + "optim.hparams")
         facts["optimizer"] = {
             "name": meta[PREFIX + "optim.name"],

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embtool.backward import RowGrad, row_kernel
-from embtool.errors import ConfigError, ShapeError, StateError
+from embtool import jsontext
+from embtool.backward import RowGrad, group_entries, row_kernel
+from embtool.errors import ConfigError, FormatError, ShapeError, StateError
 
 f32 = np.float32
 
@@ -149,9 +150,9 @@ class OptimizerSpec:
         if META_NAME not in meta:
             return None
         try:
-            hparams = json.loads(meta.get(META_HPARAMS, "{}"))
+            hparams = jsontext.loads(meta.get(META_HPARAMS, "{}"), META_HPARAMS)
             step_count = int(meta.get(META_STEP, "0"))
-        except ValueError as exc:
+        except (ValueError, FormatError) as exc:
             raise StateError(f"corrupt optimizer metadata {META_HPARAMS}/{META_STEP}: {exc}") from None
         if not isinstance(hparams, dict) or step_count < 0:
             raise StateError(f"corrupt optimizer metadata {META_HPARAMS}/{META_STEP}")

@@ -27,7 +27,7 @@ import numpy as np
 from . import dtypes
 from .config import PREFIX, Config
 from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
-from .store import as_stored, replace_atomically
+from .store import as_stored, replace_all_atomically
 from .table import Table, create
 
 UNK_KEY = PREFIX + "unk_idx"
@@ -238,13 +238,15 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
             raise OutputExistsError(f"{p} already exists; use --force to replace it")
     values = table.weight()
     row_words = None if fmt == "npy" else words
+    outputs = []  # every file of the export, written together or not at all
     if str(out) == "-":
         write_vectors("-", row_words, values, format=fmt, progress=progress)
     else:
-        replace_atomically(Path(out), lambda tmp: write_vectors(tmp, row_words, values, format=fmt,
-                                                                progress=progress))
+        outputs.append((Path(out), lambda tmp: write_vectors(tmp, row_words, values, format=fmt,
+                                                             progress=progress)))
     if fmt == "npy" and vocab is not None:
-        replace_atomically(vocab_out, lambda tmp: write_vocab_file(tmp, words))
+        outputs.append((vocab_out, lambda tmp: write_vocab_file(tmp, words)))
+    replace_all_atomically(outputs)
     return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
             "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
             "row_numbers_as_words": vocab is None and fmt != "npy"}

@@ -97,7 +97,8 @@ def render_array(arr: np.ndarray, fmt: str, out: Output, *, ids=None, words=None
     if fmt == "json":
         out.write_text(_nested(_json_floats(arr)) + "\n")
         return
-    flat = arr.reshape(-1, arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
+    # rows x D, spelled out: reshape(-1, 0) cannot infer the rows of a zero-width table
+    flat = arr.reshape(int(np.prod(arr.shape[:-1])), arr.shape[-1]) if arr.ndim else arr.reshape(1, 1)
     if fmt == "jsonl":
         s = _json_floats(flat)
         out.write_text("".join("[" + ",".join(r) + "]\n" for r in s.tolist()))

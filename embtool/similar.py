@@ -131,7 +131,8 @@ def unit_query(weight, items, vocab=None):
                                    f"similarity is undefined")
             term = f64(w) * (rows[j] / norms[j]).astype(f64)
             j += 1
-        mean = (mean.astype(f64) + term).astype(f32)  # gensim: float32 ``mean += w * vec``
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow: refused just below
+            mean = (mean.astype(f64) + term).astype(f32)  # gensim: float32 ``mean += w * vec``
         total += abs(w)
     mean64 = mean / f64(total) if total > 0 else mean.astype(f64)
     return unit_f64(mean64, "the query"), np.array(ids, np.int64)
@@ -146,9 +147,9 @@ def unitvec(vecs):
     """
     vecs = np.asarray(vecs, f64)
     norms = np.sqrt(np.sum(np.square(vecs.astype(np.longdouble)), axis=-1)).astype(f64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf norms: callers refuse them
         scale = np.where(norms > 0, 1.0 / norms, 1.0)
-    return (vecs * scale[..., None]).astype(f32), norms
+        return (vecs * scale[..., None]).astype(f32), norms
 
 
 def unit_f64(vec, what):

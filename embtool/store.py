@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 if TYPE_CHECKING:
     import numpy as np
 
-from . import dtypes, vfs, wal
+from . import dtypes, jsontext, vfs, wal
 from .config import PREFIX, Config, pick_tensor
 from .errors import EmbtoolError, FormatError
 
@@ -90,6 +90,16 @@ def _numel(shape) -> int:
     return n
 
 
+#: the most bytes one array may hold (numpy's limit: the largest signed 64-bit size)
+MAX_ARRAY_BYTES = 2**63 - 1
+
+
+def too_large(shape, itemsize: int) -> bool:
+    """Whether no array of ``shape`` can exist: numpy counts a zero-length dimension as 1 when it
+    checks an array's size, so ``[2**64, 0]`` is refused although it holds no byte."""
+    return _numel(max(int(d), 1) for d in shape) * itemsize > MAX_ARRAY_BYTES
+
+
 def parse_header(raw: bytes, file_size: int, path) -> Header:
     """Validate the header of a safetensors file whose first bytes are ``raw``.
 
@@ -105,32 +115,36 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
         raise FormatError(
             f"{path}: header length {n} is beyond the end of the file ({file_size} bytes); "
             "truncated or not a safetensors file")
-    text = raw[8:8 + n]
-    try:
-        obj = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FormatError(f"{path}: safetensors header is not valid JSON ({exc})") from None
+    obj = jsontext.loads(raw[8:8 + n], f"{path}: safetensors header")
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: safetensors header is not a JSON object")
-    meta = obj.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise FormatError(f"{path}: __metadata__ must map strings to strings")
+    meta = obj.pop("__metadata__", None)  # null is no metadata, as for the safetensors library
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise FormatError(f"{path}: __metadata__ must map strings to strings, not "
+                          f"{_shown_json(meta)}")
     data_len = file_size - 8 - n
     tensors: dict[str, TensorInfo] = {}
     for name, spec in obj.items():
-        where = f"{path}: tensor {name!r}"
+        where = f"{path}: tensor {name[:60]!r}"
         if not isinstance(spec, dict):
             raise FormatError(f"{where}: entry is not an object")
         dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
         if not isinstance(dtype, str) or not dtype:
-            raise FormatError(f"{where}: dtype {dtype!r} is not a dtype name")
+            shown = repr(dtype) if isinstance(dtype, str) else _shown_json(dtype)
+            raise FormatError(f"{where}: dtype {shown} is not a dtype name")
         if not isinstance(shape, list) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-            raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+            raise FormatError(f"{where}: shape {_shown_json(shape)} is not a list of non-negative "
+                              "integers")
+        if too_large(shape, max(1, (dtypes.bits(dtype) or 8) // 8)):
+            raise FormatError(f"{where}: shape {_shown_json(shape)} is too large for an array (with each "
+                              f"zero-length dimension counted as 1, more than {MAX_ARRAY_BYTES} "
+                              "bytes)")
         if (not isinstance(offs, list) or len(offs) != 2
                 or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
-            raise FormatError(f"{where}: data_offsets {offs!r} is not a pair of integers")
+            raise FormatError(f"{where}: data_offsets {_shown_json(offs)} is not a pair of integers")
         begin, end = offs
         if not 0 <= begin <= end:
             raise FormatError(f"{where}: data_offsets {offs} are not increasing")
@@ -149,6 +163,15 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
         if b.begin < a.end:
             raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap in the data section")
     return Header(tensors, dict(meta), n)
+
+
+def _shown_json(value) -> str:
+    """A JSON value shown in a message (cut short)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        return "a deeply nested value"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size: int | None = None) -> bytes:
@@ -1167,7 +1190,8 @@ def _write_temp(path: Path, infos: list[TensorInfo], header: bytes, tensors: Map
                 chunk = _np().ascontiguousarray(chunk)
                 if chunk.dtype.byteorder == ">":
                     chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
-                fs.pwrite(fd, chunk, pos)
+                if chunk.nbytes:  # rows of width 0 hold no bytes (and no buffer to cast)
+                    fs.pwrite(fd, chunk, pos)
                 pos += chunk.nbytes
                 written += chunk.nbytes
                 if progress:
@@ -1225,17 +1249,42 @@ def replace_atomically(path, write: Callable[[str], None]) -> None:
     """Make an output file (not a table) appear whole or not at all: ``write(tmp)`` writes a
     temporary file in the same folder (keeping the last suffix, so ``.gz`` still compresses), which
     is then renamed over ``path``; on any failure the temporary file is removed."""
-    path = Path(path)
-    clean_temps(path)
-    fd, tmp = create_temp(path, "".join(path.suffixes[-1:]))
+    replace_all_atomically([(path, write)])
+
+
+def replace_all_atomically(outputs: Iterable[tuple[object, Callable[[str], None]]]) -> None:
+    """The outputs of one command, all written or none: each ``write(tmp)`` fills a temporary file
+    beside its path (``create_temp``: locked while it is written, so a later writer can prove it
+    abandoned), and only when every one is complete are they renamed into place.  A failure (a
+    missing folder, a full disk, bad data) removes every temporary file and leaves every path as it
+    was; errors name the output path, never a temporary name.  (Only a kill in the microseconds
+    between two renames can leave some renamed and the others not.)"""
+    fs = vfs.current()
+    temps: list[tuple[int, Path, Path]] = []
     try:
-        write(str(tmp))
-        vfs.current().rename(tmp, path)
+        for path, write in outputs:
+            path = Path(path)
+            if path.is_dir():
+                raise EmbtoolError(f"{path}: is a directory")
+            if not path.parent.is_dir():
+                raise EmbtoolError(f"{path}: no such folder {str(path.parent)!r}")
+            clean_temps(path)
+            try:
+                fd, tmp = create_temp(path, "".join(path.suffixes[-1:]))
+            except OSError as exc:
+                raise EmbtoolError(f"{path}: cannot create a file in {str(path.parent)!r} "
+                                   f"({exc.strerror})") from None
+            temps.append((fd, tmp, path))
+            write(str(tmp))
+        for _, tmp, path in temps:
+            fs.rename(tmp, path)
     except BaseException:
-        _discard(tmp)
+        for _, tmp, _ in temps:
+            _discard(tmp)
         raise
     finally:
-        os.close(fd)
+        for fd, _, _ in temps:
+            os.close(fd)
 
 
 def read_header(path) -> Header:

@@ -149,9 +149,11 @@ class Table:
         """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors, or read from a model
         folder's tokenizer) or None."""
         if self._vocab is None and self.has_vocab:
-            from .vocab import Vocab
+            from .vocab import Vocab, check_arrays
 
-            self._vocab = Vocab(*(self.store.array(n) for n in VOCAB_TENSORS))
+            arrays = [self.store.array(n) for n in VOCAB_TENSORS]
+            check_arrays(*arrays, where=str(self.path))  # once per open: O(N)
+            self._vocab = Vocab(*arrays)
             if len(self._vocab) != self.num_embeddings:
                 raise FormatError(f"{self.path}: vocabulary has {len(self._vocab)} words for "
                                   f"{self.num_embeddings} rows")
@@ -161,6 +163,9 @@ class Table:
 
             found = read_vocabulary(self.files.tokenizer, self.num_embeddings)
             self._vocab = Vocab.from_arrays(encode_vocab_rows(found.words))
+        elif self._vocab is None and any(n in self.store.tensors for n in VOCAB_TENSORS):
+            missing = [n for n in VOCAB_TENSORS if n not in self.store.tensors]
+            raise FormatError(f"{self.path}: incomplete vocabulary: no {', '.join(missing)}")
         return self._vocab
 
     def optimizer_tensors(self) -> dict[str, st.TensorInfo]:

@@ -35,7 +35,8 @@ import numpy as np
 
 from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
 from .errors import ConfigError, FormatError, ShapeError, StateError
-from .inputs import check_ids, read_array, read_ids
+from .ids import check_ids
+from .inputs import read_array, read_ids
 from .ops import STREAM_BYTES, embedding_renorm_
 from .optim import META_HPARAMS, META_NAME, META_STEP, OptimizerSpec, init_state, state_names, step
 from .store import PRIMARY_KEY, ChunkedTensor, Store, read_header
@@ -315,7 +316,8 @@ def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_opt
         _check_state(home, names)
     work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
         _Work.full(table, home, spec, names, fresh)
-    records, count = work.run(spec, count, cfg, checked)
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
+        records, count = work.run(spec, count, cfg, checked)
     meta = {**spec.to_metadata(count), META_TENSOR: table.tensor}
     summary = {
         "table": str(table.path), "tensor": table.tensor, "optimizer": spec.name, "hparams": spec.hparams,

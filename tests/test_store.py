@@ -80,7 +80,7 @@ def test_bf16_is_widened_exactly(tmp_path, torch):
 DAMAGED = {
     "truncated": (lambda p: p.write_bytes(b"\x10\x00\x00"), "truncated safetensors file"),
     "header beyond file": (lambda p: raw_file(p, {"weight": {}}, length=10_000), "beyond the end of the file"),
-    "bad json": (lambda p: raw_file(p, b'{"weight": [1,'), "not valid JSON"),
+    "bad json": (lambda p: raw_file(p, b'{"weight": [1,'), "invalid JSON"),
     "not an object": (lambda p: raw_file(p, b"[1, 2]"), "not a JSON object"),
     "offsets out of bounds": (
         lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 8),

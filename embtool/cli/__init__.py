@@ -38,8 +38,13 @@ for _module in ("pretrained", "train", "query"):
             raise
 
 
+#: characters that end a line for str.splitlines(); a message quoting a word or a file name
+#: shows them escaped, so that an error is always one line
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def _fail(message: str, code: int = 1) -> int:
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {message.translate(_LINE_BREAKS)}", err=True)
     return code
 
 

@@ -14,8 +14,9 @@ from .common import output_options, progress, tensor_option
 @click.option("-n", "--negative", multiple=True, metavar="QUERY",
               help="Subtract this word/row (analogies: king -n man woman). Repeatable.")
 @click.option("--ids", "as_ids", is_flag=True, help="QUERY items are row numbers even if the table has words.")
-@click.option("--vector", "vectors", multiple=True, metavar="FILE",
-              help="A raw query vector (.npy, .safetensors or JSON), used unnormalised as gensim. Repeatable.")
+@click.option("--vector", "vectors", multiple=True, metavar="JSON|FILE",
+              help="A raw query vector: a JSON list, or a file (.npy, .safetensors or JSON); used "
+                   "unnormalised as gensim. Repeatable.")
 @click.option("--restrict-vocab", type=click.IntRange(min=0), metavar="N",
               help="Search only the first N rows (gensim's restrict_vocab).")
 @click.option("--unknown", type=click.Choice(["error", "subword"]),
@@ -27,7 +28,9 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown,
             force):
     """Top-k cosine neighbours of words, row numbers or vectors (gensim most_similar: unit vectors,
     weighted mean, input rows excluded)."""
-    from ..inputs import read_array
+    from ..errors import FormatError
+    from ..ids import parse_int
+    from ..inputs import read_option_array
     from ..render import Output, render_records
     from ..similar import most_similar
     from ..table import Table
@@ -49,14 +52,14 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown,
             rows = []
             for item in items:
                 try:
-                    row = int(item)
-                except ValueError:
+                    row = parse_int(item, "query")
+                except FormatError:
                     hint = " (the table has no vocabulary)" if vocab is None else ""
                     raise click.BadParameter(f"{item!r} is not a row number{hint}") from None
                 rows.append(_check_row(row, t.num_embeddings))
             return rows
 
-        positive = resolve(query) + [_vector(read_array(v, what="query vector")) for v in vectors]
+        positive = resolve(query) + [_vector(read_option_array(v, "vector")) for v in vectors]
         results = most_similar(t.weight(), vocab, positive, resolve(negative), topn=k,
                                restrict_vocab=restrict_vocab)
         names = vocab.words([r for r, _ in results]) if vocab is not None else None

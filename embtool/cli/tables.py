@@ -227,21 +227,12 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
 
 
 def _small_array(value, what, ints=False):
-    """An option's array: inline JSON / integers, or a file (path or -) of JSON/.npy/..."""
+    """An option's array: inline, or a file (path or -)."""
     if value is None:
         return None
-    import os
+    from ..inputs import read_option_array
 
-    from ..inputs import parse_ids_text, read_array, read_ids
-
-    if value == "-" or os.path.isfile(value):
-        return read_ids(value) if ints else read_array(value, what=what)
-    if ints:
-        return parse_ids_text(value.replace(",", " ") if not value.lstrip().startswith("[") else value,
-                              f"--{what}")
-    from ..inputs import _json_array
-
-    return _json_array(value, f"--{what}", what)
+    return read_option_array(value, what, integers=ints)
 
 
 @cli.command()
