@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embtool import jsontext
-from embtool.backward import RowGrad, group_entries, row_kernel
+from embtool.backward import RowGrad, row_kernel
 from embtool.errors import ConfigError, FormatError, ShapeError, StateError
 
 f32 = np.float32
