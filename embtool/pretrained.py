@@ -14,12 +14,13 @@ Decisions (docs/semantics.md §7.8):
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .config import PREFIX, Config
-from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
+from .errors import ConfigError, FormatError, OutputExistsError
 from .store import replace_atomically
 from .table import Table, bf16_to_f32, create
 
@@ -59,8 +60,11 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
                     unicode_errors: str = "strict", on_duplicate: str = "first",
                     allow_nonfinite: bool = False, padding_token: str | None = None,
                     unk_token: str | None = None, freeze: bool = True, config: Config = Config(),
-                    force: bool = False, progress=None) -> dict:
-    """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line)."""
+                    overrides: dict | None = None, force: bool = False, progress=None) -> dict:
+    """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line).
+
+    ``overrides``: nn.Embedding options as a user gives them (``Config.with_overrides``), checked
+    against the rows loaded."""
     from .formats import read_vectors
     from .vocab import Vocab, encode_vocab, extend_vocab, read_vocab_file
 
@@ -115,16 +119,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     if added:
         arrays = extend_vocab(arrays, added)
         vectors = np.concatenate([vectors, np.zeros((len(added), d), vectors.dtype)])
-    cfg_over = {}
+    cfg = replace(config, frozen=freeze).with_overrides(len(vectors), **(overrides or {}))
     if "padding" in special:
-        if config.padding_idx is not None and config.padding_idx != special["padding"]:
+        if cfg.padding_idx is not None and cfg.padding_idx != special["padding"]:
             raise ConfigError("give either --padding-idx or --padding-token, not both")
-        cfg_over["padding_idx"] = special["padding"]
+        cfg = replace(cfg, padding_idx=special["padding"])
     if "unk" in special:
         extra_meta[UNK_KEY] = str(special["unk"])
-    cfg = Config(**{**config.__dict__, "frozen": freeze}).with_overrides(len(vectors), **cfg_over)
-    if cfg.padding_idx is not None:
-        cfg = cfg.with_overrides(len(vectors), padding_idx=cfg.padding_idx)  # range check
     tensors: dict[str, object] = {"weight": vectors}
     if arrays is not None:
         tensors.update(arrays)
@@ -183,33 +184,3 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
     return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
             "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
             "row_numbers_as_words": vocab is None and fmt != "npy"}
-
-
-def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.ndarray, list[str]]:
-    """Rows of ``words`` (a nested list or flat list of str) in the same shape.
-
-    ``unknown``: ``error`` (KeyNotFoundError naming the word), ``skip`` (drop it; flat input
-    only) or ``unk`` (the table's unk row, ``embtool.unk_idx``)."""
-    vocab = table.vocab
-    if vocab is None:
-        raise ConfigError(f"{table.path}: the table has no vocabulary; give row numbers")
-    arr = np.array(words, dtype=object)
-    flat = [str(w) for w in arr.reshape(-1)]
-    ids = vocab.find_many(flat)
-    missing = np.flatnonzero(ids < 0)
-    if missing.size:
-        if unknown == "error":
-            w = flat[missing[0]]
-            more = f" (and {missing.size - 1} more)" if missing.size > 1 else ""
-            raise KeyNotFoundError(f"word {w!r} is not in the vocabulary of {table.path}{more}")
-        if unknown == "unk":
-            if UNK_KEY not in table.metadata:
-                raise ConfigError(f"{table.path}: no unk row (load with --unk-token); "
-                                  f"word {flat[missing[0]]!r} is unknown")
-            ids[missing] = int(table.metadata[UNK_KEY])
-        elif unknown == "skip":
-            if arr.ndim > 1:
-                raise ConfigError("--unknown skip needs a flat list of words")
-            keep = ids >= 0
-            return ids[keep], [w for w, k in zip(flat, keep) if k]
-    return ids.reshape(arr.shape), flat
