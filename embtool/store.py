@@ -597,11 +597,7 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
             os.unlink(tmp)
             raise
         os.close(fd)
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+        os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path)
     finally:
@@ -615,6 +611,15 @@ def _umask() -> int:
     return mask
 
 
+def _target_mode(path: Path) -> int:
+    """Permissions for a file replacing ``path``: those of the file replaced, else 0666 minus the
+    umask as for any new file (mkstemp's temporary files are 0600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def replace_atomically(path, write: Callable[[str], None]) -> None:
     """Make an output file (not a table) appear whole or not at all: ``write(tmp)`` writes a
     temporary file in the same folder (keeping the last suffix, so ``.gz`` still compresses), which
@@ -625,6 +630,7 @@ def replace_atomically(path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _target_mode(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
