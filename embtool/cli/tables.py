@@ -55,8 +55,11 @@ def info_cmd(table, tensor, stats, out):
     from ..inspect import describe
     from ..render import info_text, render_object
 
-    with progress(None, "stats") as advance:
-        facts = describe(table, tensor, stats=stats, progress=advance)
+    if stats:
+        with progress(None, "stats") as advance:
+            facts = describe(table, tensor, stats=True, progress=advance)
+    else:
+        facts = describe(table, tensor)
     render_object(facts, out, text=info_text)
 
 
