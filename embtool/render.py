@@ -8,8 +8,8 @@ and jq 1.7 read back), or ``null`` with ``strict_json`` (RFC 8259 has no non-fin
 ``nan``/``inf`` in csv/tsv.  JSON output is never shortened: a list is complete or absent.
 
 ``-f table`` fits the terminal: rows wider than it show their first and last components around
-an ellipsis column, at four decimals (or three significant digits in scientific notation when the
-values are very large or small), as numpy and pandas summarise arrays; ``full`` shows them all.
+an ellipsis column, at four decimals (or ``%.3e`` when all values are tiny or some are huge), as
+numpy and pandas summarise arrays; ``full`` shows them all.
 
 numpy and rich are imported on first use: the command line imports this module for ``FORMATS``
 when it starts, and ``embtool --help`` or ``freeze`` must not pay for them.
@@ -105,15 +105,15 @@ def _nested(strings) -> str:
 
 
 def short_floats(arr) -> "np.ndarray":
-    """Values for a human table: 4 decimals, or ``%.3e`` when some finite value is below 1e-3
-    or at least 1e5 in magnitude (numpy's rule for switching to scientific notation, at a
-    precision that keeps a row of a 300-wide table readable)."""
+    """Values for a human table: 4 decimals, or ``%.3e`` when the largest finite magnitude is
+    below 1e-3 (all would read 0.0000) or at least 1e5 (as pandas does, a tiny value among
+    ordinary ones reads 0.0000 rather than turning the whole table scientific)."""
     import numpy as np
 
     arr = np.asarray(arr, dtype=np.float64)
     finite = np.abs(arr[np.isfinite(arr)])
-    nonzero = finite[finite > 0]
-    scientific = nonzero.size and (nonzero.min() < 1e-3 or nonzero.max() >= 1e5)
+    top = finite.max() if finite.size else 0.0
+    scientific = top != 0 and (top < 1e-3 or top >= 1e5)
     return np.char.mod("%.3e" if scientific else "%.4f", arr) if arr.size else arr.astype(str)
 
 

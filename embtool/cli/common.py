@@ -70,7 +70,9 @@ def tensor_option(f=None, *, help="The 2-D tensor to use in a file with several 
 def _complete_tensor(ctx, param, incomplete):
     from click.shell_completion import CompletionItem
 
-    path = next((v for k, v in ctx.params.items() if k in ("table", "source") and v), None)
+    # the file is the first argument; while the option still lacks its value click has not
+    # assigned the arguments yet and leaves them in ctx.args
+    path = ctx.params.get("source") or ctx.params.get("table") or next(iter(ctx.args), None)
     if path is None:
         return []
     try:
