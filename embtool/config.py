@@ -10,6 +10,8 @@ from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = "1"
 PREFIX = "embtool."
+#: the row that words not in the vocabulary map to (load-pretrained --unk-token)
+UNK_KEY = PREFIX + "unk_idx"
 TABLE_DTYPES = ("F32", "F64", "F16", "BF16")
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import UNK_KEY
 from .errors import ConfigError, IndexRangeError, KeyNotFoundError
 from .vocab import Vocab
 
@@ -42,8 +43,6 @@ def rows_for_words(table, words, *, unknown: str = "error") -> WordRows:
     ``unknown``: ``error`` (KeyNotFoundError naming the first unknown word and the closest
     entries), ``skip`` (drop it; flat input only) or ``unk`` (the table's unk row,
     ``embtool.unk_idx``)."""
-    from .pretrained import UNK_KEY
-
     vocab = _vocab_of(table)
     arr = np.array(words, dtype=object)
     flat = [str(w) for w in arr.reshape(-1)]

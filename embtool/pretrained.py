@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PREFIX, Config
+from .config import PREFIX, UNK_KEY, Config
 from .errors import ConfigError, FormatError, OutputExistsError
 from .store import replace_atomically
 from .table import Table, bf16_to_f32, create
 
-UNK_KEY = PREFIX + "unk_idx"
 DTYPE_NAMES = {"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "bfloat16"}
 
 
