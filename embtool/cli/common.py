@@ -38,12 +38,13 @@ class ArgsCommand(click.Command):
         return super().parse_args(ctx, args)
 
 
-def free_args(values, *, numbers: bool = True) -> tuple:
+def free_args(values) -> tuple:
     """``values`` of a variadic argument of an ``ArgsCommand``, checked.
 
     An item starting with ``-`` given before ``--`` is an option: unknown ones are usage errors
     (exit 2) naming the rule for words that begin with ``-``; ``-`` alone is refused with a hint
-    (it does not mean stdin here).  A negative integer (``-1``) is a value when ``numbers``.
+    (it does not mean stdin here).  A negative integer (``-1``) is a value (an index that the
+    library refuses with exit 1, or a word).
     """
     ctx = click.get_current_context()
     verbatim = min(ctx.meta.get("embtool.verbatim", 0), len(values))
@@ -51,7 +52,7 @@ def free_args(values, *, numbers: bool = True) -> tuple:
         if a == "-":
             raise click.UsageError("'-' is not read as stdin here: pipe without arguments or give "
                                    "-i - / --words-file -; the word '-' goes after '--' (... -- -)")
-        if a.startswith("-") and not (numbers and a[1:].isdigit()):
+        if a.startswith("-") and not a[1:].isdigit():
             raise click.NoSuchOption(a.split("=")[0], message=(
                 f"No such option: {a.split('=')[0]} (words that begin with '-' go after '--', "
                 f"as in: -- {a})"))
