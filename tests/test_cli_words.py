@@ -85,7 +85,7 @@ def test_similar_takes_every_token(table):
 
 
 @pytest.mark.parametrize("args,code,needles", [
-    (["-w", "-lrb-"], 2, ["No such option: -lrb-", "go after '--'", "-- -lrb-"]),
+    (["-w", "-lrb-"], 2, ["No such option: -lrb-", "goes after '--'", "-- -lrb-"]),
     (["-w", "king", "-"], 2, ["'-' is not read as stdin", "-- -"]),
     (["-w", "king", "--fromat", "tsv"], 2, ["No such option: --fromat"]),
     (["-w", '["king", 1]'], 1, ["word '[\"king\", 1]' is not in the vocabulary"]),

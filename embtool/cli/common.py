@@ -54,8 +54,8 @@ def free_args(values) -> tuple:
                                    "-i - / --words-file -; the word '-' goes after '--' (... -- -)")
         if a.startswith("-") and not a[1:].isdigit():
             raise click.NoSuchOption(a.split("=")[0], message=(
-                f"No such option: {a.split('=')[0]} (words that begin with '-' go after '--', "
-                f"as in: -- {a})"))
+                f"No such option: {a.split('=')[0]} (a word or value that begins with '-' goes "
+                f"after '--', as in: -- {a})"))
     return tuple(values)
 
 
