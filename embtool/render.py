@@ -174,9 +174,10 @@ def render_array(arr, out: Output, *, labels: Mapping[str, Sequence] | None = No
 
 def render_rows(columns: Mapping[str, Sequence], out: Output, *, vectors=None,
                 vector_key: str = "vector") -> None:
-    """Rows given as columns of equal length (ids, words, scores, a ``query`` echoed ...) and
+    """Rows given as columns of equal length (ids, words, scores, a ``query`` echoed, ...) and
     optionally one vector per row: json a list of objects, jsonl one object per line, csv/tsv
-    a header then rows (vector components as ``v0 .. v{D-1}``), table for humans."""
+    a header then rows (vector components as ``v0 .. v{D-1}``), table for humans.  A column may
+    hold any JSON value (a list of neighbours, say); csv/tsv/table write its text."""
     import numpy as np
 
     names = list(columns)
