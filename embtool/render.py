@@ -177,7 +177,7 @@ def render_rows(columns: Mapping[str, Sequence], out: Output, *, vectors=None,
     """Rows given as columns of equal length (ids, words, scores, a ``query`` echoed, ...) and
     optionally one vector per row: json a list of objects, jsonl one object per line, csv/tsv
     a header then rows (vector components as ``v0 .. v{D-1}``), table for humans.  A column may
-    hold any JSON value (a list of neighbours, say); csv/tsv/table write its text."""
+    hold any JSON value (a list of neighbours, say); csv/tsv/table write it as JSON text."""
     import numpy as np
 
     names = list(columns)
@@ -221,12 +221,21 @@ def render_rows(columns: Mapping[str, Sequence], out: Output, *, vectors=None,
 def _cell(x) -> str:
     if isinstance(x, float):
         return str(short_floats([x])[0])
+    return _csv_cell(x)
+
+
+def _csv_cell(x):
+    """csv text of a value: floats (e.g. scores) as their shortest round-trip text, like the
+    vectors; lists and objects as JSON."""
+    if isinstance(x, float):
+        return repr(x)
+    if isinstance(x, (list, tuple, dict)):
+        return json.dumps(to_jsonable(x), ensure_ascii=False)
     return str(x)
 
 
 def _csv_cells(label_rows):
-    """csv cells: floats (e.g. scores) as their shortest round-trip text, like the vectors."""
-    return [[repr(x) if isinstance(x, float) else x for x in row] for row in label_rows]
+    return [[_csv_cell(x) for x in row] for row in label_rows]
 
 
 def _render_table(names, label_rows, vectors, out: Output) -> None:
