@@ -137,6 +137,8 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
     else:
         idx = read_index_input(ids, input_path)
     bag = offsets is not None or mode is not None or psw is not None or include_last_offset
+    if bag:
+        offsets, psw = option_array(offsets, "offsets", ints=True), option_array(psw, "per-sample weights")
     found = None
     with _open_table(table, tensor, write_back) as t:
         if words is not None:
@@ -145,8 +147,7 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
             found = rows_for_words(t, words, unknown=unknown)
             idx = found.ids
         if bag:
-            rows = lookup_bag(t, idx, option_array(offsets, "offsets", ints=True), mode=mode or "mean",
-                              per_sample_weights=option_array(psw, "per-sample weights"),
+            rows = lookup_bag(t, idx, offsets, mode=mode or "mean", per_sample_weights=psw,
                               include_last_offset=include_last_offset, padding_idx=padding_idx,
                               max_norm=max_norm, norm_type=norm_type, write_back=write_back)
         else:
@@ -156,12 +157,12 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
         from ..keys import skipped_message
 
         info(skipped_message(found.skipped))
-    if bag or idx.ndim > 1:
+    if bag or idx.ndim > 1:  # bags, or nested ids: the shape of the output tells the rows apart
         render_array(rows, out)
     elif found is not None:
         render_array(rows, out, labels={"id": idx.tolist(), "word": found.words}, records=True)
     else:
-        render_array(rows, out, labels={"id": idx.tolist()})
+        render_array(rows, out, labels={"id": idx.reshape(-1).tolist()})
 
 
 def _open_table(path, tensor, write=False):
