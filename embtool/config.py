@@ -6,15 +6,13 @@ import math
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from .dtypes import READABLE_AS_TABLE, TABLE_DTYPES  # noqa: F401 (TABLE_DTYPES re-exported)
 from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = "1"
 PREFIX = "embtool."
 #: the row that words not in the vocabulary map to (load-pretrained --unk-token)
 UNK_KEY = PREFIX + "unk_idx"
-TABLE_DTYPES = ("F32", "F64", "F16", "BF16")
-
-
 
 
 def normalize_padding_idx(padding_idx, num_embeddings: int):
@@ -117,38 +115,55 @@ class Config:
         return replace(self, **changes)
 
 
-def pick_tensor(header, tensor: str | None, path) -> str:
+def pick_tensor(header, tensor: str | None, path, *, write: bool = False) -> str:
     """The name of the table tensor of a file: ``tensor``, else ``weight``, else the only 2-D one;
-    checked to be 2-D with a float dtype."""
+    checked to be 2-D with a dtype a table can be read in (``embtool.dtypes``), and for ``write``
+    one a table is stored in (widened dtypes are read-only)."""
     name = _choose(header, tensor, path)
     info = header.tensors[name]
     where = f"{path}: tensor {name!r}"
     if len(info.shape) != 2:
         raise FormatError(f"{where} is {len(info.shape)}-D (shape {list(info.shape)}); "
                           "a table needs a 2-D tensor")
-    if info.dtype not in TABLE_DTYPES:
-        raise FormatError(f"{where} has dtype {info.dtype}; a table needs F32, F64, F16 or BF16")
+    if info.dtype not in READABLE_AS_TABLE:
+        raise FormatError(f"{where} has dtype {info.dtype}; a table needs a float or integer "
+                          "dtype (F32, F64, F16, BF16, F8_*, I8..U64)")
+    if write and info.dtype not in TABLE_DTYPES:
+        raise FormatError(f"{where} has dtype {info.dtype}, read as float32 but not written; "
+                          "make an F32 table of it with `embtool load-pretrained` first")
     return name
+
+
+def listing(names, shown: int = 5) -> str:
+    """``a, b, c and 12 more``: a list of names kept to one readable line."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "") if names else "none"
+
+
+def table_candidates(tensors) -> list[str]:
+    """2-D tensors that could be a table, sorted; optimizer state (``optim.*``) has the table's
+    shape but is never the table itself."""
+    return sorted(n for n, t in tensors.items() if len(t.shape) == 2 and not n.startswith("optim."))
 
 
 def _choose(header, tensor: str | None, path) -> str:
     tensors = header.tensors
     if tensor is not None:
         if tensor not in tensors:
-            names = ", ".join(sorted(tensors)) or "none"
-            raise FormatError(f"{path}: no tensor {tensor!r} (tensors: {names})")
+            two_d = table_candidates(tensors)
+            raise FormatError(f"{path}: no tensor {tensor!r} ({len(tensors)} tensors; 2-D: "
+                              f"{listing(two_d)})")
         return tensor
     if "weight" in tensors:
         return "weight"
-    # optimizer state (optim.*) has the table's shape but is never the table itself
-    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2 and not n.startswith("optim."))
+    two_d = table_candidates(tensors)
     if len(two_d) == 1:
         return two_d[0]
     if not two_d:
         raise FormatError(f"{path}: no 2-D tensor to use as a table (tensors: "
-                          f"{', '.join(sorted(tensors)) or 'none'})")
-    shown = ", ".join(two_d[:8]) + (", ..." if len(two_d) > 8 else "")
-    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({shown})")
+                          f"{listing(sorted(tensors))})")
+    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({listing(two_d)})")
 
 
 def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
@@ -162,7 +177,7 @@ def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
     from .store import Store
 
     with Store(path, write=True) as s:
-        name = pick_tensor(s.header, tensor, path)
+        name = pick_tensor(s.header, tensor, path, write=True)
         cfg = Config.from_metadata(s.metadata, s.tensors[name].shape[0], path)
         if cfg.frozen == frozen and PREFIX + "format_version" in s.metadata:
             return False

@@ -58,10 +58,11 @@ def known_words(vocab, restrict_vocab, case_insensitive):
         raise ConfigError("evaluation needs a table with a vocabulary")
     words = vocab.head(len(vocab) if restrict_vocab is None else max(0, min(int(restrict_vocab), len(vocab))))
     if case_insensitive:
-        words = [w.upper() for w in words]
+        words = [None if w is None else w.upper() for w in words]
     known = {}
     for row in range(len(words) - 1, -1, -1):
-        known[words[row]] = row
+        if words[row] is not None:  # a row without a word is never an answer
+            known[words[row]] = row
     return known
 
 
@@ -252,7 +253,7 @@ def _rescore(weight, queries, proposed, tol, block=1024):
 
 def _word(vocab, row, case_insensitive):
     word = vocab.word(row)
-    return word.upper() if case_insensitive else word
+    return word.upper() if case_insensitive and word is not None else word
 
 
 # ---------------------------------------------------------------------------------- word pairs

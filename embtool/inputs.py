@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmbtoolError, FormatError, IndexRangeError, ShapeError
+from .sniff import NPY_MAGIC, is_safetensors_head
 
-NPY_MAGIC = b"\x93NUMPY"
 
 
 def _read_source(source) -> tuple[bytes, str]:
@@ -129,7 +129,7 @@ def read_array(source, *, what: str = "array", tensor: str | None = None) -> np.
     data, where = _read_source(source)
     if data.startswith(NPY_MAGIC):
         arr = _load_npy(data, where)
-    elif len(data) >= 10 and data[8:9] == b"{" and not data.lstrip().startswith(b"["):
+    elif is_safetensors_head(data, len(data)):
         arr = _safetensors_array(data, where, tensor)
     else:
         try:
@@ -143,8 +143,7 @@ def read_array(source, *, what: str = "array", tensor: str | None = None) -> np.
 
 
 def _safetensors_array(data: bytes, where: str, tensor: str | None) -> np.ndarray:
-    from . import store as st
-    from .table import bf16_to_f32
+    from . import dtypes, store as st
 
     header = st.parse_header(data, len(data), where)
     names = sorted(header.tensors)
@@ -155,9 +154,12 @@ def _safetensors_array(data: bytes, where: str, tensor: str | None) -> np.ndarra
     if tensor not in header.tensors:
         raise FormatError(f"{where}: no tensor {tensor!r} (tensors: {', '.join(names)})")
     info = header.tensors[tensor]
-    raw = np.frombuffer(data, dtype=st.DTYPES[info.dtype][0], count=int(np.prod(info.shape)),
+    view = dtypes.raw_numpy(info.dtype)
+    if view is None:
+        raise FormatError(f"{where}: tensor {tensor!r} has dtype {info.dtype}, which embtool cannot read")
+    raw = np.frombuffer(data, dtype=view, count=int(np.prod(info.shape)),
                         offset=header.data_start + info.begin).reshape(info.shape)
-    return bf16_to_f32(raw) if info.dtype == "BF16" else raw
+    return dtypes.widen(raw, info.dtype) if info.dtype in ("BF16",) + dtypes.FLOAT8 else raw
 
 
 def check_shape(arr: np.ndarray, shape: tuple, what: str, where: str) -> None:

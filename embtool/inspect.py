@@ -13,8 +13,10 @@ from .table import Table
 
 def describe(path, tensor: str | None = None, *, vocab_sample: int = 10, stats: bool = False,
              progress=None) -> dict:
-    """Header facts of any safetensors file plus, when it holds a table, the table's; with
-    ``stats`` also ``table_stats`` of its rows (``progress(n)`` after each block of n rows)."""
+    """Header facts of any safetensors file plus, when it holds a table, the table's.  A model
+    folder or a sharded checkpoint's index lists every tensor of every weight file (each with
+    its ``file``) and the table found in it.  With ``stats`` also ``table_stats`` of the table's
+    rows (``progress(n)`` after each block of n rows)."""
     facts = _describe(path, tensor, vocab_sample)
     if stats:
         if facts["table"] is None:
@@ -36,7 +38,14 @@ def _stats(path, tensor, progress) -> dict:
 
 
 def _describe(path, tensor, vocab_sample) -> dict:
+    from .model_files import resolve
+    from .sniff import require_table_file
+
+    files = resolve(path, tensor)
+    if files.kind != "file":
+        return _describe_model(files, tensor, vocab_sample)
     path = Path(path)
+    require_table_file(path)
     with st.Store(path) as s:
         facts = {
             "path": str(path),
@@ -53,6 +62,33 @@ def _describe(path, tensor, vocab_sample) -> dict:
                 raise
             facts["table_error"] = str(exc)
             return facts
+        facts["table"] = _table_facts(table, vocab_sample)
+    return facts
+
+
+def _describe_model(files, tensor, vocab_sample: int) -> dict:
+    weight_files = sorted(set(files.shards.values())) if files.shards else [files.weights]
+    tensors, size = [], 0
+    for file in weight_files:
+        if not file.is_file():
+            continue
+        size += file.stat().st_size
+        header = st.read_header(file)
+        tensors += [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "bytes": t.nbytes,
+                     "file": str(file.relative_to(files.path if files.kind == "folder" else files.path.parent))}
+                    for t in sorted(header.tensors.values(), key=lambda t: t.begin)]
+    facts = {"path": str(files.path), "size_bytes": size, "tensors": tensors,
+             "metadata": dict(st.read_header(files.weights).metadata), "table": None,
+             "model": {"kind": files.kind, "weights": str(files.weights),
+                       "tokenizer": None if files.tokenizer is None else str(files.tokenizer)}}
+    try:
+        table = Table.open(files.path, tensor=tensor)
+    except FormatError as exc:
+        if tensor is not None:
+            raise
+        facts["table_error"] = str(exc)
+        return facts
+    with table:
         facts["table"] = _table_facts(table, vocab_sample)
     return facts
 
@@ -74,9 +110,19 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
         "vocab": None,
         "optimizer": None,
     }
+    notes = list(t.notes)
+    from .formats import fasttext
+
+    if fasttext.MINN_KEY in t.metadata and fasttext.NGRAMS in t.store.tensors:
+        notes.append(f"subwords: {t.store.tensors[fasttext.NGRAMS].shape[0]:,} fastText n-gram "
+                     f"buckets, n-grams of {t.metadata[fasttext.MINN_KEY]}.."
+                     f"{t.metadata[fasttext.MAXN_KEY]} characters")
+    if notes:
+        facts["notes"] = notes
     vocab = t.vocab
     if vocab is not None:
-        facts["vocab"] = {"size": len(vocab), "sample": vocab.head(min(vocab_sample, len(vocab)))}
+        facts["vocab"] = {"size": vocab.named, "rows_without_word": vocab.unnamed,
+                          "sample": [w for w in vocab.head(min(vocab_sample, len(vocab))) if w is not None]}
     meta = t.metadata
     if META_NAME in meta:
         try:

@@ -44,6 +44,9 @@ def rows_for_words(table, words, *, unknown: str = "error") -> WordRows:
     entries), ``skip`` (drop it; flat input only) or ``unk`` (the table's unk row,
     ``embtool.unk_idx``)."""
     vocab = _vocab_of(table)
+    if unknown == "subword":
+        raise ConfigError("--unknown subword gives vectors, not rows: it does not apply to bags "
+                          "(use error, skip or unk)")
     arr = np.array(words, dtype=object)
     flat = [str(w) for w in arr.reshape(-1)]
     ids = vocab.find_many(flat)

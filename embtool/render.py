@@ -229,6 +229,8 @@ def _csv_cell(x):
     vectors; lists and objects as JSON."""
     if isinstance(x, float):
         return repr(x)
+    if x is None:  # e.g. the word of a row that has none
+        return ""
     if isinstance(x, (list, tuple, dict)):
         return json.dumps(to_jsonable(x), ensure_ascii=False)
     return str(x)
@@ -315,6 +317,10 @@ def _value(v) -> str:
 def info_text(facts: dict) -> str:
     """``info`` for humans: the file, the table in it, its tensors and other metadata."""
     lines = [f"{facts['path']}  ({facts['size_bytes']:,} bytes, {len(facts['tensors'])} tensors)"]
+    model = facts.get("model")
+    if model is not None:
+        lines.append(f"model      {model['kind']}: weights {model['weights']}, tokenizer "
+                     f"{model['tokenizer'] or 'none'}")
     t = facts["table"]
     if t is not None:
         lines.append(f"table      {t['tensor']}: {t['num_embeddings']:,} x {t['embedding_dim']} {t['dtype']}"
@@ -325,7 +331,9 @@ def info_text(facts: dict) -> str:
         v = t["vocab"]
         lines.append("vocab      none" if v is None else
                      f"vocab      {v['size']:,} words: " + " ".join(v["sample"]) +
-                     (" ..." if v["size"] > len(v["sample"]) else ""))
+                     (" ..." if v["size"] > len(v["sample"]) else "") +
+                     (f" ({v['rows_without_word']:,} rows have no word)" if v.get("rows_without_word") else ""))
+        lines += [f"note       {note}" for note in t.get("notes", [])]
         o = t["optimizer"]
         if o is None:
             lines.append("optimizer  none")
@@ -338,7 +346,8 @@ def info_text(facts: dict) -> str:
         lines.append(f"table      none ({facts['table_error']})")
     lines.append("tensors")
     for x in facts["tensors"]:
-        lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes")
+        lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes"
+                     + (f"  {x['file']}" if "file" in x else ""))
     other = {k: v for k, v in facts["metadata"].items() if not k.startswith("embtool.")}
     if other:
         lines.append("metadata")

@@ -42,20 +42,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 if TYPE_CHECKING:
     import numpy as np
 
+from . import dtypes
 from .errors import EmbtoolError, FormatError
 
-#: safetensors dtype name -> (numpy dtype used for the raw view, itemsize)
-DTYPES: dict[str, tuple[str, int]] = {
-    "F64": ("<f8", 8), "F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": ("<u2", 2),
-    "I64": ("<i8", 8), "I32": ("<i4", 4), "I16": ("<i2", 2), "I8": ("i1", 1),
-    "U64": ("<u8", 8), "U32": ("<u4", 4), "U16": ("<u2", 2), "U8": ("u1", 1),
-    "BOOL": ("?", 1), "F8_E4M3": ("u1", 1), "F8_E5M2": ("u1", 1),
-}
-NUMPY_TO_DTYPE = {  # by numpy dtype name (numpy is imported only where arrays are handled)
-    "float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16",
-    "uint8": "U8", "bool": "BOOL",
-}
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
 HEADER_ALIGN = 4096  # data starts on a page boundary: aligned, mmap-friendly rows
 HEADER_SLACK = 1024  # spare header bytes for in-place metadata updates
@@ -127,8 +116,8 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
         if not isinstance(spec, dict):
             raise FormatError(f"{where}: entry is not an object")
         dtype, shape, offs = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-        if dtype not in DTYPES:
-            raise FormatError(f"{where}: unknown dtype {dtype!r}")
+        if not isinstance(dtype, str) or not dtype:
+            raise FormatError(f"{where}: dtype {dtype!r} is not a dtype name")
         if not isinstance(shape, list) or not all(
                 isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
             raise FormatError(f"{where}: shape {shape!r} is not a list of non-negative integers")
@@ -142,8 +131,8 @@ def parse_header(raw: bytes, file_size: int, path) -> Header:
             raise FormatError(
                 f"{where}: data_offsets {offs} run past the end of the data ({data_len} bytes); "
                 "the file is truncated")
-        need = _numel(shape) * DTYPES[dtype][1]
-        if need != end - begin:
+        need = dtypes.nbytes(dtype, shape)  # None: a dtype newer than embtool (listed, not read)
+        if need is not None and need != end - begin:
             raise FormatError(
                 f"{where}: dtype {dtype} and shape {shape} need {need} bytes "
                 f"but data_offsets {offs} hold {end - begin}")
@@ -399,7 +388,11 @@ class Store:
         import numpy as np
 
         info = self.header.tensors[name]
-        dt = np.dtype(DTYPES[info.dtype][0])
+        raw = dtypes.raw_numpy(info.dtype)
+        if raw is None:
+            raise FormatError(f"{self.path}: tensor {name!r} has dtype {info.dtype}, which embtool "
+                              "lists but cannot read")
+        dt = np.dtype(raw)
         count = _numel(info.shape)
         if count == 0:
             return np.zeros(info.shape, dt)
@@ -516,15 +509,19 @@ def _tensor_layout(tensors: Mapping[str, object]) -> list[TensorInfo]:
             dtype, shape = t.dtype, tuple(t.shape)
         else:
             arr = np.asarray(t)
-            dtype = NUMPY_TO_DTYPE.get(arr.dtype.name)
+            dtype = dtypes.FROM_NUMPY.get(arr.dtype.name)
             if dtype is None:
                 raise EmbtoolError(f"internal error: cannot store dtype {arr.dtype} ({name})")
             shape = arr.shape
         specs.append((name, dtype, shape))
-    specs.sort(key=lambda s: (-DTYPES[s[1]][1], s[0] != "weight", s[0]))
+    for name, dtype, shape in specs:
+        if dtypes.bits(dtype) is None:
+            raise FormatError(f"cannot write tensor {name!r}: embtool does not know the size of "
+                              f"dtype {dtype}")
+    specs.sort(key=lambda s: (-dtypes.bits(s[1]), s[0] != "weight", s[0]))
     infos, pos = [], 0
     for name, dtype, shape in specs:
-        n = _numel(shape) * DTYPES[dtype][1]
+        n = dtypes.nbytes(dtype, shape)
         infos.append(TensorInfo(name, dtype, tuple(shape), pos, pos + n))
         pos += n
     return infos

@@ -25,42 +25,13 @@ import numpy as np
 from . import store as st
 from .config import (FORMAT_VERSION, PREFIX, TABLE_DTYPES, Config,  # noqa: F401 (re-exported)
                      normalize_padding_idx, pick_tensor)
+# dtypes: one table in ``embtool.dtypes``; these names are kept for the modules that use them.
+from .dtypes import FROM_NUMPY, bf16_to_f32, describe_widening, f32_to_bf16, to_storage  # noqa: F401
+from .dtypes import value_dtype as numpy_dtype  # noqa: F401
+from .dtypes import widen as from_storage  # noqa: F401
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError, StateError
 
 VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
-
-
-# --------------------------------------------------------------------------------------------
-# dtypes: BF16 has no numpy type; its bits are kept as uint16 and widened exactly to float32.
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """Exact widening: a bfloat16 is the top half of a float32."""
-    return (np.asarray(bits, np.uint16).astype(np.uint32) << 16).view(np.float32)
-
-
-def f32_to_bf16(values: np.ndarray) -> np.ndarray:
-    """Round float32 to bfloat16 bits, to nearest even (as torch's ``.to(torch.bfloat16)``)."""
-    u = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    rounded = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    nan = np.isnan(np.ascontiguousarray(values, np.float32))
-    return np.where(nan, ((u >> 16) | 0x40).astype(np.uint16), rounded)
-
-
-def numpy_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype that values of a table dtype are computed in (BF16 -> float32)."""
-    return np.dtype({"F32": "float32", "F64": "float64", "F16": "float16", "BF16": "float32"}[dtype])
-
-
-def to_storage(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Values (computed in ``numpy_dtype(dtype)``) as the bits stored for ``dtype``."""
-    if dtype == "BF16":
-        return f32_to_bf16(values)
-    return np.ascontiguousarray(values, numpy_dtype(dtype))
-
-
-def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
-    return bf16_to_f32(raw) if dtype == "BF16" else raw
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,25 +41,71 @@ def from_storage(raw: np.ndarray, dtype: str) -> np.ndarray:
 class Table:
     """An open table.  Use ``Table.open(path)`` (or ``embtool.open``) and ``close()`` / ``with``."""
 
-    def __init__(self, store: st.Store, tensor: str | None = None):
+    def __init__(self, store: st.Store, tensor: str | None = None, *, files=None):
         self.store = store
-        self.path = store.path
-        self.tensor = pick_tensor(store.header, tensor, self.path)
+        #: where a model folder's or index's parts are (``embtool.model_files.ModelFiles``)
+        self.files = files
+        self.path = files.path if files is not None else store.path
+        self.tensor = pick_tensor(store.header, tensor, store.path, write=store.write)
         info = store.tensors[self.tensor]
         self.dtype = info.dtype
         self.num_embeddings, self.embedding_dim = info.shape
         self.is_embtool = PREFIX + "format_version" in store.metadata
-        self.config = Config.from_metadata(store.metadata, self.num_embeddings, self.path)
         self._vocab = None
+        self._values = None
+        #: how the stored tensor is read (widened, vocabulary-quantised ...), for summaries
+        self.notes: list[str] = [n for n in (describe_widening(self.dtype),) if n]
+        self._model2vec()
+        self.config = Config.from_metadata(store.metadata, self.num_embeddings, self.path)
+
+    def _model2vec(self) -> None:
+        """A model2vec model stored vocabulary-quantised is read as the table it stands for."""
+        from .model_files import model2vec_parts, model2vec_rows
+
+        parts = model2vec_parts(self.store.tensors, self.tensor)
+        if parts is None:
+            return
+        if self.store.write:
+            raise FormatError(f"{self.path}: a model2vec model with {' and '.join(p for p in parts if p)} "
+                              "is read-only; make a table of it with `embtool load-pretrained` first")
+        mapping, weights = (None if n is None else self.store.array(n) for n in parts)
+        values = model2vec_rows(self.store.path, from_storage(self.store.array(self.tensor), self.dtype),
+                                mapping, weights)
+        k = self.num_embeddings
+        self._values = values
+        self.dtype = FROM_NUMPY[values.dtype.name]
+        self.num_embeddings = values.shape[0]
+        if mapping is not None:
+            self.notes.append(f"vocabulary-quantised: {self.num_embeddings} rows from {k} vectors "
+                              "by 'mapping'" + (", times 'weights'" if weights is not None else ""))
+        else:
+            self.notes.append("rows times 'weights'")
 
     @classmethod
     def open(cls, path, *, tensor: str | None = None, write: bool = False) -> "Table":
-        path = Path(path)
-        if path.is_dir():
-            raise EmbtoolError(f"{path}: is a directory, not a table file")
-        s = st.Store(path, write=write)
+        """Open a table file, or (read-only) a model folder or a sharded checkpoint's index
+        (``embtool.model_files``); any other file is refused naming what it is."""
+        from .model_files import other_shard, resolve
+        from .sniff import require_table_file
+
+        files = resolve(path, tensor)
+        if files.kind != "file":
+            if write:
+                raise EmbtoolError(f"{path}: a model {files.kind} is read-only; make a table of "
+                                   "it with `embtool load-pretrained` first")
+        else:
+            require_table_file(files.weights)
+            files = None
+        s = st.Store(files.weights if files else path, write=write)
         try:
-            return cls(s, tensor)
+            return cls(s, files.tensor if files else tensor, files=files)
+        except FormatError:
+            s.close()
+            hint = other_shard(Path(path), tensor) if tensor is not None and files is None \
+                and tensor not in s.tensors else None
+            if hint:
+                raise FormatError(f"{path}: no tensor {tensor!r}; {hint}") from None
+            raise
         except BaseException:
             s.close()
             raise
@@ -100,7 +117,10 @@ class Table:
 
     @property
     def raw(self) -> np.ndarray:
-        """The stored weight, zero-copy (BF16 as uint16 bits)."""
+        """The stored weight, zero-copy (BF16 as uint16 bits); a vocabulary-quantised model2vec
+        model's rows are computed once."""
+        if self._values is not None:
+            return self._values
         return self.store.array(self.tensor)
 
     @property
@@ -121,11 +141,13 @@ class Table:
 
     @property
     def has_vocab(self) -> bool:
+        """The file holds a vocabulary (a model folder's tokenizer: see ``vocab``)."""
         return all(n in self.store.tensors for n in VOCAB_TENSORS)
 
     @property
     def vocab(self):
-        """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors) or None."""
+        """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors, or read from a model
+        folder's tokenizer) or None."""
         if self._vocab is None and self.has_vocab:
             from .vocab import Vocab
 
@@ -133,6 +155,12 @@ class Table:
             if len(self._vocab) != self.num_embeddings:
                 raise FormatError(f"{self.path}: vocabulary has {len(self._vocab)} words for "
                                   f"{self.num_embeddings} rows")
+        elif self._vocab is None and self.files is not None and self.files.tokenizer is not None:
+            from .vocab import Vocab, encode_vocab_rows
+            from .vocab_files import read_vocabulary
+
+            found = read_vocabulary(self.files.tokenizer, self.num_embeddings)
+            self._vocab = Vocab.from_arrays(encode_vocab_rows(found.words))
         return self._vocab
 
     def optimizer_tensors(self) -> dict[str, st.TensorInfo]:
@@ -219,7 +247,7 @@ class Table:
 
 def _as_written(arr: np.ndarray, dtype: str):
     """Keep the stored dtype of raw bits on a rewrite (BF16 bits are uint16 in numpy)."""
-    if dtype in ("BF16", "F8_E4M3", "F8_E5M2"):
+    if FROM_NUMPY.get(arr.dtype.name) != dtype:
         return st.ChunkedTensor(dtype, arr.shape, lambda: st._tensor_chunks(arr))
     return arr
 

@@ -5,9 +5,12 @@ A table's vocabulary is three tensors stored next to ``weight`` (layout fixed):
 * ``vocab.bytes``   uint8 1-D: the UTF-8 bytes of all words concatenated in row order;
 * ``vocab.offsets`` int64 1-D, length N+1, ``offsets[0] == 0``: word i is
   ``bytes[offsets[i]:offsets[i+1]]``;
-* ``vocab.order``   int64 1-D, length N: row ids sorted by word bytes (unsigned lexicographic, a
-  prefix first: the order of Python ``bytes`` comparison, which for UTF-8 is also code point
-  order).  Words are unique, so the order is a strict total order.
+* ``vocab.order``   int64 1-D, length K <= N: the ids of the rows that have a word, sorted by
+  word bytes (unsigned lexicographic, a prefix first: the order of Python ``bytes`` comparison,
+  which for UTF-8 is also code point order).  Words are unique, so the order is a strict total
+  order.  Usually K == N; a row missing from ``order`` has **no word** (its span is empty): a
+  vocabulary file shorter than the tensor, or with ids it does not name, leaves such rows (their
+  ids still work).  A reader that expects K == N refuses such a file cleanly (shape check).
 
 ``Vocab`` works on these arrays as given (they may be read-only memory maps) and never decodes
 more words than asked for: ``find`` is a binary search over ``order``.
@@ -160,6 +163,28 @@ def encode_vocab(words: Sequence[str]) -> dict[str, np.ndarray]:
     return arrays_from_spans(data, offsets)
 
 
+def encode_vocab_rows(words: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """The three vocabulary tensors for rows named by ``words`` (row order), where ``None`` is a
+    row without a word.  Raises DuplicateWordError naming both rows of a repeated word."""
+    named = np.array([w is not None for w in words], bool)
+    if named.all():
+        return encode_vocab(words)
+    data, offsets = encode_words(["" if w is None else w for w in words])
+    ids = np.flatnonzero(named)
+    lengths = np.diff(offsets)[ids]
+    sub_offsets = np.zeros(len(ids) + 1, np.int64)
+    np.cumsum(lengths, out=sub_offsets[1:])
+    keep = np.zeros(len(data), bool)
+    for i in ids[lengths > 0]:
+        keep[offsets[i]:offsets[i + 1]] = True
+    order, distinct = sort_spans(data[keep], sub_offsets)
+    pair = first_duplicate(order, distinct)
+    if pair is not None:
+        a, b = int(ids[pair[0]]), int(ids[pair[1]])
+        raise DuplicateWordError(f"duplicate word {words[b]!r} at rows {a} and {b}")
+    return {BYTES: data, OFFSETS: offsets, ORDER: ids[order]}
+
+
 def extend_vocab(arrays: dict[str, np.ndarray], words: Sequence[str]) -> dict[str, np.ndarray]:
     """The vocabulary tensors with ``words`` appended as new last rows (e.g. a padding or unknown
     token): O(k log N) searches and one O(N) insert, no re-sort.  A word already present (or
@@ -173,7 +198,7 @@ def extend_vocab(arrays: dict[str, np.ndarray], words: Sequence[str]) -> dict[st
     where = []
     for i, key in enumerate(keys):
         pos = base._lower_bound(key)
-        first = seen.get(key, int(order[pos]) if pos < n and base._bytes(int(order[pos])) == key
+        first = seen.get(key, int(order[pos]) if pos < len(order) and base._bytes(int(order[pos])) == key
                          else None)
         if first is not None:
             raise DuplicateWordError(f"duplicate word {words[i]!r} at rows {first} and {n + i}")
@@ -215,13 +240,14 @@ class Vocab:
         self.data = data
         self.offsets = offsets
         self.order = order
-        n = len(order)
-        if data.ndim != 1 or offsets.ndim != 1 or order.ndim != 1 or len(offsets) != n + 1:
+        n = len(offsets) - 1
+        if data.ndim != 1 or offsets.ndim != 1 or order.ndim != 1 or not 0 <= len(order) <= n:
             raise FormatError(
                 f"vocabulary tensors have inconsistent shapes: {BYTES} {data.shape}, "
                 f"{OFFSETS} {offsets.shape}, {ORDER} {order.shape}")
         if n and (int(offsets[0]) != 0 or int(offsets[-1]) != len(data)):
             raise FormatError(f"{OFFSETS} must start at 0 and end at len({BYTES}) = {len(data)}")
+        self._named = None
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Vocab":
@@ -235,28 +261,56 @@ class Vocab:
         return {BYTES: self.data, OFFSETS: self.offsets, ORDER: self.order}
 
     def __len__(self) -> int:
+        """Rows covered (the table's rows); ``named`` of them have a word."""
+        return len(self.offsets) - 1
+
+    @property
+    def named(self) -> int:
         return len(self.order)
+
+    @property
+    def unnamed(self) -> int:
+        return len(self) - len(self.order)
+
+    def has_word(self) -> np.ndarray | None:
+        """Boolean mask of the rows that have a word, or None when every row has one."""
+        if not self.unnamed:
+            return None
+        if self._named is None:
+            mask = np.zeros(len(self), bool)
+            mask[np.asarray(self.order, np.int64)] = True
+            self._named = mask
+        return self._named
 
     def _bytes(self, i: int) -> bytes:
         return self.data[int(self.offsets[i]):int(self.offsets[i + 1])].tobytes()
 
-    def word(self, i: int) -> str:
+    def word(self, i: int) -> str | None:
+        """The word of row ``i``, or None for a row without a word."""
         n = len(self)
         if not -n <= i < n:
             from embtool.errors import IndexRangeError
             raise IndexRangeError(f"row {i} is out of range for a vocabulary of {n} words")
+        mask = self.has_word()
+        if mask is not None and not mask[i % n]:
+            return None
         return self._bytes(i % n).decode("utf-8")
 
-    def words(self, ids: Iterable[int]) -> list[str]:
+    def words(self, ids: Iterable[int]) -> list[str | None]:
         return [self.word(int(i)) for i in ids]
 
-    def head(self, n: int) -> list[str]:
+    def head(self, n: int) -> list[str | None]:
+        """Words of rows ``0..n-1`` (None for rows without a word)."""
         n = max(0, min(n, len(self)))
-        return decode_spans(self.data, self.offsets[: n + 1]) if n else []
+        words = decode_spans(self.data, self.offsets[: n + 1]) if n else []
+        mask = self.has_word()
+        if mask is not None:
+            words = [w if mask[i] else None for i, w in enumerate(words)]
+        return words
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[str | None]:
         for i in range(len(self)):
-            yield self._bytes(i).decode("utf-8")
+            yield self.word(i)
 
     def __contains__(self, word: str) -> bool:
         return self.find(word) >= 0
@@ -293,22 +347,11 @@ class Vocab:
 
 def read_vocab_file(path: str | Path) -> list[str]:
     """One token per line (a BERT ``vocab.txt``): lines split on ``\\n`` only, a trailing ``\\r``
-    removed, nothing else stripped.  An empty line is an error naming its line number."""
-    raw = Path(path).read_bytes()
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    words = []
-    for no, line in enumerate(lines, 1):
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            raise FormatError(f"{path}, line {no}: empty line in vocabulary file")
-        try:
-            words.append(line.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise FormatError(f"{path}, line {no}: not valid UTF-8 ({e.reason})") from None
-    return words
+    and a leading UTF-8 BOM removed, nothing else stripped.  An empty line is an error naming its
+    line number.  (Every vocabulary format: ``embtool.vocab_files``.)"""
+    from .vocab_files import read_lines
+
+    return read_lines(path)
 
 
 def write_vocab_file(path: str | Path, words: Iterable[str]) -> None:

@@ -210,11 +210,11 @@ def test_tensor_names_complete_from_the_file(tmp_path):
 
 def test_cli_choices_are_the_librarys():
     from embtool.cli import pretrained as cli_pretrained
-    from embtool.formats.detect import FORMATS
     from embtool.formats.loaded import DUPLICATE_POLICIES, UNICODE_ERRORS
     from embtool.formats.write import WRITE_FORMATS
+    from embtool.pretrained import SOURCE_FORMATS
 
-    assert cli_pretrained.LOAD_FORMATS == FORMATS + ("safetensors",)
+    assert cli_pretrained.LOAD_FORMATS == SOURCE_FORMATS
     assert cli_pretrained.EXPORT_FORMATS == WRITE_FORMATS
     assert cli_pretrained.UNICODE_ERRORS == UNICODE_ERRORS
     assert cli_pretrained.DUPLICATE_POLICIES == DUPLICATE_POLICIES

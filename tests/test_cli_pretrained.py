@@ -165,9 +165,9 @@ def test_load_errors_name_file_and_line(tmp_path):
     fasttext_bin = tmp_path / "model.bin"
     fasttext_bin.write_bytes(bytes.fromhex("ba164f2f") + b"\x0c\x00\x00\x00" + b"\0" * 64)
     assert_single_error_line(invoke("load-pretrained", fasttext_bin, tmp_path / "f.safetensors"), "fastText")
-    (tmp_path / "v.txt").write_text("a\nb\n")
+    (tmp_path / "v.txt").write_text("".join(f"w{i}\n" for i in range(201)))
     r = invoke("load-pretrained", SAMPLES / "small.npy", tmp_path / "n.safetensors", "--vocab", tmp_path / "v.txt")
-    assert_single_error_line(r, "2 tokens for 200 rows")
+    assert_single_error_line(r, "v.txt, line 201: token 'w200' names row 200, past the tensor's 200 rows")
     existing = tmp_path / "e.safetensors"
     invoke("init", existing, "-n", 2, "-d", 2)
     before = existing.read_bytes()

@@ -92,17 +92,14 @@ DAMAGED = {
                                "x": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}}, b"\0" * 16),
         "overlap"),
     "unknown dtype": (
-        lambda p: raw_file(p, {"weight": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}, b"\0"),
-        "unknown dtype 'Q4'"),
+        lambda p: raw_file(p, {"weight": {"dtype": "Q4", "shape": [1, 1], "data_offsets": [0, 1]}}, b"\0"),
+        "tensor 'weight' has dtype Q4"),
     "1-D tensor": (
         lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 16),
         "tensor 'weight' is 1-D"),
     "3-D tensor": (
         lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [1, 2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
         "tensor 'weight' is 3-D"),
-    "integer table": (
-        lambda p: raw_file(p, {"weight": {"dtype": "I32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
-        "has dtype I32"),
     "bad metadata": (
         lambda p: raw_file(p, {"__metadata__": {"embtool.format_version": "1", "embtool.frozen": "maybe"},
                                "weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 16),
@@ -119,6 +116,20 @@ def test_damaged_files_give_one_error_line_and_stay_unchanged(tmp_path, case, co
     before = p.read_bytes()
     r = run(*[a.format(p=p) for a in command])
     assert_single_error_line(r, str(p), message)
+    assert p.read_bytes() == before
+
+
+@pytest.mark.parametrize("command", [["freeze", "{p}"], ["renorm", "{p}", "--max-norm", "1"]])
+def test_integer_tables_are_read_widened_and_never_written(tmp_path, command):
+    p = raw_file(tmp_path / "int.safetensors",
+                 {"weight": {"dtype": "I32", "shape": [2, 2], "data_offsets": [0, 16]}},
+                 np.array([[1, -2], [3, 1 << 20]], "<i4").tobytes())
+    before = p.read_bytes()
+    r = run("lookup", p, "1", "0")
+    assert r.code == 0, r.err
+    assert json.loads(r.out) == [[3.0, float(1 << 20)], [1.0, -2.0]]
+    r = run(*[a.format(p=p) for a in command])
+    assert_single_error_line(r, str(p), "has dtype I32, read as float32 but not written")
     assert p.read_bytes() == before
 
 

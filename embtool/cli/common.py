@@ -12,10 +12,9 @@ import sys
 
 import click
 
+from ..dtypes import ALIASES as DTYPES  # no numpy: the one dtype table
 from ..render import FORMATS
 
-DTYPES = {"float32": "F32", "f32": "F32", "float64": "F64", "f64": "F64", "float16": "F16",
-          "f16": "F16", "half": "F16", "bfloat16": "BF16", "bf16": "BF16"}
 CONFIG_KEYS = ("padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
 
 

@@ -7,9 +7,9 @@ from . import cli
 from .common import DTYPES, config_options, dtype_option, examples, force_option, info, progress, tensor_option
 
 #: the choices of ``--format`` and of the loading policies; the library's own lists
-#: (formats.detect.FORMATS, formats.write.WRITE_FORMATS, formats.loaded.DUPLICATE_POLICIES and
+#: (pretrained.SOURCE_FORMATS, formats.write.WRITE_FORMATS, formats.loaded.DUPLICATE_POLICIES and
 #: UNICODE_ERRORS) import numpy, which `embtool --help` must not pay for: a test keeps them equal
-LOAD_FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors")
+LOAD_FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors", "fasttext")
 EXPORT_FORMATS = ("glove", "word2vec", "word2vec-binary", "npy")
 UNICODE_ERRORS = ("strict", "replace", "ignore")
 DUPLICATE_POLICIES = ("first", "last", "error")
@@ -27,10 +27,11 @@ DUPLICATE_POLICIES = ("first", "last", "error")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(LOAD_FORMATS),
               help="Input format; auto detects it (a word2vec header is two integers that agree "
-                   "with the next row).")
-@tensor_option(help="The 2-D tensor of a safetensors SOURCE.")
+                   "with the next row; safetensors covers model folders and *.index.json).")
+@tensor_option(help="The 2-D tensor of a safetensors SOURCE, model folder or index.")
 @click.option("--vocab", "vocab_file", metavar="FILE",
-              help="One token per line naming the rows of a tensor or .npy (e.g. a BERT vocab.txt).")
+              help="Names the rows of a tensor or .npy: a tokenizer.json, a {token: id} JSON map or "
+                   "one token per line (vocab.txt). A folder's own tokenizer is the default.")
 @click.option("--limit", type=click.IntRange(min=0), help="Read at most this many rows.")
 @dtype_option()
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of the words.")
@@ -48,7 +49,9 @@ DUPLICATE_POLICIES = ("first", "last", "error")
 def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encoding, unicode_errors,
                     on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, config, force):
     """Make TABLE from SOURCE: GloVe text, word2vec text / fastText .vec, word2vec binary, .npy,
-    or a tensor of a safetensors file (from_pretrained). .gz/.bz2/.xz and - (stdin) are read."""
+    a fastText .bin model (with its subword n-grams), or a tensor of a safetensors file, model
+    folder or sharded checkpoint with its tokenizer (from_pretrained). .gz/.bz2/.xz and - (stdin)
+    are read."""
     import os
 
     from ..pretrained import DTYPE_NAMES
@@ -80,7 +83,7 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
     "embtool export emb.safetensors emb.npy",
     "embtool export glove.safetensors - --format glove | head -3",
 ))
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.argument("out")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS),
               help="Output format (default: from OUT's suffix: .txt glove, .vec word2vec, "

@@ -13,7 +13,7 @@ from .common import ArgsCommand, examples, free_args, output_options, progress, 
     "embtool similar emb.safetensors --ids 42 -f csv",
     "embtool similar glove.safetensors -k 3 -- -lrb-",
 ))
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.argument("query", nargs=-1)
 @click.option("-k", "--topn", "k", type=int, default=10, show_default=True, help="How many neighbours.")
 @click.option("-n", "--negative", multiple=True, metavar="QUERY",
@@ -23,13 +23,16 @@ from .common import ArgsCommand, examples, free_args, output_options, progress, 
               help="A raw query vector (.npy, .safetensors or JSON), used unnormalised as gensim. Repeatable.")
 @click.option("--restrict-vocab", type=click.IntRange(min=0), metavar="N",
               help="Search only the first N rows (gensim's restrict_vocab).")
+@click.option("--unknown", type=click.Choice(["error", "subword"]),
+              help="A word not in the vocabulary: an error, or its fastText subword vector. "
+                   "Default: subword for tables with n-grams, else error.")
 @tensor_option
 @output_options(("json", "jsonl", "csv", "tsv", "table"))
-def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, tensor, out):
+def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown, tensor, out):
     """Top-k cosine neighbours of words, row numbers or vectors (gensim most_similar: unit vectors,
     weighted mean, input rows excluded). Words that begin with '-' go after '--'."""
     from ..inputs import read_array
-    from ..keys import rows_for_keys
+    from ..pretrained import query_items
     from ..render import render_rows
     from ..similar import most_similar
     from ..table import Table
@@ -39,9 +42,10 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, tensor, 
         raise click.UsageError("give at least one QUERY, --negative or --vector")
     raw = [_vector(read_array(v, what="query vector")) for v in vectors]
     with Table.open(table, tensor=tensor) as t:
-        positive = rows_for_keys(t, query, as_ids=as_ids) + raw
-        results = most_similar(t.weight(), t.vocab, positive, rows_for_keys(t, negative, as_ids=as_ids),
-                               topn=k, restrict_vocab=restrict_vocab)
+        positive = query_items(t, query, unknown=unknown, as_ids=as_ids) + raw
+        negative = query_items(t, negative, unknown=unknown, as_ids=as_ids)
+        results = most_similar(t.weight(), t.vocab, positive, negative, topn=k,
+                               restrict_vocab=restrict_vocab)
         rows = [int(r) for r, _ in results]
         columns = {"id": rows}
         if t.vocab is not None:
@@ -59,7 +63,7 @@ def _vector(arr):
     "embtool evaluate glove.safetensors --pairs wordsim353.tsv -f table",
     "embtool evaluate glove.safetensors --analogies questions-words.txt --restrict-vocab 30000 -f jsonl",
 ))
-@click.argument("table", type=click.Path(dir_okay=False))
+@click.argument("table", type=click.Path())
 @click.option("--analogies", metavar="FILE", help="questions-words file (': section' lines, then 4 words).")
 @click.option("--pairs", metavar="FILE", help="Word pairs with a gold score (word1 TAB word2 TAB score).")
 @click.option("--restrict-vocab", type=click.IntRange(min=0), default=300000, show_default=True,

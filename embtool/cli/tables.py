@@ -8,7 +8,7 @@ from .common import (DTYPES, ArgsCommand, NoneOrFloat, NoneOrInt, config_options
                      examples, force_option, free_args, info, output_options, progress,
                      read_stdin_allowed, tensor_option)
 
-TABLE = click.argument("table", type=click.Path(dir_okay=False))
+TABLE = click.argument("table", type=click.Path())  # a folder: a model folder (read-only)
 #: the formats of an array of rows
 ARRAY_FORMATS = ("json", "jsonl", "csv", "tsv", "npy", "table")
 
@@ -104,8 +104,10 @@ def read_index_input(ids, input_path, *, words: bool = False, json_input: bool =
                    "else is words ([CLS], <s>, '-'); words that begin with '-' go after '--'.")
 @click.option("--json-input", is_flag=True, help="With --words: the words must be a JSON list.")
 @click.option("--words-file", metavar="FILE", help="Words from FILE (or -), one per line.")
-@click.option("--unknown", type=click.Choice(["error", "skip", "unk"]), default="error", show_default=True,
-              help="A word not in the vocabulary: an error, dropped (named on stderr), or the unk row.")
+@click.option("--unknown", type=click.Choice(["error", "skip", "unk", "subword"]),
+              help="A word not in the vocabulary: an error, dropped (named on stderr), the unk row, "
+                   "or its fastText subword vector (id -1). Default: subword for tables with "
+                   "n-grams, else error.")
 @click.option("--offsets", metavar="OFFSETS",
               help="EmbeddingBag: bag start offsets into the 1-D ids (JSON list, integers, or FILE).")
 @click.option("--mode", type=click.Choice(["sum", "mean", "max"]),
@@ -141,16 +143,22 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
         offsets, psw = option_array(offsets, "offsets", ints=True), option_array(psw, "per-sample weights")
     found = None
     with _open_table(table, tensor, write_back) as t:
-        if words is not None:
+        if words is not None and not bag:
+            from ..pretrained import lookup_words
+
+            rows, found = lookup_words(t, words, unknown=unknown, max_norm=max_norm, norm_type=norm_type,
+                                       padding_idx=padding_idx, write_back=write_back)
+            idx = found.ids
+        elif words is not None:
             from ..keys import rows_for_words
 
-            found = rows_for_words(t, words, unknown=unknown)
+            found = rows_for_words(t, words, unknown=unknown or "error")
             idx = found.ids
         if bag:
             rows = lookup_bag(t, idx, offsets, mode=mode or "mean", per_sample_weights=psw,
                               include_last_offset=include_last_offset, padding_idx=padding_idx,
                               max_norm=max_norm, norm_type=norm_type, write_back=write_back)
-        else:
+        elif words is None:
             rows = do_lookup(t, idx, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx,
                              write_back=write_back)
     if found is not None and found.skipped:

@@ -2,9 +2,10 @@
 
 ``--format auto`` (docs/semantics.md §7.7):
 
-1. fastText ``.bin`` models (magic ``BA 16 4F 2F``) are refused with a pointer to the ``.vec`` file;
-   a ``.npy`` array (``\\x93NUMPY``) is ``npy``; a safetensors file is refused (the table layer
-   reads those).
+1. fastText ``.bin`` models (magic ``BA 16 4F 2F``) are refused (``load_pretrained`` reads them
+   with ``formats.fasttext``); a ``.npy`` array (``\\x93NUMPY``) is ``npy``; safetensors files,
+   checkpoint indexes, tokenizer.json files and pickles are refused naming what they are
+   (``embtool.sniff``).
 2. A UTF-8 BOM is skipped (and reported) when the encoding is UTF-8.
 3. A header is a first line of exactly two non-negative integers ``count dim`` (``dim >= 1``;
    separated by ASCII whitespace, as gensim's ``split()``).  With a header, the file is
@@ -20,12 +21,11 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 
+from embtool import sniff
 from embtool.errors import ConfigError, FormatError
+from embtool.sniff import BOM, FASTTEXT_MAGIC, NPY_MAGIC  # noqa: F401 (the one home of magic bytes)
 
 FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy")
-BOM = b"\xef\xbb\xbf"
-FASTTEXT_MAGIC = b"\xba\x16\x4f\x2f"
-NPY_MAGIC = b"\x93NUMPY"
 #: bytes.isspace() minus the line feed: what a line's end is stripped of (gensim's rstrip()).
 LINE_WS = b" \t\r\x0b\x0c"
 _CONTROL = frozenset(range(0, 9)) | frozenset(range(14, 32))
@@ -124,16 +124,18 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
     if not head:
         raise FormatError(f"{name}: empty file")
     if head.startswith(FASTTEXT_MAGIC):
-        raise FormatError(f"{name}: this is a fastText .bin model, not a vector file; load the "
-                          "matching .vec file (or gensim's load_facebook_vectors)")
+        raise FormatError(f"{name}: this is a fastText .bin model, not a vector text file; "
+                          "`embtool load-pretrained` reads it with --format auto or fasttext")
     if head.startswith(NPY_MAGIC):
         if fmt not in ("auto", "npy"):
             raise FormatError(f"{name}: this is a .npy array, not {fmt} text")
         return Detected("npy")
     if fmt == "npy":
         raise FormatError(f"{name}: not a .npy file (no \\x93NUMPY magic)")
-    if head[8:9] == b"{" and looks_binary(head[:8]):  # u64 header length, then JSON
-        raise FormatError(f"{name}: this is a safetensors file, not a vector text file")
+    kind = sniff.sniff_head(head, name)
+    if kind.name in ("safetensors", "hf-index", "tokenizer", "pickle", "npz"):
+        hint = "" if kind.hint.startswith(sniff.LOAD_FIRST) else f"; {kind.hint}"
+        raise FormatError(f"{name}: this is {kind.what}, not a vector file{hint}")
     bom = is_utf8(encoding) and head.startswith(BOM)
     start = len(BOM) if bom else 0
     line, after = _first_line(head, start)

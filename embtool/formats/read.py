@@ -5,7 +5,7 @@ import io
 
 import numpy as np
 
-from embtool import kernels
+from embtool import dtypes as _dtypes, kernels
 from embtool.errors import ConfigError, FormatError
 from embtool.formats import binary, detect as _detect, text
 from embtool.formats.loaded import (
@@ -14,7 +14,7 @@ from embtool.formats.loaded import (
 )
 from embtool.formats.source import BlockReader, _Prefixed, _read_fully, open_source
 
-DTYPES = ("float32", "float64", "float16", "bfloat16")
+DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dtypes
 #: bytes of input counted as one element of kernel work: the numpy parser runs at ~15 MB/s and
 #: importing Numba and loading its cached kernels costs ~0.6 s, so files below ~8 MB use numpy.
 BYTES_PER_WORK = 32
