@@ -71,10 +71,10 @@ def typos(words, rng, n):
 
 
 def test_closest_words_match_brute_force(glove_words):
-    words = glove_words[:2000]  # the Python reference is slow
+    words = glove_words[:1500]  # the Python reference is slow
     vocab = Vocab.from_words(words)
     rng = np.random.default_rng(0)
-    for word in typos(words, rng, 40) + ["King", "PARIS", "teh", "kign", "xyzzy", "ab", "--x"]:
+    for word in typos(words, rng, 30) + ["King", "PARIS", "teh", "kign", "xyzzy", "ab", "--x"]:
         if word in words:
             continue
         assert keys.closest_words(vocab, word) == brute_force(words, word), word
