@@ -13,6 +13,8 @@ FORMAT_VERSION = "1"
 PREFIX = "embtool."
 #: the row that words not in the vocabulary map to (load-pretrained --unk-token)
 UNK_KEY = PREFIX + "unk_idx"
+#: the optimizer's name, hyper-parameters (JSON) and step count (train-step)
+META_NAME, META_HPARAMS, META_STEP = PREFIX + "optim.name", PREFIX + "optim.hparams", PREFIX + "optim.step"
 
 
 def normalize_padding_idx(padding_idx, num_embeddings: int):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import store as st
 from .errors import FormatError
-from .optim import META_HPARAMS, META_NAME, META_STEP
+from .config import META_HPARAMS, META_NAME, META_STEP
 from .table import Table
 
 
