@@ -11,6 +11,12 @@ from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = "1"
 PREFIX = "embtool."
+#: the row that words not in the vocabulary map to (load-pretrained --unk-token)
+UNK_KEY = PREFIX + "unk_idx"
+#: the optimizer's name, hyper-parameters (JSON) and step count (train-step)
+META_NAME, META_HPARAMS, META_STEP = PREFIX + "optim.name", PREFIX + "optim.hparams", PREFIX + "optim.step"
+#: where the optimizer state lives when it is not in the table (``train-step --state``)
+META_STATE_FILE = PREFIX + "optim.state_file"
 
 
 def normalize_padding_idx(padding_idx, num_embeddings: int):

@@ -185,13 +185,22 @@ def check_shape(arr: np.ndarray, shape: tuple, what: str, where: str) -> None:
         raise ShapeError(f"{where}: {what} has shape {list(arr.shape)}, expected {list(shape)}")
 
 
-def read_words(args, source=None, *, lines: bool = False) -> list:
-    """Words from arguments, or from a file / ``-``: a JSON nested list of strings (shape kept),
-    else words separated by ASCII whitespace; with ``lines`` one word per line (words may then
-    contain spaces; only ``\n`` and a trailing ``\r`` are stripped)."""
+def read_words(args, source=None, *, lines: bool = False, json_input: bool = False) -> list:
+    """Words from arguments, or from a file / ``-``.
+
+    Words are words: one argument, or the whole text read, is JSON only when it parses as a JSON
+    list whose leaves are all strings (nested lists keep their shape); anything else is words
+    (``[CLS]``, ``<s>``, ``-``, ``[1]``): each argument one word, a text split at ASCII
+    whitespace.  ``json_input`` requires the JSON list (a clear error otherwise).  With ``lines``
+    a text is one word per line (words may then contain spaces; only ``\n`` and a trailing
+    ``\r`` are stripped), never JSON."""
     if source is None:
-        if len(args) == 1 and args[0].lstrip().startswith("["):
-            return _json_words(args[0], "argument")
+        if json_input and len(args) != 1:
+            raise FormatError(f"arguments: --json-input takes one JSON list, not {len(args)} arguments")
+        if len(args) == 1:
+            words = _json_words(args[0], "argument", json_input)
+            if words is not None:
+                return words
         return list(args)
     data, where = _read_source(source)
     try:
@@ -200,14 +209,40 @@ def read_words(args, source=None, *, lines: bool = False) -> list:
         raise FormatError(f"{where}: not UTF-8 text (byte {exc.start})") from None
     if lines:
         return [w[:-1] if w.endswith("\r") else w for w in text.split("\n")[:-1 if text.endswith("\n") else None]]
-    if text.lstrip().startswith("["):
-        return _json_words(text, where)
-    return text.split()
+    words = _json_words(text, where, json_input)
+    return text.split() if words is None else words
 
 
-def _json_words(text: str, where: str) -> list:
-    obj = jsontext.loads(text, where)
+def _json_words(text: str, where: str, required: bool):
+    """The words of ``text`` when it is a JSON list of strings, else None (or, ``required``, an
+    error saying why it is not)."""
+    if not text.lstrip().startswith("["):
+        if required:
+            raise FormatError(f"{where}: not a JSON list of words")
+        return None
+    try:
+        obj = jsontext.loads(text, where)
+    except FormatError:
+        if required:
+            raise
+        return None
+    if not _string_leaves(obj):
+        if required:
+            raise FormatError(f"{where}: words must be a nested list of strings")
+        return None
     arr = np.array(obj, dtype=object)  # ragged lists become an array of lists: refused below
     if not all(isinstance(w, str) for w in arr.reshape(-1)):
         raise FormatError(f"{where}: words must be a rectangular nested list of strings")
     return obj
+
+
+def _string_leaves(obj) -> bool:
+    """Whether every leaf of nested lists is a string (iteratively: no recursion limit)."""
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif not isinstance(x, str):
+            return False
+    return True

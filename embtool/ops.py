@@ -125,15 +125,17 @@ def effective_config(table: Table, **overrides) -> Config:
     return table.config.with_overrides(table.num_embeddings, **overrides)
 
 
-def lookup(table: Table, ids, *, max_norm=None, norm_type=None, write_back: bool = False) -> np.ndarray:
+def lookup(table: Table, ids, *, max_norm=None, norm_type=None, padding_idx=None,
+           write_back: bool = False) -> np.ndarray:
     """``F.embedding`` on a table: shape ``ids.shape + (D,)``, values in the table's value dtype
-    (BF16 widened exactly to float32).
+    (BF16 widened exactly to float32).  ``padding_idx`` is checked as nn.Embedding checks it;
+    the forward pass does not use it.
 
     Out-of-range and negative indices are errors.  With max_norm (the table's, or the override)
     the distinct looked-up rows are renormalised in the returned copy; ``write_back`` also
     persists the renormed rows, as PyTorch mutates ``weight`` (in place, logged).
     """
-    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type)
+    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx)
     ids = check_ids(ids, table.num_embeddings)
     flat = ids.reshape(-1)
     d = table.embedding_dim
@@ -170,10 +172,11 @@ class RenormReport:
     changed_ids: np.ndarray
     written: bool
 
-    def to_dict(self, sample: int = 20) -> dict:
+    def to_dict(self) -> dict:
+        """The report as JSON-ready values, every changed id included (never a silent sample)."""
         return {"rows_checked": self.rows_checked, "rows_changed": self.rows_changed,
                 "max_norm": self.max_norm, "norm_type": self.norm_type,
-                "changed_ids": self.changed_ids[:sample].tolist(), "written": self.written}
+                "changed_ids": self.changed_ids.tolist(), "written": self.written}
 
 
 #: above this many bytes of changed rows a full renorm rewrites the file instead of logging them

@@ -31,6 +31,7 @@ import numpy as np
 
 from embtool import jsontext
 from embtool.backward import RowGrad, row_kernel
+from embtool.config import META_HPARAMS, META_NAME, META_STEP
 from embtool.errors import ConfigError, FormatError, ShapeError, StateError
 
 f32 = np.float32
@@ -51,8 +52,6 @@ ADAM_SPARSE = "Adam does not support sparse gradients, please consider SparseAda
 SPARSE_ADAM_DENSE = "SparseAdam does not support dense gradients, please consider Adam instead"
 SGD_SPARSE_WD = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 ADAGRAD_SPARSE_WD = "weight_decay option is not compatible with sparse gradients"
-
-META_NAME, META_HPARAMS, META_STEP = "embtool.optim.name", "embtool.optim.hparams", "embtool.optim.step"
 
 
 def _validate(name: str, h: dict) -> None:

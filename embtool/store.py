@@ -1199,11 +1199,7 @@ def _write_temp(path: Path, infos: list[TensorInfo], header: bytes, tensors: Map
             if written != info.nbytes:
                 raise EmbtoolError(f"internal error: tensor {info.name!r} produced {written} bytes, "
                                    f"expected {info.nbytes}")
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        os.fchmod(fd, mode)
+        os.fchmod(fd, _target_mode(path))
     except BaseException:
         os.close(fd)
         _discard(tmp)
@@ -1245,6 +1241,15 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
     fs.sync_dir(path.parent)
 
 
+def _target_mode(path: Path) -> int:
+    """Permissions for a file replacing ``path``: those of the file replaced, else 0666 minus the
+    umask as for any new file (mkstemp's temporary files are 0600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
 def replace_atomically(path, write: Callable[[str], None]) -> None:
     """Make an output file (not a table) appear whole or not at all: ``write(tmp)`` writes a
     temporary file in the same folder (keeping the last suffix, so ``.gz`` still compresses), which
@@ -1276,6 +1281,7 @@ def replace_all_atomically(outputs: Iterable[tuple[object, Callable[[str], None]
                                    f"({exc.strerror})") from None
             temps.append((fd, tmp, path))
             write(str(tmp))
+            os.chmod(tmp, _target_mode(path))  # write() may have made a new file of mode 0600
         for _, tmp, path in temps:
             fs.rename(tmp, path)
     except BaseException:

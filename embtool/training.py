@@ -38,14 +38,15 @@ from .errors import ConfigError, FormatError, ShapeError, StateError
 from .ids import check_ids
 from .inputs import read_array, read_ids
 from .ops import STREAM_BYTES, embedding_renorm_
-from .optim import META_HPARAMS, META_NAME, META_STEP, OptimizerSpec, init_state, state_names, step
+from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
+from .optim import OptimizerSpec, init_state, state_names, step
 from .store import PRIMARY_KEY, ChunkedTensor, Store, read_header
 from .table import PREFIX, Table, check_trainable
 
 #: the tensor the optimizer state belongs to (the state tensors' names are per file)
 META_TENSOR = PREFIX + "optim.tensor"
 #: in a table whose optimizer state is kept in a file of its own: that file, relative to the table
-STATE_FILE = PREFIX + "optim.state_file"
+STATE_FILE = META_STATE_FILE
 OPTIM_KEYS = (META_NAME, META_HPARAMS, META_STEP, META_TENSOR)
 
 
