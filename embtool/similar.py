@@ -36,7 +36,8 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
-from embtool.kernels._numpy.topk import EMPTY, MAX_ROW
+from embtool.kernels._numpy.topk import EMPTY, MAX_ROW, encode
+from embtool.norms import row_norms
 
 #: rows are streamed in chunks of about this many bytes (of float32).
 CHUNK_BYTES = 48 << 20
@@ -48,24 +49,45 @@ f64 = np.float64
 
 
 def most_similar(weight, vocab, positive, negative=(), *, topn=10, restrict_vocab=None,
-                 chunk_rows=None):
+                 norms=None, chunk_rows=None):
     """Top-``topn`` rows by cosine similarity to the query, best first: ``[(row, score), ...]``.
 
     ``positive`` / ``negative``: a row id, a 1-D vector, an ``(item, weight)`` tuple, or a
     list of those (weights default to +1 / -1 and replace the default as given, as gensim).
     ``vocab`` (or None) only names rows in error messages.  ``restrict_vocab=N`` searches rows
     ``0..N-1``; ``topn=None`` ranks every searched row; ``topn <= 0`` gives ``[]``.
+    ``norms``: the table's row norms if known (see ``search``).
     """
-    items = _items(positive, 1.0) + _items(negative, -1.0)
+    return most_similar_many(weight, vocab, [(positive, negative)], topn=topn,
+                             restrict_vocab=restrict_vocab, norms=norms, chunk_rows=chunk_rows)[0]
+
+
+def most_similar_many(weight, vocab, queries, *, topn=10, restrict_vocab=None, norms=None,
+                      chunk_rows=None, progress=None):
+    """``most_similar`` of many ``(positive, negative)`` queries in one pass over the table
+    (matrix products over each chunk of rows, then the proposals rescored as a single query
+    would be: the results are those of one ``most_similar`` call per query)."""
+    queries = list(queries)
     if isinstance(topn, Integral) and topn < 1:
-        return []
-    if not items:
-        raise EmbtoolError("cannot compute similarity with no input")
+        return [[] for _ in queries]
     stop = search_stop(weight, restrict_vocab)
-    query, exclude = unit_query(weight, items, vocab)
+    units, excluded = [], []
+    for positive, negative in queries:
+        items = _items(positive, 1.0) + _items(negative, -1.0)
+        if not items:
+            raise EmbtoolError("cannot compute similarity with no input")
+        unit, exclude = unit_query(weight, items, vocab)
+        units.append(unit)
+        excluded.append(exclude)
+    if not queries:
+        return []
     k = stop if topn is None else min(int(topn), stop)
-    best = search(weight, query[None, :], exclude[None, :], k, stop, chunk_rows=chunk_rows)
-    return decode(best[0])
+    exclude = np.full((len(queries), max(len(e) for e in excluded)), -1, np.int64)
+    for i, e in enumerate(excluded):
+        exclude[i, :len(e)] = e
+    best = search_exact(weight, np.stack(units), exclude, k, stop, norms=norms,
+                        chunk_rows=chunk_rows, progress=progress)
+    return [decode(b) for b in best]
 
 
 def search_stop(weight, restrict_vocab):
@@ -163,13 +185,6 @@ def as_f32(rows):
     return rows if rows.dtype == f32 else rows.astype(f32)
 
 
-def row_norms(rows, buf=None):
-    """``np.linalg.norm(rows, axis=1)`` bit for bit (float32), optionally into a scratch buffer."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.multiply(rows, rows, out=None if buf is None else buf[: len(rows)])
-        return np.sqrt(np.add.reduce(sq, axis=1))
-
-
 def chunk_size(weight, chunk_rows=None):
     """Rows per chunk: a multiple of 4 (BLAS gemv's row blocking, so scores match gensim's)."""
     if chunk_rows is None:
@@ -184,42 +199,157 @@ def iter_chunks(weight, stop, chunk_rows=None):
         yield lo, as_f32(weight[lo:min(lo + step, stop)])
 
 
-def search(weight, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None):
+def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, progress=None,
+           observe=None):
     """Best ``k`` keys per query over rows ``0..stop-1`` (see ``kernels/_numpy/topk.py``).
 
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
+    ``norms``: the row norms of ``weight`` as a ``RowNorms`` (used, or computed on the way and
+    kept, see ``embtool.norms``), an array of at least ``stop`` float32 norms, or None (computed
+    on the way).  With known norms a query reads every row once; otherwise each chunk's norms
+    are computed while the chunk is still in the CPU cache.
     One query uses a matrix-vector product per chunk (gensim's arithmetic); many queries use
-    matrix products, whose scores may differ from gensim's in the last bits.  ``observe(lo,
-    rows, norms)`` sees every chunk (table statistics ride on the same pass); ``progress(n)``
-    is called with the number of rows done.
+    matrix products, whose scores may differ from gensim's in the last bits (``search_exact``
+    corrects them).  ``observe(lo, rows, norms)`` sees every chunk (table statistics ride on
+    the same pass); ``progress(n)`` is called with the number of rows done.
     """
     if stop > MAX_ROW:
         raise ConfigError(f"tables of more than {MAX_ROW} rows cannot be searched")
+    known, keep = _known_norms(norms, weight, stop)
     q = len(queries)
     best = np.full((q, k), EMPTY, np.int64)
     buf = None
     for lo, rows in iter_chunks(weight, stop, chunk_rows):
-        if buf is None:
-            buf = np.empty_like(rows)
-        norms = row_norms(rows, buf)
+        hi = lo + len(rows)
+        chunk_norms = known[lo:hi] if known is not None else row_norms(rows)
+        if keep is not None:
+            keep[lo:hi] = chunk_norms
         if observe is not None:
-            observe(lo, rows, norms)
+            observe(lo, rows, chunk_norms)
         if k:
             block = max(1, SCORE_BYTES // (4 * len(rows)))
+            if q > 1 and buf is None:
+                buf = np.empty(min(q, block) * len(rows), f32)
             for q0 in range(0, q, block):
-                scores = _scores(rows, norms, queries[q0:q0 + block])
+                scores = _scores(rows, chunk_norms, queries[q0:q0 + block], buf)
                 select = kernels.get("topk.select", scores.size)
                 select(scores, lo, exclude[q0:q0 + block], best[q0:q0 + block])
+        if progress is not None:
+            progress(len(rows))
+    if keep is not None:
+        norms.keep(keep)
+    return best
+
+
+def _known_norms(norms, weight, stop):
+    """(norms to use or None, array to fill for ``RowNorms.keep`` or None)."""
+    if norms is None or isinstance(norms, np.ndarray):
+        return norms, None
+    known = norms.get()
+    if known is None and stop == weight.shape[0]:
+        return None, np.empty(stop, f32)
+    return known, None
+
+
+def _scores(rows, norms, queries, buf):
+    """Cosine scores (Q, n) of a chunk: gensim's ``dot(rows, query) / norms`` for one query."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if len(queries) == 1:
+            scores = rows @ queries[0]
+            return np.divide(scores, norms, out=scores)[None, :]
+        out = buf[:len(queries) * len(rows)].reshape(len(queries), len(rows))
+        np.matmul(queries, rows.T, out=out)
+        return np.divide(out, norms, out=out)
+
+
+def search_exact(weight, queries, exclude, k, stop, *, norms=None, extra=None, chunk_rows=None,
+                 progress=None):
+    """``search`` whose result is, for every query, that of a search of that query alone
+    (gensim's matrix-vector arithmetic), at the cost of matrix products for many queries.
+
+    One pass with matrix products proposes ``k + extra`` rows per query; their scores are
+    recomputed with matrix-vector products; a proposal is accepted when no row outside it can
+    reach the top ``k`` given the rounding error bound of the two computations (``margin``).
+    The rare remaining queries get one more pass, with matrix-vector products.
+    """
+    q = len(queries)
+    if extra is None:
+        extra = max(8, k // 2)
+    width = -(-(k + extra) // 4) * 4  # rescored in groups of 4 rows, as BLAS does in the pass
+    if q <= 1 or k == 0:
+        return search(weight, queries, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
+                      progress=progress)
+    if width >= stop:
+        return search_each(weight, queries, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
+                           progress=progress)
+    proposed = search(weight, queries, exclude, width, stop, norms=norms,
+                      chunk_rows=chunk_rows, progress=progress)
+    if not isinstance(norms, np.ndarray) and norms is not None:
+        norms = norms.get()
+    best, sure = rescore(weight, queries, proposed, k, margin(weight.shape[1]), norms)
+    todo = np.flatnonzero(~sure)
+    if todo.size:
+        exact = search_each(weight, queries[todo], exclude[todo], k, stop, norms=norms,
+                            chunk_rows=chunk_rows)
+        best[todo] = exact
+    return best
+
+
+def search_each(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None,
+                progress=None):
+    """``search`` with a matrix-vector product per query and chunk (gensim's arithmetic for
+    each query), in one pass over the table."""
+    best = np.full((len(queries), k), EMPTY, np.int64)
+    known = norms if norms is None or isinstance(norms, np.ndarray) else norms.get()
+    for lo, rows in iter_chunks(weight, stop, chunk_rows):
+        chunk_norms = known[lo:lo + len(rows)] if known is not None else row_norms(rows)
+        for i in range(len(queries)):
+            scores = _scores(rows, chunk_norms, queries[i:i + 1], None)
+            kernels.get("topk.select", scores.size)(scores, lo, exclude[i:i + 1], best[i:i + 1])
         if progress is not None:
             progress(len(rows))
     return best
 
 
-def _scores(rows, norms, queries):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if len(queries) == 1:
-            return (rows @ queries[0] / norms)[None, :]
-        return np.ascontiguousarray(queries @ rows.T) / norms
+def margin(dim):
+    """Bound on |matrix-product score - matrix-vector score| for unit queries (any summation
+    order of D float32 products: 2*gamma_D*|x||q|, plus the division's rounding)."""
+    u = 2.0 ** -24
+    gamma = dim * u / (1 - dim * u)
+    return 2.02 * gamma + 4.04 * u
+
+
+def rescore(weight, queries, proposed, k, tol, norms=None, block_bytes=SCORE_BYTES):
+    """The best ``k`` keys per query among the proposed rows, their scores recomputed with
+    gensim's arithmetic (a matrix-vector product over the query's rows), and whether they are
+    certainly the best ``k`` of the whole table: the ``k``-th exact score beats the last
+    proposal's score by more than ``tol``, or nothing was left out."""
+    cand, _ = decode_arrays(proposed)
+    q, width = cand.shape
+    best = np.full((q, k), EMPTY, np.int64)
+    kth = np.full(q, np.nan, f32)
+    block = max(1, block_bytes // max(1, 4 * width * weight.shape[1]))
+    for lo in range(0, q, block):
+        c = cand[lo:lo + block]
+        present = c >= 0
+        flat = np.where(present, c, 0).reshape(-1)
+        vecs = as_f32(weight[flat])
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            n = (norms[flat] if norms is not None else row_norms(vecs)).reshape(c.shape)
+            # a matrix-vector product per query over its proposed rows (BLAS gemv, rows in
+            # groups of 4 as in the table pass)
+            dots = np.matmul(vecs.reshape(*c.shape, -1), queries[lo:lo + block, :, None])[..., 0]
+            scores = dots / n
+        keys = np.where(present, encode(scores, c), EMPTY)
+        keys = np.sort(keys, axis=1)[:, ::-1][:, :k]
+        best[lo:lo + block, :keys.shape[1]] = keys
+        if keys.shape[1] == k:
+            kth[lo:lo + block] = decode_arrays(keys[:, -1])[1]
+    last = proposed[:, -1]
+    _, last_score = decode_arrays(last)
+    with np.errstate(invalid="ignore"):
+        sure = (last == EMPTY) | np.isnan(last_score) | (kth > last_score + f64(tol))
+    return best, sure
 
 
 def decode(keys):
