@@ -58,7 +58,7 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown,
 
         positive = resolve(query) + [_vector(read_array(v, what="query vector")) for v in vectors]
         results = most_similar(t.weight(), vocab, positive, resolve(negative), topn=k,
-                               restrict_vocab=restrict_vocab)
+                               restrict_vocab=restrict_vocab, norms=t.norms)
         names = vocab.words([r for r, _ in results]) if vocab is not None else None
     records = []
     for i, (row, score) in enumerate(results):
@@ -117,7 +117,8 @@ def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unkn
             with progress(size, "analogies", unit="bytes") as advance:
                 result["analogies"] = evaluate_analogies(
                     t.weight(), t.vocab, analogies, restrict_vocab=restrict_vocab,
-                    case_insensitive=not case_sensitive, dummy4unknown=dummy4unknown, progress=advance)
+                    case_insensitive=not case_sensitive, dummy4unknown=dummy4unknown, norms=t.norms,
+                    progress=advance)
         if pairs:
             result["pairs"] = evaluate_pairs(t.weight(), t.vocab, pairs, delimiter=delimiter,
                                              encoding=encoding, restrict_vocab=restrict_vocab,
