@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embtool.errors import ConfigError, FormatError
-from embtool.norms import row_norms
-from embtool.similar import as_f32, decode_arrays, search_exact, search_stop, unitvec
+from embtool.similar import (as_f32, decode_arrays, mean_units, search_exact, search_stop,
+                             unitvec)
 
 #: candidate rows proposed per analogy question by the batched pass.
 CANDIDATES = 16
@@ -177,23 +177,14 @@ def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
 
 
 def analogy_queries(weight, rows):
-    """Unit 3CosAdd queries ``b + c - a`` for rows (Q, 3) = (a, b, c), gensim's arithmetic.
+    """Unit 3CosAdd queries ``b + c - a`` for rows (Q, 3) = (a, b, c), gensim's arithmetic
+    (positive b, c, then negative a).
 
     Returns (queries (Q, D) float32, valid (Q,) bool); a query is invalid when an input row or
     the mean has zero or non-finite norm.
     """
-    flat = rows.reshape(-1)
-    vecs = as_f32(weight[flat])
-    norms = row_norms(vecs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        units = (vecs / norms[:, None]).reshape(len(rows), 3, -1)
-    valid = (np.isfinite(norms) & (norms > 0)).reshape(len(rows), 3).all(axis=1)
-    mean = np.zeros(units.shape[::2], f32)
-    for j, w in ((1, 1.0), (2, 1.0), (0, -1.0)):  # gensim's order: positive b, c, negative a
-        mean = (mean.astype(f64) + f64(w) * units[:, j].astype(f64)).astype(f32)
-    queries, qnorms = unitvec(mean / f64(3.0))
-    valid &= np.isfinite(qnorms) & (qnorms > 0)
-    return queries, valid
+    weights = np.broadcast_to(np.array([1.0, 1.0, -1.0]), rows.shape)
+    return mean_units(weight, rows[:, [1, 2, 0]], weights)
 
 
 def _predict(weight, vocab, rows, words, stop, case_insensitive, norms=None):

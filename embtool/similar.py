@@ -71,23 +71,72 @@ def most_similar_many(weight, vocab, queries, *, topn=10, restrict_vocab=None, n
     if isinstance(topn, Integral) and topn < 1:
         return [[] for _ in queries]
     stop = search_stop(weight, restrict_vocab)
-    units, excluded = [], []
-    for positive, negative in queries:
-        items = _items(positive, 1.0) + _items(negative, -1.0)
-        if not items:
-            raise EmbtoolError("cannot compute similarity with no input")
-        unit, exclude = unit_query(weight, items, vocab)
-        units.append(unit)
-        excluded.append(exclude)
     if not queries:
         return []
+    units, exclude = unit_queries(weight, [_items(p, 1.0) + _items(n, -1.0) for p, n in queries],
+                                  vocab)
     k = stop if topn is None else min(int(topn), stop)
-    exclude = np.full((len(queries), max(len(e) for e in excluded)), -1, np.int64)
-    for i, e in enumerate(excluded):
-        exclude[i, :len(e)] = e
-    best = search_exact(weight, np.stack(units), exclude, k, stop, norms=norms,
-                        chunk_rows=chunk_rows, progress=progress)
-    return [decode(b) for b in best]
+    best = search_exact(weight, units, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
+                        progress=progress)
+    rows, scores = decode_arrays(best)
+    return [[(r, s) for r, s in zip(rr, ss) if r >= 0]
+            for rr, ss in zip(rows.tolist(), scores.astype(f64).tolist())]
+
+
+def unit_queries(weight, item_lists, vocab=None):
+    """``unit_query`` of many queries: (Q, D) float32 unit queries and (Q, e) int64 rows to
+    exclude (-1 pads).  Queries made of rows only (the common case) are computed together."""
+    num = weight.shape[0]
+    width = max([sum(not isinstance(x, np.ndarray) for x, _ in items) for items in item_lists] + [1])
+    ids = np.full((len(item_lists), width), -1, np.int64)
+    weights = np.zeros((len(item_lists), width), f64)
+    rows_only = np.zeros(len(item_lists), bool)
+    for q, items in enumerate(item_lists):
+        if not items:
+            raise EmbtoolError("cannot compute similarity with no input")
+        rows_only[q] = not any(isinstance(x, np.ndarray) for x, _ in items)
+        j = 0
+        for item, w in items:
+            if not isinstance(item, np.ndarray):
+                if not 0 <= item < num:
+                    raise IndexRangeError(f"row id {item} is out of range [0, {num})")
+                ids[q, j], weights[q, j] = item, w
+                j += 1
+    units = np.empty((len(item_lists), weight.shape[1]), f32)
+    fast = np.flatnonzero(rows_only)
+    ok = np.ones(0, bool)
+    if fast.size:
+        units[fast], ok = mean_units(weight, ids[fast], weights[fast])
+    for q in np.concatenate([fast[~ok], np.flatnonzero(~rows_only)]):
+        units[q] = unit_query(weight, item_lists[q], vocab)[0]  # raises for a refused query
+    return units, ids
+
+
+def mean_units(weight, ids, weights):
+    """gensim's unit mean of unit rows, ``unitvec(sum(w_j * unit(row_j)) / sum(|w_j|))``,
+    for many queries at once: ids (Q, m) (-1 pads), weights (Q, m) float64.
+
+    The float32 accumulation runs in item order for every query, as ``unit_query``'s loop.
+    Returns (unit queries (Q, D) float32, valid (Q,)): a query is invalid when one of its rows
+    or its mean has zero or non-finite norm.
+    """
+    q, m = ids.shape
+    present = ids >= 0
+    vecs = as_f32(weight[np.where(present, ids, 0).reshape(-1)])
+    norms = row_norms(vecs).reshape(q, m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        units = (vecs.reshape(q, m, -1) / norms[..., None])
+    valid = (~present | (np.isfinite(norms) & (norms > 0))).all(axis=1)
+    mean = np.zeros((q, weight.shape[1]), f32)
+    total = np.zeros(q, f64)
+    for j in range(m):  # gensim: float32 ``mean += w * vec``, item by item
+        step = (mean.astype(f64) + weights[:, j, None] * units[:, j].astype(f64)).astype(f32)
+        mean = np.where(present[:, j, None], step, mean)
+        total = np.where(present[:, j], total + np.abs(weights[:, j]), total)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean64 = np.where(total[:, None] > 0, mean / total[:, None], mean.astype(f64))
+    out, qnorms = unitvec(mean64)
+    return out, valid & np.isfinite(qnorms) & (qnorms > 0)
 
 
 def search_stop(weight, restrict_vocab):

@@ -314,3 +314,19 @@ def test_known_norms_give_the_same_results(backend):
         for a, b in zip(got, want, strict=True):
             assert [r for r, _ in a] == [r for r, _ in b]
             assert np.array_equal([s for _, s in a], [s for _, s in b], equal_nan=True)
+
+
+def test_queries_of_rows_are_computed_together_as_one_at_a_time():
+    """``mean_units`` (all queries at once) is ``unit_query``'s item-by-item loop bit for bit."""
+    rng = np.random.default_rng(44)
+    w = (rng.standard_normal((400, 33)) * rng.uniform(0.01, 50, (400, 1))).astype(np.float32)
+    lists = []
+    for _ in range(80):
+        m = int(rng.integers(1, 11))
+        lists.append([(int(r), float(rng.choice([1.0, -1.0, rng.uniform(-3, 3)])))
+                      for r in rng.integers(0, 400, m)])
+    units, exclude = similar.unit_queries(w, lists)
+    for items, unit, ex in zip(lists, units, exclude):
+        want, want_ex = similar.unit_query(w, items)
+        assert np.array_equal(unit, want)
+        assert ex[ex >= 0].tolist() == want_ex.tolist()
