@@ -63,10 +63,11 @@ def most_similar(weight, vocab, positive, negative=(), *, topn=10, restrict_voca
 
 
 def most_similar_many(weight, vocab, queries, *, topn=10, restrict_vocab=None, norms=None,
-                      chunk_rows=None, progress=None):
+                      chunk_rows=None, progress=None, labels=None):
     """``most_similar`` of many ``(positive, negative)`` queries in one pass over the table
     (matrix products over each chunk of rows, then the proposals rescored as a single query
-    would be: the results are those of one ``most_similar`` call per query)."""
+    would be: the results are those of one ``most_similar`` call per query).  ``labels``
+    name the queries in error messages."""
     queries = list(queries)
     if isinstance(topn, Integral) and topn < 1:
         return [[] for _ in queries]
@@ -74,7 +75,7 @@ def most_similar_many(weight, vocab, queries, *, topn=10, restrict_vocab=None, n
     if not queries:
         return []
     units, exclude = unit_queries(weight, [_items(p, 1.0) + _items(n, -1.0) for p, n in queries],
-                                  vocab)
+                                  vocab, labels)
     k = stop if topn is None else min(int(topn), stop)
     best = search_exact(weight, units, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
                         progress=progress)
@@ -83,32 +84,35 @@ def most_similar_many(weight, vocab, queries, *, topn=10, restrict_vocab=None, n
             for rr, ss in zip(rows.tolist(), scores.astype(f64).tolist())]
 
 
-def unit_queries(weight, item_lists, vocab=None):
+def unit_queries(weight, item_lists, vocab=None, labels=None):
     """``unit_query`` of many queries: (Q, D) float32 unit queries and (Q, e) int64 rows to
-    exclude (-1 pads).  Queries made of rows only (the common case) are computed together."""
+    exclude (-1 pads).  Queries made of rows only (the common case) are computed together.
+    A refused query raises, its message prefixed with its label if given."""
     num = weight.shape[0]
     width = max([sum(not isinstance(x, np.ndarray) for x, _ in items) for items in item_lists] + [1])
     ids = np.full((len(item_lists), width), -1, np.int64)
     weights = np.zeros((len(item_lists), width), f64)
     rows_only = np.zeros(len(item_lists), bool)
     for q, items in enumerate(item_lists):
-        if not items:
-            raise EmbtoolError("cannot compute similarity with no input")
-        rows_only[q] = not any(isinstance(x, np.ndarray) for x, _ in items)
-        j = 0
-        for item, w in items:
-            if not isinstance(item, np.ndarray):
-                if not 0 <= item < num:
-                    raise IndexRangeError(f"row id {item} is out of range [0, {num})")
-                ids[q, j], weights[q, j] = item, w
-                j += 1
+        rows_only[q] = bool(items) and not any(isinstance(x, np.ndarray) for x, _ in items)
+        rows = [(x, w) for x, w in items if not isinstance(x, np.ndarray)]
+        if rows_only[q] and not all(0 <= x < num for x, _ in rows):
+            rows_only[q] = False  # unit_query below names the row
+        elif rows:
+            ids[q, :len(rows)], weights[q, :len(rows)] = zip(*rows)
     units = np.empty((len(item_lists), weight.shape[1]), f32)
     fast = np.flatnonzero(rows_only)
     ok = np.ones(0, bool)
     if fast.size:
         units[fast], ok = mean_units(weight, ids[fast], weights[fast])
-    for q in np.concatenate([fast[~ok], np.flatnonzero(~rows_only)]):
-        units[q] = unit_query(weight, item_lists[q], vocab)[0]  # raises for a refused query
+    for q in np.sort(np.concatenate([fast[~ok], np.flatnonzero(~rows_only)])):
+        try:
+            units[q], exclude = unit_query(weight, item_lists[q], vocab)  # raises if refused
+        except EmbtoolError as exc:
+            if labels is None:
+                raise
+            raise type(exc)(f"{labels[q]}: {exc}") from None
+        ids[q, :len(exclude)] = exclude
     return units, ids
 
 
@@ -179,6 +183,8 @@ def unit_query(weight, items, vocab=None):
 
     Returns the float32 unit query and the int64 row ids to exclude from the results.
     """
+    if not items:
+        raise EmbtoolError("cannot compute similarity with no input")
     num, dim = weight.shape
     ids = []
     for item, _ in items:
