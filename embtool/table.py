@@ -197,17 +197,16 @@ class Table:
         rows (n, D).  Values are copies in the table's value dtype (BF16 widened to float32)."""
         if isinstance(key, slice):
             return np.array(self.weight()[key])
-        if isinstance(key, (str, Integral, np.integer)):
+        if not isinstance(key, (list, tuple, np.ndarray)):
             return self.rows(np.array([self.row_of(key)], np.int64))[0]
-        keys = np.asarray(key) if isinstance(key, np.ndarray) else list(key)
-        if isinstance(keys, np.ndarray) and keys.dtype.kind in "iu":
+        keys = np.asarray(key, dtype=None if isinstance(key, np.ndarray) else object)
+        if keys.dtype.kind in "iu":
             ids = keys.reshape(-1).astype(np.int64)
             for i in ids[(ids < 0) | (ids >= self.num_embeddings)][:1]:
                 self.row_of(int(i))  # raises, naming the id
-            return self.rows(ids).reshape(*keys.shape, self.embedding_dim)
-        ids = np.array([self.row_of(k) for k in np.asarray(keys, dtype=object).reshape(-1)],
-                       np.int64)
-        return self.rows(ids).reshape(*np.shape(np.asarray(keys, dtype=object)), self.embedding_dim)
+        else:
+            ids = np.array([self.row_of(k) for k in keys.reshape(-1)], np.int64)
+        return self.rows(ids).reshape(*keys.shape, self.embedding_dim)
 
     def row_of(self, key) -> int:
         """The row of a word, or a row id checked against the table's size."""
