@@ -1,8 +1,12 @@
 """Cosine neighbours with gensim's ``KeyedVectors.most_similar`` semantics, streamed.
 
-The table is read in chunks of rows (about ``CHUNK_BYTES``), so a memory-mapped table larger
-than RAM can be searched with little anonymous memory: per chunk the row norms and a BLAS
-matrix-vector product give the scores, and a running top-k keeps the best rows.
+The table is read once per search, in chunks of rows (about ``CHUNK_BYTES``), so a
+memory-mapped table larger than RAM can be searched with little anonymous memory.  Per chunk,
+the row norms (kept with the table, see ``embtool.norms``; otherwise computed while the chunk is
+in the CPU cache, and then kept) and a BLAS matrix-vector product give the scores, and a running
+top-k keeps the best rows.  Many queries are scored with one matrix product per chunk instead;
+the candidates it proposes are rescored with gensim's matrix-vector arithmetic, so that every
+query gets exactly the result it would get alone (``search_exact``).
 
 Arithmetic follows gensim 4.4 (docs/semantics.md §8.1) on a float32 table:
 
