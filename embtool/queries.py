@@ -166,7 +166,7 @@ def neighbours(table, queries, *, topn=10, restrict_vocab=None, as_ids=False, un
 
     def answer():
         todo = [(q, r) for q, r in pending if not isinstance(r, str)]
-        found = most_similar_many(table.weight(), vocab, [r for _, r in todo], topn=topn,
+        found = most_similar_many(table.streamed(), vocab, [r for _, r in todo], topn=topn,
                                   restrict_vocab=restrict_vocab, norms=table.norms,
                                   labels=[q.where for q, _ in todo]) if todo else []
         found = iter(found)

@@ -138,6 +138,11 @@ class Table:
         """The weight as values: a zero-copy view, except BF16 (widened copy)."""
         return from_storage(self.raw, self.dtype)
 
+    def streamed(self):
+        """The weight for reading piece by piece (a streamed search): a zero-copy view, or for
+        BF16 an array-like whose slices are widened as they are taken, never the whole table."""
+        return self.weight() if self.dtype != "BF16" else _Widened(self.raw, self.dtype)
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (flat int64, range-checked by the caller) as values, a copy."""
         return from_storage(np.take(self.raw, ids, axis=0), self.dtype)
@@ -196,7 +201,7 @@ class Table:
         """``t["king"]`` or ``t[5]``: one row (D,); ``t[["king", 7]]``, an id array, or a slice:
         rows (n, D).  Values are copies in the table's value dtype (BF16 widened to float32)."""
         if isinstance(key, slice):
-            return np.array(self.weight()[key])
+            return np.array(self.streamed()[key])
         if not isinstance(key, (list, tuple, np.ndarray)):
             return self.rows(np.array([self.row_of(key)], np.int64))[0]
         keys = np.asarray(key, dtype=None if isinstance(key, np.ndarray) else object)
@@ -262,7 +267,7 @@ class Table:
             else:
                 pos, neg = query, None
             resolved.append((self._query_items(pos), self._query_items(neg)))
-        found = most_similar_many(self.weight(), self.vocab, resolved, topn=topn,
+        found = most_similar_many(self.streamed(), self.vocab, resolved, topn=topn,
                                   restrict_vocab=restrict_vocab, norms=self.norms)
         if not self.has_vocab:
             return found
@@ -372,6 +377,19 @@ class Table:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class _Widened:
+    """Rows of a stored tensor converted to values when indexed (``Table.streamed``)."""
+    ndim = 2
+
+    def __init__(self, raw, dtype: str):
+        self.raw, self.stored = raw, dtype
+        self.shape = raw.shape
+        self.dtype = numpy_dtype(dtype)
+
+    def __getitem__(self, key):
+        return from_storage(self.raw[key], self.stored)
 
 
 def _as_written(arr: np.ndarray, dtype: str):

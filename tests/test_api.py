@@ -95,6 +95,11 @@ def test_bf16_rows_are_widened(tmp_path, weight):
         got = t[["king", 3]]
         assert got.dtype == np.float32
         assert np.array_equal(got, t.weight()[[0, 3]])
+        assert np.array_equal(t[5:9], t.weight()[5:9])
+        # a search widens chunk by chunk, never the whole table, with the same results
+        assert not isinstance(t.streamed(), np.ndarray)
+        want = embtool.most_similar(t.weight(), None, [0, 7], [3], topn=6)
+        assert t.most_similar(["king", 7], [3], topn=6) == [(WORDS[r], s) for r, s in want]
 
 
 def test_most_similar_is_gensims(table, weight, gensim):
