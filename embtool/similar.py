@@ -251,10 +251,10 @@ def chunk_size(weight, chunk_rows=None):
     return max(4, int(chunk_rows) // 4 * 4)
 
 
-def iter_chunks(weight, stop, chunk_rows=None):
-    """Yield ``(first_row, float32 rows)`` over ``weight[:stop]``."""
+def iter_chunks(weight, stop, chunk_rows=None, start=0):
+    """Yield ``(first_row, float32 rows)`` over ``weight[start:stop]``."""
     step = chunk_size(weight, chunk_rows)
-    for lo in range(0, stop, step):
+    for lo in range(start, stop, step):
         yield lo, as_f32(weight[lo:min(lo + step, stop)])
 
 
@@ -264,8 +264,8 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
 
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
     ``norms``: the row norms of ``weight`` as a ``RowNorms`` (used, or computed on the way and
-    kept, see ``embtool.norms``), an array of at least ``stop`` float32 norms, or None (computed
-    on the way).  With known norms a query reads every row once; otherwise each chunk's norms
+    kept, with those of the rows past ``stop``; see ``embtool.norms``), an array of at least
+    ``stop`` float32 norms, or None (computed on the way).  With known norms a query reads every row once; otherwise each chunk's norms
     are computed while the chunk is still in the CPU cache.
     One query uses a matrix-vector product per chunk (gensim's arithmetic); many queries use
     matrix products, whose scores may differ from gensim's in the last bits (``search_exact``
@@ -296,6 +296,8 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
         if progress is not None:
             progress(len(rows))
     if keep is not None:
+        for lo, rows in iter_chunks(weight, len(keep), chunk_rows, start=stop):
+            row_norms(rows, out=keep[lo:lo + len(rows)])  # the rows past restrict_vocab
         norms.keep(keep)
     return best
 
@@ -305,9 +307,7 @@ def _known_norms(norms, weight, stop):
     if norms is None or isinstance(norms, np.ndarray):
         return norms, None
     known = norms.get()
-    if known is None and stop == weight.shape[0]:
-        return None, np.empty(stop, f32)
-    return known, None
+    return known, (np.empty(weight.shape[0], f32) if known is None else None)
 
 
 def _scores(rows, norms, queries, buf):

@@ -192,3 +192,12 @@ def test_tensors_of_one_file_have_their_own_norms(tmp_path):
     assert len(entries()) == 2
     with Table.open(path, tensor="other") as t:
         assert t.most_similar(3, topn=4) == got
+
+
+def test_a_restricted_search_keeps_the_norms_of_every_row(tmp_path):
+    path = tmp_path / "t.safetensors"
+    w = make(path, rows=300)
+    with embtool.open(path) as t:
+        t.most_similar("w3", topn=5, restrict_vocab=100)
+    with embtool.open(path) as t:
+        assert np.array_equal(t.norms.get(), np.linalg.norm(w, axis=1))
