@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -185,6 +184,8 @@ def _read_entry(path: Path, header_only: bool = False):
 
 
 def _write_entry(root: Path, stamp: dict, path: Path, norms: np.ndarray) -> None:
+    import tempfile  # only when writing: a query with cached norms does not pay for it
+
     header = dict(stamp, path=os.fspath(path))
     text = json.dumps(header).encode()
     text += b" " * (-(len(MAGIC) + 4 + len(text)) % 4)  # float data 4-byte aligned
