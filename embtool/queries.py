@@ -43,7 +43,10 @@ class Query:
 class Result:
     query: Query
     neighbours: list | None  # [(row, score), ...] best first; None when skipped
-    skipped: str | None = None  # why, for ``unknown="skip"``
+    unknown: str | None = None  # the unknown word of a query skipped (``unknown="skip"``)
+
+#: at most this many skipped queries are named on stderr
+SHOWN_SKIPPED = 10
 
 
 def parse_line(text: str, where: str = "query") -> Query | None:
@@ -78,8 +81,9 @@ def _json_terms(value, where, what):
     return list(value)
 
 
-def read_queries(source):
-    """Queries from a file path or ``-`` (stdin), read line by line (UTF-8)."""
+def read_queries(source, *, words: bool = False):
+    """Queries from a file path or ``-`` (stdin), read line by line (UTF-8).  With ``words``
+    each line is one word as written (only the line break is removed)."""
     if source == "-":
         stream, name = sys.stdin.buffer, "<stdin>"
     else:
@@ -94,7 +98,12 @@ def read_queries(source):
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise FormatError(f"{where}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-            query = parse_line(text.rstrip("\r\n"), where)
+            text = text.rstrip("\r\n")
+            if words:
+                if text:
+                    yield Query(text, where, [text], plain=False)
+                continue
+            query = parse_line(text, where)
             if query is not None:
                 yield query
     finally:
@@ -132,7 +141,9 @@ def resolve(query: Query, vocab, num_rows: int, *, as_ids: bool = False):
 def _word_row(query, word, vocab):
     row = vocab.find(word)
     if row < 0:
-        raise KeyNotFoundError(f"{query.where}: word {word!r} is not in the vocabulary")
+        exc = KeyNotFoundError(f"{query.where}: word {word!r} is not in the vocabulary")
+        exc.word = word
+        raise exc
     return row
 
 
@@ -180,14 +191,28 @@ def neighbours(table, queries, *, topn=10, restrict_vocab=None, as_ids=False, un
         try:
             rows = resolve(query, vocab, table.num_embeddings, as_ids=as_ids)
         except KeyNotFoundError as exc:
-            if unknown == "error":
+            if unknown == "error" or not hasattr(exc, "word"):
                 raise
-            rows = str(exc)
+            rows = exc.word
         pending.append((query, rows))
         if len(pending) >= batch:
             yield from answer()
     if pending:
         yield from answer()
+
+
+def similar_many(table, source, *, words: bool = False, **options):
+    """``neighbours`` of the queries in a file or ``-`` (``read_queries``); ``options`` as
+    ``neighbours`` takes them."""
+    return neighbours(table, read_queries(source, words=words), **options)
+
+
+def skipped_message(skipped: list[Result]) -> str:
+    """The stderr line naming the queries skipped for an unknown word."""
+    shown = ", ".join(f"{r.query.where} ({r.unknown!r})" for r in skipped[:SHOWN_SKIPPED])
+    more = f" and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+    noun = "query" if len(skipped) == 1 else "queries"
+    return f"skipped {len(skipped)} {noun} with an unknown word: {shown}{more}"
 
 
 def record(result: Result, vocab) -> dict:

@@ -80,6 +80,15 @@ def test_blank_lines_are_no_queries():
     assert qs.parse_line("   ") is None and qs.parse_line("") is None
 
 
+def test_a_words_file_has_one_word_per_line(tmp_path, table):
+    path = tmp_path / "w.txt"
+    path.write_text("new york\n-lrb-\n\n[CLS]\n")
+    got = list(qs.similar_many(table, path, words=True, topn=3))
+    assert [r.query.text for r in got] == ["new york", "-lrb-", "[CLS]"]
+    for r in got:
+        assert [(table.vocab.word(row), s) for row, s in r.neighbours] == table.most_similar(r.query.text, topn=3)
+
+
 def test_reading_a_file_names_the_lines(tmp_path):
     path = tmp_path / "q.txt"
     path.write_bytes(b"king\r\n\n  \nqueen -man\n\xff\n")
@@ -114,7 +123,10 @@ def test_unknown_words_fail_or_skip(table):
         list(qs.neighbours(table, lines))
     got = list(qs.neighbours(table, lines, unknown="skip", topn=2))
     assert [r.neighbours is None for r in got] == [False, True, False]
-    assert "xyzzy" in got[1].skipped
+    assert got[1].unknown == "xyzzy"
+    assert qs.skipped_message([got[1]]) == "skipped 1 query with an unknown word: q.txt, line 2 ('xyzzy')"
+    many = qs.skipped_message([got[1]] * 12)
+    assert many.startswith("skipped 12 queries") and many.endswith("and 2 more")
 
 
 def test_refused_queries_name_their_line(table, tmp_path):
