@@ -155,7 +155,7 @@ def invalidate(fd: int) -> None:
         if name.startswith(prefix):
             try:
                 os.unlink(root / name)
-            except FileNotFoundError:
+            except OSError:  # gone already, or not ours to delete: its stamp still guards it
                 pass
 
 
