@@ -47,6 +47,8 @@ from embtool.norms import row_norms
 CHUNK_BYTES = 48 << 20
 #: bytes of scores computed at once for many queries (bounds the matrix product's output).
 SCORE_BYTES = 32 << 20
+#: scores of one query merged into the running top-k at once
+SELECT_SCORES = 1 << 17
 
 f32 = np.float32
 f64 = np.float64
@@ -265,12 +267,12 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
     ``norms``: the row norms of ``weight`` as a ``RowNorms`` (used, or computed on the way and
     kept, with those of the rows past ``stop``; see ``embtool.norms``), an array of at least
-    ``stop`` float32 norms, or None (computed on the way).  With known norms a query reads every row once; otherwise each chunk's norms
-    are computed while the chunk is still in the CPU cache.
-    One query uses a matrix-vector product per chunk (gensim's arithmetic); many queries use
-    matrix products, whose scores may differ from gensim's in the last bits (``search_exact``
-    corrects them).  ``observe(lo, rows, norms)`` sees every chunk (table statistics ride on
-    the same pass); ``progress(n)`` is called with the number of rows done.
+    ``stop`` float32 norms, or None (computed on the way, chunk by chunk).
+    One query uses a matrix-vector product (gensim's arithmetic): over all rows at once when the
+    norms are known and the table is float32, as gensim does; many queries use matrix products
+    per chunk, whose scores may differ from gensim's in the last bits (``search_exact`` corrects
+    them).  ``observe(lo, rows, norms)`` sees every chunk (table statistics ride on the same
+    pass); ``progress(n)`` is called with the number of rows done.
     """
     if stop > MAX_ROW:
         raise ConfigError(f"tables of more than {MAX_ROW} rows cannot be searched")
@@ -278,7 +280,10 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
     q = len(queries)
     best = np.full((q, k), EMPTY, np.int64)
     buf = None
-    for lo, rows in iter_chunks(weight, stop, chunk_rows):
+    whole = (known is not None and q == 1 and chunk_rows is None and observe is None
+             and isinstance(weight, np.ndarray) and weight.dtype == f32)
+    chunks = [(0, weight[:stop])] if whole else iter_chunks(weight, stop, chunk_rows)
+    for lo, rows in chunks:
         hi = lo + len(rows)
         chunk_norms = known[lo:hi] if known is not None else row_norms(rows)
         if keep is not None:
@@ -291,8 +296,7 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
                 buf = np.empty(min(q, block) * len(rows), f32)
             for q0 in range(0, q, block):
                 scores = _scores(rows, chunk_norms, queries[q0:q0 + block], buf)
-                select = kernels.get("topk.select", scores.size)
-                select(scores, lo, exclude[q0:q0 + block], best[q0:q0 + block])
+                _select(scores, lo, exclude[q0:q0 + block], best[q0:q0 + block])
         if progress is not None:
             progress(len(rows))
     if keep is not None:
@@ -300,6 +304,15 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
             row_norms(rows, out=keep[lo:lo + len(rows)])  # the rows past restrict_vocab
         norms.keep(keep)
     return best
+
+
+def _select(scores, lo, exclude, best):
+    """Merge scores (Q, n) of rows ``lo..`` into ``best``.  One query's scores go in pieces of
+    ``SELECT_SCORES``, so that a single query never imports Numba (kernels.NUMBA_MIN_WORK)."""
+    step = SELECT_SCORES if len(scores) == 1 else scores.shape[1]
+    for j in range(0, scores.shape[1], step):
+        part = scores[:, j:j + step]
+        kernels.get("topk.select", part.size)(part, lo + j, exclude, best)
 
 
 def _known_norms(norms, weight, stop):
@@ -364,7 +377,7 @@ def search_each(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=Non
         chunk_norms = known[lo:lo + len(rows)] if known is not None else row_norms(rows)
         for i in range(len(queries)):
             scores = _scores(rows, chunk_norms, queries[i:i + 1], None)
-            kernels.get("topk.select", scores.size)(scores, lo, exclude[i:i + 1], best[i:i + 1])
+            _select(scores, lo, exclude[i:i + 1], best[i:i + 1])
         if progress is not None:
             progress(len(rows))
     return best

@@ -330,3 +330,25 @@ def test_queries_of_rows_are_computed_together_as_one_at_a_time():
         want, want_ex = similar.unit_query(w, items)
         assert np.array_equal(unit, want)
         assert ex[ex >= 0].tolist() == want_ex.tolist()
+
+
+def test_with_known_norms_scores_are_gensims_bit_for_bit(gensim):
+    """Known norms: one matrix-vector product over all rows, as gensim computes it."""
+    rng = np.random.default_rng(45)
+    w = rng.standard_normal((2003, 64)).astype(np.float32)
+    kv = keyed_vectors(gensim, w)
+    norms = np.linalg.norm(w, axis=1)
+    for row in (0, 17, 2002):
+        want = kv.most_similar(f"w{row}", topn=20)
+        got = most_similar(w, None, row, topn=20, norms=norms)
+        assert [r for r, _ in got] == [kv.get_index(k) for k, _ in want]
+        assert [s for _, s in got] == [s for _, s in want]
+
+
+def test_one_query_is_merged_in_pieces(monkeypatch, backend):
+    rng = np.random.default_rng(46)
+    w = rng.standard_normal((1000, 8)).astype(np.float32)
+    norms = np.linalg.norm(w, axis=1)
+    want = most_similar(w, None, [4], topn=30, norms=norms)
+    monkeypatch.setattr(similar, "SELECT_SCORES", 96)
+    assert most_similar(w, None, [4], topn=30, norms=norms) == want
