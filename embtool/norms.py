@@ -174,8 +174,8 @@ def _read_entry(path: Path, header_only: bool = False):
             data = f.read()
     except (OSError, ValueError):
         return None
-    count = int(np.prod(header.get("shape", [0])[:1]))
-    if len(data) != 4 * count + 4:
+    count = header.get("rows")
+    if not isinstance(count, int) or len(data) != 4 * count + 4:
         return None
     crc = zlib.crc32(data[:-4], zlib.crc32(head + text))
     if struct.unpack("<I", data[-4:])[0] != crc:
@@ -186,7 +186,7 @@ def _read_entry(path: Path, header_only: bool = False):
 def _write_entry(root: Path, stamp: dict, path: Path, norms: np.ndarray) -> None:
     import tempfile  # only when writing: a query with cached norms does not pay for it
 
-    header = dict(stamp, path=os.fspath(path))
+    header = dict(stamp, path=os.fspath(path), rows=len(norms))
     text = json.dumps(header).encode()
     text += b" " * (-(len(MAGIC) + 4 + len(text)) % 4)  # float data 4-byte aligned
     head = MAGIC + struct.pack("<I", len(text)) + text

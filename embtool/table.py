@@ -140,8 +140,9 @@ class Table:
 
     def streamed(self):
         """The weight for reading piece by piece (a streamed search): a zero-copy view, or for
-        BF16 an array-like whose slices are widened as they are taken, never the whole table."""
-        return self.weight() if self.dtype != "BF16" else _Widened(self.raw, self.dtype)
+        BF16, float8 and integer tables an array-like whose slices are widened as they are
+        taken, never the whole table at once."""
+        return self.weight() if self.dtype in ("F32", "F64", "F16") else _Widened(self.raw, self.dtype)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (flat int64, range-checked by the caller) as values, a copy."""
@@ -178,7 +179,10 @@ class Table:
     def __repr__(self) -> str:
         if self.store.fd < 0:
             return f"<embtool.Table {str(self.path)!r} (closed)>"
-        vocab = f"{len(self.vocab):,} words" if self.has_vocab else "no vocabulary"
+        try:
+            vocab = "no vocabulary" if self.vocab is None else f"{len(self.vocab):,} words"
+        except EmbtoolError as exc:  # a repr never fails
+            vocab = f"unreadable vocabulary ({exc})"
         frozen = ", frozen" if self.config.frozen else ""
         return (f"<embtool.Table {str(self.path)!r} tensor={self.tensor!r} "
                 f"{self.num_embeddings:,} x {self.embedding_dim} {self.dtype}, {vocab}{frozen}>")
@@ -188,7 +192,7 @@ class Table:
 
     def __iter__(self):
         """The keys: the words in row order, or the row ids of a table without a vocabulary."""
-        return iter(self.vocab) if self.has_vocab else iter(range(self.num_embeddings))
+        return iter(range(self.num_embeddings)) if self.vocab is None else iter(self.vocab)
 
     def __contains__(self, key) -> bool:
         try:
@@ -221,7 +225,7 @@ class Table:
                                       f"{self.num_embeddings} rows")
             return int(key)
         if isinstance(key, str):
-            if not self.has_vocab:
+            if self.vocab is None:
                 raise KeyNotFoundError(f"{self.path} has no vocabulary: give row ids, not {key!r}")
             row = self.vocab.find(key)
             if row < 0:
@@ -269,7 +273,7 @@ class Table:
             resolved.append((self._query_items(pos), self._query_items(neg)))
         found = most_similar_many(self.streamed(), self.vocab, resolved, topn=topn,
                                   restrict_vocab=restrict_vocab, norms=self.norms)
-        if not self.has_vocab:
+        if self.vocab is None:
             return found
         return [[(self.vocab.word(r), s) for r, s in result] for result in found]
 
