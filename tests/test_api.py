@@ -5,6 +5,7 @@ from __future__ import annotations
 import pydoc
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +135,13 @@ def test_most_similar_without_a_vocabulary_gives_row_ids(tmp_path, weight):
         assert [r for r, _ in got] == [r for r, _ in embtool.most_similar(weight, None, [0], topn=3)]
         with pytest.raises(KeyNotFoundError, match="has no vocabulary"):
             t.most_similar("king")
+
+
+def test_a_model_folder_is_queried_by_its_tokenizer_words():
+    folder = Path(__file__).parent.parent / "sample_data" / "static-model"
+    with embtool.open(folder) as t:
+        assert "1,002 words" in repr(t) and list(t)[:2] == ["[PAD]", "[UNK]"]
+        word = t.vocab.word(100)
+        want = embtool.most_similar(t.weight(), None, [100], topn=4)
+        assert t.most_similar(word, topn=4) == [(t.vocab.word(r), s) for r, s in want]
+        assert np.array_equal(t[word], t.weight()[100])
