@@ -1,11 +1,9 @@
 """Row norms for cosine search: computed exactly as gensim does, and kept between queries.
 
 Exactness.  gensim ranks by ``dot(rows, query) / norms`` with ``norms =
-np.linalg.norm(rows, axis=1)`` in float32, i.e. numpy's pairwise summation of the squares.
-``row_norms`` reproduces that summation bit for bit (a test checks it against
-``np.linalg.norm`` for every width), but runs it on columns of a transposed block so that every
-step is one contiguous vector operation: several times faster than ``np.linalg.norm``, whose inner
-loop is called once per row.
+np.linalg.norm(rows, axis=1)`` in float32, i.e. numpy's pairwise summation of the squares;
+``row_norms`` runs the same numpy operations block by block (a test checks it against
+``np.linalg.norm`` for every width).
 
 Keeping them.  Computing the norms costs more than the matrix-vector product of a query, so
 ``RowNorms`` keeps them, for each open table, in memory while the table is open and in a cache
@@ -52,8 +50,8 @@ MAX_CACHE_BYTES = 1 << 30
 #: no entry is written for a table modified this recently (git's racy-clean rule; above the
 #: kernel's coarse clock tick of 1-10 ms).
 RACY_NS = 50_000_000
-#: block of rows whose squares are transposed at once (fits the L2 cache with the rows).
-BLOCK_ROWS = 512
+#: rows squared at once (the squares stay in the CPU cache for their sum).
+BLOCK_ROWS = 2048
 
 f32 = np.float32
 
@@ -62,49 +60,18 @@ f32 = np.float32
 # Exact norms
 
 
-def _leaves(n: int, lo: int = 0):
-    """numpy's pairwise summation of ``n`` elements as a tree: a leaf ``(start, length)`` is
-    summed with 8 running partial sums (``pairwise_sum`` in numpy's ``loops_utils.h``); a longer
-    range is split at half, rounded down to a multiple of 8."""
-    if n <= 128:
-        return (lo, n)
-    half = n // 2
-    half -= half % 8
-    return [_leaves(half, lo), _leaves(n - half, lo + half)]
-
-
-def _pairwise(sq, node):
-    """Sum of rows ``sq[start:start+length]`` of the transposed squares, numpy's order."""
-    if isinstance(node, list):
-        return _pairwise(sq, node[0]) + _pairwise(sq, node[1])
-    lo, n = node
-    if n < 8:
-        res = sq[lo].copy() if n else np.zeros(sq.shape[1], sq.dtype)
-        for i in range(lo + 1, lo + n):
-            res += sq[i]
-        return res
-    r = sq[lo:lo + 8].copy()
-    body = n - n % 8
-    for i in range(lo + 8, lo + body, 8):
-        r += sq[i:i + 8]
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    for i in range(lo + body, lo + n):
-        res += sq[i]
-    return res
-
-
 def row_norms(rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``np.linalg.norm(rows, axis=1)`` of float32 rows, bit for bit (module docstring)."""
-    n, dim = rows.shape
+    """``np.linalg.norm(rows, axis=1)`` of float32 rows, bit for bit: the same float32 squares,
+    numpy's pairwise sum along each row and square root, in blocks of ``BLOCK_ROWS`` (one
+    scratch block instead of a copy of all the squares, and ``out`` may be given)."""
+    n = len(rows)
     out = np.empty(n, f32) if out is None else out
-    tree = _leaves(dim)
-    sq = np.empty((dim, min(n, BLOCK_ROWS)), f32)
+    sq = np.empty((min(n, BLOCK_ROWS), rows.shape[1]), f32)
     with np.errstate(over="ignore", invalid="ignore"):
         for lo in range(0, n, BLOCK_ROWS):
             block = rows[lo:lo + BLOCK_ROWS]
-            part = sq[:, :len(block)]
-            np.multiply(block.T, block.T, out=part)
-            np.sqrt(_pairwise(part, tree), out=out[lo:lo + len(block)])
+            part = np.multiply(block, block, out=sq[:len(block)])
+            np.sqrt(np.add.reduce(part, axis=1), out=out[lo:lo + len(block)])
     return out
 
 
