@@ -45,6 +45,7 @@ class Result:
     neighbours: list | None  # [(row, score), ...] best first; None when skipped
     unknown: str | None = None  # the unknown word of a query skipped (``unknown="skip"``)
 
+
 #: at most this many skipped queries are named on stderr
 SHOWN_SKIPPED = 10
 
@@ -167,7 +168,8 @@ def neighbours(table, queries, *, topn=10, restrict_vocab=None, as_ids=False, un
                batch=BATCH, progress=None):
     """``Result`` of every query (an iterable of ``Query``), in order, ``batch`` queries per
     pass over ``table`` (an open ``Table``).  ``unknown="skip"`` skips a query with an unknown
-    word (the result says why) instead of failing; ``progress(n)`` counts answered queries."""
+    word (its result names the word) instead of failing; ``progress(n)`` counts answered
+    queries."""
     from .similar import most_similar_many
 
     if unknown not in UNKNOWN:
