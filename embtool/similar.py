@@ -307,12 +307,52 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
 
 
 def _select(scores, lo, exclude, best):
-    """Merge scores (Q, n) of rows ``lo..`` into ``best``.  One query's scores go in pieces of
-    ``SELECT_SCORES``, so that a single query never imports Numba (kernels.NUMBA_MIN_WORK)."""
-    step = SELECT_SCORES if len(scores) == 1 else scores.shape[1]
-    for j in range(0, scores.shape[1], step):
-        part = scores[:, j:j + step]
-        kernels.get("topk.select", part.size)(part, lo + j, exclude, best)
+    """Merge scores (Q, n) of rows ``lo..`` into the running top-k ``best`` (Q, k).
+
+    Once a query has k numbers in ``best``, a row scoring below its k-th cannot enter, so only
+    the rows at or above it are encoded and merged (``_merge_above``): after the first rows,
+    a small fraction.  Queries whose k-th slot is still empty or NaN go through the top-k
+    kernel, one query's scores in pieces of ``SELECT_SCORES`` so that a single query never
+    imports Numba (``kernels.NUMBA_MIN_WORK``).  The result is the kernel's, key for key.
+    """
+    start = 0
+    while start < scores.shape[1]:
+        _, kth = decode_arrays(best[:, -1])  # NaN for an empty slot
+        filling = np.flatnonzero(np.isnan(kth))
+        if filling.size == 0:
+            _merge_above(scores[:, start:], lo + start, exclude, best, kth)
+            return
+        step = SELECT_SCORES if len(scores) == 1 else scores.shape[1]
+        part = scores[:, start:start + step]
+        select = kernels.get("topk.select", part.size)
+        if filling.size == len(best):
+            select(part, lo + start, exclude, best)
+        else:
+            sub = best[filling]
+            select(np.ascontiguousarray(part[filling]), lo + start, exclude[filling], sub)
+            best[filling] = sub
+            ready = np.flatnonzero(~np.isnan(kth))
+            sub = best[ready]
+            _merge_above(part[ready], lo + start, exclude[ready], sub, kth[ready])
+            best[ready] = sub
+        start += part.shape[1]
+
+
+def _merge_above(scores, lo, exclude, best, kth):
+    """Merge into ``best`` the rows scoring at least ``kth`` (each query's k-th score, a number)."""
+    q, k = best.shape
+    qq, jj = np.nonzero(scores >= kth[:, None])
+    if qq.size == 0:
+        return
+    rows = lo + jj
+    if exclude.size:
+        kept = ~(exclude[qq] == rows[:, None]).any(axis=1)
+        qq, jj, rows = qq[kept], jj[kept], rows[kept]
+    keys = np.concatenate([best.reshape(-1), encode(scores[qq, jj], rows)])
+    owner = np.concatenate([np.repeat(np.arange(q), k), qq])
+    order = np.lexsort((~keys, owner))  # by query, then best key first
+    first = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=q))[:-1]])
+    best[...] = keys[order[(first[:, None] + np.arange(k)).reshape(-1)]].reshape(q, k)
 
 
 def _known_norms(norms, weight, stop):

@@ -352,3 +352,23 @@ def test_one_query_is_merged_in_pieces(monkeypatch, backend):
     want = most_similar(w, None, [4], topn=30, norms=norms)
     monkeypatch.setattr(similar, "SELECT_SCORES", 96)
     assert most_similar(w, None, [4], topn=30, norms=norms) == want
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_selection_above_the_kth_score_is_the_kernels(backend, seed):
+    """``similar._select`` (kernel until k numbers are known, then only the rows at or above the
+    k-th score) gives the top-k kernel's keys exactly, ties, NaN, -0.0 and exclusions included."""
+    rng = np.random.default_rng(100 + seed)
+    q, k = int(rng.integers(1, 5)), int(rng.integers(1, 9))
+    exclude = rng.integers(-1, 60, (q, int(rng.integers(0, 4))))
+    got = np.full((q, k), np_topk.EMPTY, np.int64)
+    want = got.copy()
+    start = 0
+    for _ in range(int(rng.integers(1, 6))):
+        n = int(rng.integers(0, 25))
+        pool = SCORE_POOL if seed % 2 else np.round(rng.standard_normal(8), 1).astype(np.float32)
+        s = np.ascontiguousarray(rng.choice(pool, (q, n)))
+        similar._select(s, start, exclude, got)
+        kernels.get("topk.select", backend=backend)(s, start, exclude, want)
+        start += n
+    assert np.array_equal(got, want)
