@@ -46,7 +46,7 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown,
         positive = query_items(t, query, unknown=unknown, as_ids=as_ids) + raw
         negative = query_items(t, negative, unknown=unknown, as_ids=as_ids)
         results = most_similar(t.weight(), t.vocab, positive, negative, topn=k,
-                               restrict_vocab=restrict_vocab)
+                               restrict_vocab=restrict_vocab, norms=t.norms)
         rows = [int(r) for r, _ in results]
         columns = {"id": rows}
         if t.vocab is not None:
@@ -98,7 +98,8 @@ def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unkn
             with progress(size, "analogies", unit="bytes") as advance:
                 result["analogies"] = evaluate_analogies(
                     t.weight(), t.vocab, analogies, restrict_vocab=restrict_vocab,
-                    case_insensitive=not case_sensitive, dummy4unknown=dummy4unknown, progress=advance)
+                    case_insensitive=not case_sensitive, dummy4unknown=dummy4unknown, norms=t.norms,
+                    progress=advance)
         if pairs:
             result["pairs"] = evaluate_pairs(t.weight(), t.vocab, pairs, delimiter=delimiter,
                                              encoding=encoding, restrict_vocab=restrict_vocab,
