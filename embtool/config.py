@@ -1,18 +1,22 @@
-"""nn.Embedding's configuration as stored in a table's metadata (no numpy: ``freeze`` and
-``unfreeze`` use only this and the header code, and stay fast on any table)."""
+"""nn.Embedding's configuration as stored in a table's metadata: values only, no file I/O and no
+numpy (``freeze`` and ``unfreeze`` use only this and the store, and stay fast on any table)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+from .dtypes import READABLE_AS_TABLE, TABLE_DTYPES  # noqa: F401 (TABLE_DTYPES re-exported)
 from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = "1"
 PREFIX = "embtool."
-TABLE_DTYPES = ("F32", "F64", "F16", "BF16")
-
-
+#: the row that words not in the vocabulary map to (load-pretrained --unk-token)
+UNK_KEY = PREFIX + "unk_idx"
+#: the optimizer's name, hyper-parameters (JSON) and step count (train-step)
+META_NAME, META_HPARAMS, META_STEP = PREFIX + "optim.name", PREFIX + "optim.hparams", PREFIX + "optim.step"
+#: where the optimizer state lives when it is not in the table (``train-step --state``)
+META_STATE_FILE = PREFIX + "optim.state_file"
 
 
 def normalize_padding_idx(padding_idx, num_embeddings: int):
@@ -115,62 +119,53 @@ class Config:
         return replace(self, **changes)
 
 
-def pick_tensor(header, tensor: str | None, path) -> str:
+def pick_tensor(header, tensor: str | None, path, *, write: bool = False) -> str:
     """The name of the table tensor of a file: ``tensor``, else ``weight``, else the only 2-D one;
-    checked to be 2-D with a float dtype."""
+    checked to be 2-D with a dtype a table can be read in (``embtool.dtypes``), and for ``write``
+    one a table is stored in (widened dtypes are read-only)."""
     name = _choose(header, tensor, path)
     info = header.tensors[name]
     where = f"{path}: tensor {name!r}"
     if len(info.shape) != 2:
         raise FormatError(f"{where} is {len(info.shape)}-D (shape {list(info.shape)}); "
                           "a table needs a 2-D tensor")
-    if info.dtype not in TABLE_DTYPES:
-        raise FormatError(f"{where} has dtype {info.dtype}; a table needs F32, F64, F16 or BF16")
+    if info.dtype not in READABLE_AS_TABLE:
+        raise FormatError(f"{where} has dtype {info.dtype}; a table needs a float or integer "
+                          "dtype (F32, F64, F16, BF16, F8_*, I8..U64)")
+    if write and info.dtype not in TABLE_DTYPES:
+        raise FormatError(f"{where} has dtype {info.dtype}, read as float32 but not written; "
+                          "make an F32 table of it with `embtool load-pretrained` first")
     return name
+
+
+def listing(names, shown: int = 5) -> str:
+    """``a, b, c and 12 more``: a list of names kept to one readable line."""
+    names = list(names)
+    head = ", ".join(names[:shown])
+    return head + (f" and {len(names) - shown} more" if len(names) > shown else "") if names else "none"
+
+
+def table_candidates(tensors) -> list[str]:
+    """2-D tensors that could be a table, sorted; optimizer state (``optim.*``) has the table's
+    shape but is never the table itself."""
+    return sorted(n for n, t in tensors.items() if len(t.shape) == 2 and not n.startswith("optim."))
 
 
 def _choose(header, tensor: str | None, path) -> str:
     tensors = header.tensors
     if tensor is not None:
         if tensor not in tensors:
-            names = ", ".join(sorted(tensors)) or "none"
-            raise FormatError(f"{path}: no tensor {tensor!r} (tensors: {names})")
+            two_d = table_candidates(tensors)
+            raise FormatError(f"{path}: no tensor {tensor!r} ({len(tensors)} tensors; 2-D: "
+                              f"{listing(two_d)})")
         return tensor
     if "weight" in tensors:
         return "weight"
-    # optimizer state (optim.*) has the table's shape but is never the table itself
-    two_d = sorted(n for n, t in tensors.items() if len(t.shape) == 2 and not n.startswith("optim."))
+    two_d = table_candidates(tensors)
     if len(two_d) == 1:
         return two_d[0]
     if not two_d:
         raise FormatError(f"{path}: no 2-D tensor to use as a table (tensors: "
-                          f"{', '.join(sorted(tensors)) or 'none'})")
-    shown = ", ".join(two_d[:8]) + (", ..." if len(two_d) > 8 else "")
-    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({shown})")
+                          f"{listing(sorted(tensors))})")
+    raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({listing(two_d)})")
 
-
-def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
-    """Set the table's frozen flag (requires_grad = not frozen); returns whether it changed.
-
-    An in-place patch of the padded header (O(1), journaled); a file without room in its header
-    (one not written by embtool) is rewritten once, atomically.
-    """
-    from dataclasses import replace as _replace
-
-    from .store import Store
-
-    with Store(path, write=True) as s:
-        name = pick_tensor(s.header, tensor, path)
-        cfg = Config.from_metadata(s.metadata, s.tensors[name].shape[0], path)
-        if cfg.frozen == frozen and PREFIX + "format_version" in s.metadata:
-            return False
-        meta = {**s.metadata, **_replace(cfg, frozen=frozen).to_metadata()}
-        patch = s.header_patch(meta)
-        if patch is not None:
-            s.patch([patch])
-            return True
-    from .table import Table
-
-    with Table.open(path, tensor=tensor, write=True) as t:
-        t.rewrite({}, meta)
-    return True
