@@ -57,7 +57,7 @@ def write_step_inputs(folder: Path, s: int, ids: np.ndarray, grad: np.ndarray):
 
 def cli_trajectory(folder: Path, i: int) -> dict:
     """Case ``i``'s 100 steps, one `embtool train-step` command per step; snapshots by step.  The
-    first steps and the last are real processes (the state must live in the file); the others run
+    first step and the last are real processes (the state must live in the file); the others run
     the same command line in-process (``invoke``: the same code from argv on, ~100x cheaper)."""
     folder.mkdir()
     _, name, hparams, opts = CASES[i]
@@ -69,7 +69,7 @@ def cli_trajectory(folder: Path, i: int) -> dict:
         args, stdin = write_step_inputs(folder, s, ids, grad)
         # the optimizer options are needed on the first step only; later steps repeat some
         options = ["--optimizer", name, *hparam_args(hparams)] if s == 1 or s % 3 == 0 else []
-        call = run if s <= 3 or s == STEPS else invoke
+        call = run if s in (1, STEPS) else invoke
         r = call("train-step", table, *args, *options, input=stdin)
         assert r.code == 0, (CASES[i][0], s, r.err)
         assert f"step {s} ({name})" in r.err
