@@ -33,7 +33,7 @@ def row_norms(rows: np.ndarray, norm_type: float) -> np.ndarray:
     if rows.dtype == np.float64:
         return _norms_f64(rows, norm_type)
     rows = np.ascontiguousarray(rows, f32)
-    return kernels.get("lookup.row_norms", rows.size)(rows, float(norm_type))
+    return kernels.choose(rows.size).row_norms(rows, float(norm_type))
 
 
 def _norms_f64(rows, p):
@@ -63,7 +63,7 @@ def renorm_block(rows: np.ndarray, max_norm: float, norm_type: float) -> np.ndar
             hit = norms > max_norm
             rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
             return hit
-        return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
+        return kernels.choose(rows.size).renorm_rows(rows, float(max_norm), float(norm_type))
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,9 +76,9 @@ def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float
     _check_weight(weight, writable=True)
     flat = check_ids(ids, weight.shape[0]).reshape(-1)
     if weight.dtype == np.float32:
-        fn = kernels.get("lookup.renorm_ids", flat.size * max(1, weight.shape[1]))
+        K = kernels.choose(flat.size * max(1, weight.shape[1]))
         with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
-            return int(fn(weight, flat, float(max_norm), float(norm_type)))
+            return int(K.renorm_ids(weight, flat, float(max_norm), float(norm_type)))
     rows = np.unique(flat)
     block = weight[rows]
     hit = renorm_block(block, max_norm, norm_type)
@@ -103,9 +103,8 @@ def gather(weight: np.ndarray, flat_ids: np.ndarray) -> np.ndarray:
     out = np.empty((flat_ids.size, weight.shape[1]), weight.dtype)
     if flat_ids.size == 0 or weight.shape[1] == 0:
         return out
-    work = flat_ids.size * weight.shape[1]
     if weight.flags.c_contiguous and weight.dtype in (np.float32, np.float64, np.float16, np.uint16):
-        return kernels.get("lookup.gather", work)(weight, flat_ids, out)
+        return kernels.choose(flat_ids.size * weight.shape[1]).gather(weight, flat_ids, out)
     return np.take(weight, flat_ids, axis=0, out=out)
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import kernels
 from golden.make_train_cli import CASES, SNAPSHOTS, STEPS, case_batches, case_weight, torch_trajectory
 from helpers import assert_single_error_line, invoke, make_table, run
 from test_optim import compare
@@ -88,8 +87,8 @@ def batches_file(path: Path, i: int) -> Path:
 
 @pytest.mark.slow
 def test_hundred_steps_one_process_each_every_optimizer(tmp_path):
-    """Every case of tests/golden/make_train_cli.py through the CLI, against the committed torch trajectory and live torch; then the same 100 steps as one
-    --batches call on each backend give the same bits."""
+    """Every case of tests/golden/make_train_cli.py through the CLI, against the committed torch
+    trajectory and live torch; then the same 100 steps as one --batches call give the same bits."""
     results = [cli_trajectory(tmp_path / f"case{i}", i) for i in range(len(CASES))]  # invoke: one at a time
     torch = live_torch()
     for i, ours in enumerate(results):
@@ -99,13 +98,11 @@ def test_hundred_steps_one_process_each_every_optimizer(tmp_path):
             theirs = torch_trajectory(torch, name, hparams, case_weight(i), case_batches(i, opts), **opts)
             check_against(ours, theirs, case)
         batches = batches_file(tmp_path / f"case{i}" / "b.npz", i)
-        for b in kernels.BACKENDS:
-            table = case_table(tmp_path / f"case{i}" / f"{b}.safetensors", i)
-            r = run("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams),
-                    env={"EMBTOOL_BACKEND": b})
-            assert r.code == 0, (case, r.err)
-            assert "100 steps to step 100" in r.err
-            compare([snapshot(table)], [ours[100]], exact=True)
+        table = case_table(tmp_path / f"case{i}" / "batches.safetensors", i)
+        r = run("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams))
+        assert r.code == 0, (case, r.err)
+        assert "100 steps to step 100" in r.err
+        compare([snapshot(table)], [ours[100]], exact=True)
 
 
 def test_json_summary_and_stderr_line(tmp_path):
