@@ -16,7 +16,9 @@ from . import dtypes, kernels
 from .errors import ConfigError, ShapeError
 from .ids import check_ids
 from .store import ChunkedTensor
-from .table import Config, Table, bf16_to_f32, create, f32_to_bf16, from_storage, numpy_dtype
+from .config import Config
+from .dtypes import bf16_to_f32, f32_to_bf16, value_dtype, widen
+from .table import Table, create
 
 f32 = np.float32
 #: rows per chunk when a whole table is streamed (about 64 MB of float32 at D=128)
@@ -139,7 +141,7 @@ def lookup(table: Table, ids, *, max_norm=None, norm_type=None, padding_idx=None
     flat = ids.reshape(-1)
     d = table.embedding_dim
     if cfg.max_norm is None:
-        out = from_storage(gather(table.raw, flat), table.dtype)
+        out = widen(gather(table.raw, flat), table.dtype)
         return out.reshape(ids.shape + (d,))
     uniq, inverse = np.unique(flat, return_inverse=True)
     block = np.ascontiguousarray(table.rows(uniq), dtype=_compute_dtype(table.dtype))
@@ -232,7 +234,7 @@ def _rewrite_renormed(table: Table, cfg: Config, progress) -> None:
     def chunks():
         for _, block in _stream(table):
             renorm_block(block, cfg.max_norm, cfg.norm_type)
-            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(numpy_dtype(table.dtype))
+            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(value_dtype(table.dtype))
 
     table.rewrite({table.tensor: ChunkedTensor(table.dtype, table.shape, chunks)})
 
@@ -281,7 +283,7 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
                 block[p - start] = 0
             if progress:
                 progress(n)
-            yield f32_to_bf16(block) if dtype == "BF16" else block.astype(numpy_dtype(dtype), copy=False)
+            yield f32_to_bf16(block) if dtype == "BF16" else block.astype(value_dtype(dtype), copy=False)
 
     meta = {"embtool.init": f"{init}(scale={scale!r}, seed={seed}, generator=numpy.PCG64)"}
     create(path, {"weight": ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)}, config,

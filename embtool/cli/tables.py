@@ -251,7 +251,10 @@ def unfreeze(table, tensor):
     _set_frozen(table, tensor, False)
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "embtool checkpoint emb.safetensors",
+    "embtool checkpoint emb.safetensors && cp emb.safetensors backup/",
+))
 @TABLE
 def checkpoint(table):
     """Make TABLE durable and fold its write-ahead log (TABLE-wal) into it.
