@@ -22,8 +22,9 @@ ERRORS = TOO_FEW | TOO_MANY | EMPTY_FIELD
 
 #: longest token the fast path accepts; callers pad blocks with this many spare bytes.
 MAX_TOKEN = 32
-#: significant digits of a mantissa that fit a uint64 exactly (10**19 < 2**64).
-MAX_SIG_DIGITS = 19
+#: digits of a mantissa, leading zeros included, that fit a uint64 exactly (10**19 < 2**64);
+#: longer mantissas (rare: "%.30f" spellings) take the fallback.
+MAX_DIGITS = 19
 #: exponent digits the fast path reads (longer exponents go to the fallback).
 MAX_EXP_DIGITS = 4
 #: largest mantissa that is an exact double (Clinger's fast path).

@@ -9,6 +9,7 @@ cannot be called from Python, so each one is replaced by a function computing th
 * ``prefetch(arr, i)``: ``llvm.prefetch`` of ``arr.flat[i]`` (read, high locality), which hides
   the latency of random row reads behind the copy of earlier rows; a no-op in Python.
 * ``load_u64(buf, i)``: the 8 bytes ``buf[i:i+8]`` as a little-endian uint64, one unaligned load.
+* ``ctz64(x)``: the number of trailing zero bits of a uint64 (64 for 0), one ``tzcnt``.
 """
 from __future__ import annotations
 
@@ -63,6 +64,19 @@ def load_u64(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def ctz64(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [i64, ir.IntType(1)])
+        fn = builder.module.declare_intrinsic("llvm.cttz", [i64], fnty)
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])  # defined for 0: 64
+
+    return sig, codegen
+
+
 if numba.config.DISABLE_JIT:  # the kernels run as Python: the same bits, slowly
     def _fma32(a, b, c):  # noqa: F811
         return np.float32(common.fma32(a, b, c).item())
@@ -72,6 +86,10 @@ if numba.config.DISABLE_JIT:  # the kernels run as Python: the same bits, slowly
 
     def load_u64(arr, idx):  # noqa: F811
         return np.uint64(int.from_bytes(arr[idx:idx + 8].tobytes(), "little"))
+
+    def ctz64(x):  # noqa: F811
+        x = int(x)
+        return np.uint64((x & -x).bit_length() - 1 if x else 64)
 
 
 @numba.njit(inline="always", **JIT)

@@ -6,9 +6,9 @@ import numba
 import numpy as np
 
 from embtool.kernels._numba import JIT, threads
-from embtool.kernels._numba.intrinsics import load_u64
+from embtool.kernels._numba.intrinsics import ctz64, load_u64
 from embtool.kernels.common import (
-    EMPTY_FIELD, FALLBACK, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_SIG_DIGITS, MAX_TOKEN, POW10,
+    EMPTY_FIELD, FALLBACK, MAX_EXACT_MANTISSA, MAX_DIGITS, MAX_EXP_DIGITS, MAX_TOKEN, POW10,
     SPACED_KEY, TOO_FEW, TOO_MANY,
 )
 
@@ -73,36 +73,60 @@ _U48 = np.uint64(48)
 _U0 = np.uint64(0)
 
 
+# -- eight fraction digits at a time ------------------------------------------------------------
+#
+# The digits after the point (5 to 9 in a typical vector file) are read 8 bytes at a time: one
+# load, a mask of the bytes that are not digits, its trailing zero count, and fast_float's
+# ``parse_eight_digits_unrolled`` (Lemire) for their value.  A byte is a digit exactly when its
+# high nibble is 3 and adding 6 keeps it 3; a carry out of a byte can only disturb the bytes after
+# the first non-digit, which are not used.  The loop's exit no longer depends on each byte, which
+# was the branch the byte-by-byte loop mispredicted once per value.  Not inlined: a separately
+# compiled helper measured as fast here and compiles once (the whole parse: 30% faster, compile
+# time unchanged, measured A/B).
+
+_ASCII0 = np.uint64(0x3030303030303030)
+_HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
+_SIXES = np.uint64(0x0606060606060606)
+_EVERY4TH = np.uint64(0x000000FF000000FF)
+_MUL_100_1000000 = np.uint64(100 + (1000000 << 32))
+_MUL_1_10000 = np.uint64(1 + (10000 << 32))
+_U3 = np.uint64(3)
+_U8 = np.uint64(8)
+_U16 = np.uint64(16)
+_U32 = np.uint64(32)
+#: 10**0 .. 10**8 as uint64.
+_POW10_U64 = np.array([10**k for k in range(9)], np.uint64)
+
+
 @numba.njit(**JIT)
-def _significant(buf, d0, dend):
-    """Mantissa and significant digit count of the digits (and '.') in ``buf[d0:dend]``, leading
-    zeros skipped: the slow path for more than 19 digits."""
-    m = _U0
-    nsig = 0
-    for t in range(d0, dend):
-        d = np.uint64(buf[t]) - _U48
-        if d > _U9:
-            continue
-        if m != _U0 or d != _U0:
-            nsig += 1
-            if nsig <= MAX_SIG_DIGITS:
-                m = m * _U10 + d
-    return m, nsig
+def _digit_run(buf, q, e, m):
+    """``m`` followed by the digits at ``buf[q:e]`` (modulo 2**64, as ``m * 10 + d`` digit by digit
+    would give) and the index after them.  Reads 8 bytes past ``q``: callers pad blocks."""
+    while True:
+        w = load_u64(buf, q)
+        nondigits = ((w & _HIGH_NIBBLES) ^ _ASCII0) | (((w + _SIXES) & _HIGH_NIBBLES) ^ _ASCII0)
+        k = min(np.int64(ctz64(nondigits) >> _U3), e - q)
+        if k > 0:
+            v = (w - _ASCII0) << np.uint64(8 * (8 - k))  # the k digits at the top, in order
+            v = v * _U10 + (v >> _U8)
+            v = (((v & _EVERY4TH) * _MUL_100_1000000)
+                 + (((v >> _U16) & _EVERY4TH) * _MUL_1_10000)) >> _U32
+            m = m * _POW10_U64[k] + v
+            q += k
+        if k < 8:
+            return m, q
 
 
 @numba.njit(inline="always", **JIT)
 def _scan_number(buf, p, e):
     """Fast-path value of the number starting at ``p``: ``(ok, value, q)`` with ``q`` the first
     byte after the number's grammar ``[+-]digits[.digits][(e|E)[+-]digits]``."""
-    q = p
-    neg = False
-    if q < e and (buf[q] == 45 or buf[q] == 43):
-        neg = buf[q] == 45
-        q += 1
+    c = buf[p]  # within the padding when p == e
+    neg = (p < e) & (c == 45)
+    q = p + np.int64((p < e) & ((c == 45) | (c == 43)))  # no branch on the sign (half of values)
     d0 = q
     m = _U0
-    # the integer and fraction digit loops are written out: a shared helper returning (m, q)
-    # measured 25% slower for the whole parse
+    # the integer digits (one, in most vector files) byte by byte, the fraction's by _digit_run
     while q < e:
         d = np.uint64(buf[q]) - _U48
         if d > _U9:
@@ -112,20 +136,11 @@ def _scan_number(buf, p, e):
     ndig = q - d0
     frac = 0
     if q < e and buf[q] == 46:
-        q += 1
-        f0 = q
-        while q < e:
-            d = np.uint64(buf[q]) - _U48
-            if d > _U9:
-                break
-            m = m * _U10 + d
-            q += 1
+        f0 = q + 1
+        m, q = _digit_run(buf, f0, e, m)
         frac = q - f0
         ndig += frac
-    ok = ndig > 0
-    if ndig > MAX_SIG_DIGITS:
-        m, nsig = _significant(buf, d0, q)
-        ok = ok and nsig <= MAX_SIG_DIGITS
+    ok = 0 < ndig <= MAX_DIGITS  # more digits may have wrapped m around 2**64
     ev = 0
     if q < e and (buf[q] | 32) == 101:
         q += 1

@@ -17,7 +17,7 @@ caller must still do:
   ``key_end == key_start``.
 
 Fast path (Clinger): a token ``[+-]digits[.digits][(e|E)[+-]d{1,4}]`` of at most ``MAX_TOKEN``
-bytes with at most 19 significant digits, mantissa ``m <= 2**53`` and decimal exponent
+bytes with at most 19 digits (leading zeros included), mantissa ``m <= 2**53`` and decimal exponent
 ``|e10| <= 22`` is exactly ``m * 10**e10`` (or ``m / 10**-e10``) computed in double: both
 operands are exact doubles and IEEE multiplication/division round once, so the result is the
 correctly rounded double, i.e. ``float(token)``; storing it into a float32 array rounds once more,
@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from embtool.kernels.common import (
-    EMPTY_FIELD, ERRORS, FALLBACK, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_SIG_DIGITS, MAX_TOKEN,
+    EMPTY_FIELD, ERRORS, FALLBACK, MAX_EXACT_MANTISSA, MAX_DIGITS, MAX_EXP_DIGITS, MAX_TOKEN,
     POW10, SPACED_KEY, TOO_FEW, TOO_MANY,
 )
 
@@ -90,11 +90,9 @@ def parse_tokens(buf, starts, lens):
     ndot = dot.sum(1)
     dpos = np.where(ndot > 0, dot.argmax(1), epos)
     mdig = mant & digit
-    bad = (mant & ~digit & ~dot).any(1) | (ndot > 1) | (mdig.sum(1) == 0)
+    bad = (mant & ~digit & ~dot).any(1) | (ndot > 1)
     frac = (mdig & (cols > dpos[:, None])).sum(1)
-    nonzero = mdig & (c != 48)
-    first = np.where(nonzero.any(1), nonzero.argmax(1), width)
-    nsig = (mdig & (cols >= first[:, None])).sum(1)
+    ndig = mdig.sum(1)
     after = inside & (cols > epos[:, None])
     epos1 = (cols == (epos + 1)[:, None]) & after
     esign = epos1 & ((c == 43) | (c == 45))
@@ -110,7 +108,7 @@ def parse_tokens(buf, starts, lens):
             m = np.where(mdig[:, j], m * np.uint64(10) + d[:, j], m)
             ev = np.where(edig[:, j] & (nexp <= MAX_EXP_DIGITS), ev * 10 + d[:, j].astype(np.int64), ev)
     e10 = np.where(eneg, -ev, ev) - frac
-    ok = ~bad & (lens <= MAX_TOKEN) & (nsig <= MAX_SIG_DIGITS)
+    ok = ~bad & (lens <= MAX_TOKEN) & (ndig > 0) & (ndig <= MAX_DIGITS)
     ok &= (m == 0) | ((m <= MAX_EXACT_MANTISSA) & (np.abs(e10) <= 22))
     mf = m.astype(np.float64)
     scale = POW10[np.clip(np.abs(e10), 0, 22)]
