@@ -209,7 +209,7 @@ def bags(seed, n_bags, dim, dtype=np.float32, padding=True):
     rng = np.random.default_rng(seed)
     v = int(rng.integers(1, 30))
     weight = _mixed(seed, (v, dim), 0.2).astype(dtype)
-    lengths = rng.choice([0, 1, 2, 3, 4, 5, 9], n_bags)
+    lengths = rng.choice([0, 1, 2, 3, 4, 5, 8, 9, 17], n_bags)  # groups of 8 rows, and the rest
     ends = np.cumsum(lengths).astype(np.int64)
     starts = ends - lengths
     indices = rng.integers(0, v, int(lengths.sum())).astype(np.int64)
