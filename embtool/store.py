@@ -590,7 +590,14 @@ class Group:
                         tfd = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
                         fcntl.flock(tfd, fcntl.LOCK_EX)
                         held = (tfd, _identity(tfd))
-                fs.rename(temp, path)
+                try:
+                    fs.rename(temp, path)
+                except BaseException:
+                    # a lock of our own left on the temporary file would make this process wait
+                    # for itself when it recovers the files again
+                    if held is not None and (temps or {}).get(r.temp) is None:
+                        os.close(held[0])
+                    raise
                 if held is not None:
                     self._take_lock(held)
             else:
