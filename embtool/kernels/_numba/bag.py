@@ -21,10 +21,15 @@ GRAIN = 64
 
 @numba.njit(inline="always", **JIT)
 def _prefetch_ahead(weight, indices, i, count, dim):
-    for j in range(i + AHEAD, min(i + AHEAD + count, indices.shape[0])):
+    j = i + AHEAD
+    stop = j + count
+    if stop > indices.shape[0]:  # (not min(): its overload compiles separately)
+        stop = indices.shape[0]
+    while j < stop:
         base = indices[j] * dim
         for c in range(0, dim, 16):
             prefetch(weight, base + c)
+        j += 1
 
 
 @numba.njit(inline="always", **JIT)
