@@ -99,6 +99,8 @@ def embedding(weight: np.ndarray, ids, *, max_norm: float | None = None, norm_ty
 
 def gather(weight: np.ndarray, flat_ids: np.ndarray) -> np.ndarray:
     """``weight[flat_ids]`` into a new array (ids already range-checked)."""
+    if not isinstance(weight, np.ndarray):  # the rows of a sharded table gather themselves
+        return weight.take(flat_ids)
     out = np.empty((flat_ids.size, weight.shape[1]), weight.dtype)
     if flat_ids.size == 0 or weight.shape[1] == 0:
         return out

@@ -177,28 +177,34 @@ def chunk_size(weight, chunk_rows=None):
     return max(4, int(chunk_rows) // 4 * 4)
 
 
-def iter_chunks(weight, stop, chunk_rows=None):
-    """Yield ``(first_row, float32 rows)`` over ``weight[:stop]``."""
+def iter_chunks(weight, stop, chunk_rows=None, start=0):
+    """Yield ``(first_row, float32 rows)`` over ``weight[start:stop]`` (``start``: a chunk
+    boundary, so that every row is scored in the same chunk whoever scans it)."""
     step = chunk_size(weight, chunk_rows)
-    for lo in range(0, stop, step):
+    for lo in range(start, stop, step):
         yield lo, as_f32(weight[lo:min(lo + step, stop)])
 
 
-def search(weight, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None):
-    """Best ``k`` keys per query over rows ``0..stop-1`` (see ``kernels/_numpy/topk.py``).
+def search(weight, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None, start=0):
+    """Best ``k`` keys per query over rows ``start..stop-1`` (see ``kernels/_numpy/topk.py``).
 
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
     One query uses a matrix-vector product per chunk (gensim's arithmetic); many queries use
     matrix products, whose scores may differ from gensim's in the last bits.  ``observe(lo,
     rows, norms)`` sees every chunk (table statistics ride on the same pass); ``progress(n)``
-    is called with the number of rows done.
+    is called with the number of rows done.  The rows of a sharded table are searched by its
+    tasks, chunk by chunk as here (``ShardedTable.search``).
     """
     if stop > MAX_ROW:
         raise ConfigError(f"tables of more than {MAX_ROW} rows cannot be searched")
+    sharded = getattr(weight, "sharded_table", None)
+    if sharded is not None:
+        return sharded.search(queries, exclude, k, stop, chunk_rows=chunk_rows, progress=progress,
+                              observe=observe)
     q = len(queries)
     best = np.full((q, k), EMPTY, np.int64)
     buf = None
-    for lo, rows in iter_chunks(weight, stop, chunk_rows):
+    for lo, rows in iter_chunks(weight, stop, chunk_rows, start):
         if buf is None:
             buf = np.empty_like(rows)
         norms = row_norms(rows, buf)

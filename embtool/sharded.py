@@ -1,0 +1,927 @@
+"""Row-sharded tables: one index file naming shard files, each an ordinary table of some rows.
+
+A table too large for one file (or one machine) is split by rows, as TorchRec shards tables
+row-wise: ``NAME.index.json`` (the index) and the shard files ``NAME-00001-of-0000K.safetensors``
+..., shard ``i`` holding rows ``[lo_i, hi_i)`` of the table (and of its optimizer state) in an
+ordinary embtool table file, plus ``NAME.vocab.safetensors`` for the words.  The format is in
+docs/file-format.md §11; in short, the index holds the format version, the table's tensor name,
+shape and dtype, its whole metadata (the ``embtool.*`` configuration, the frozen flag, the
+optimizer description, any other keys), the vocabulary file's name, and the shards in row order
+with their row ranges and sizes.  Paths in it are relative to the index's folder.
+
+``ShardedTable.open(index)`` gives a table object with the read side of ``Table``: shape, dtype,
+configuration, metadata, vocabulary, ``raw`` and ``weight()`` as array-likes over the shards
+(``ShardRows``: slices, row lists and ``take`` gather across shard boundaries), and ``rows``.
+Per-shard work runs as tasks on an ``embtool.execute`` executor (threads, or a Dask cluster whose
+workers map the shards by path).  ``shard_table`` / ``unshard_table`` convert both ways, bit for
+bit; ``create_sharded`` writes a new sharded table directly from values or a stream of row
+blocks (``init``, ``load-pretrained``), never holding a second copy of the table.
+
+Consistency: the index is the table's lock file.  A reader holds a shared ``flock`` on it for as
+long as it reads (its tasks included), a writer an exclusive one, so readers never see a mix of
+shards from before and after a write.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from . import store as st
+from .config import PREFIX, TABLE_DTYPES, Config
+from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError
+from .kernels._numpy.topk import EMPTY
+from .table import VOCAB_TENSORS, Table, from_storage, numpy_dtype, to_storage
+
+FORMAT = "embtool-sharded-table"
+FORMAT_VERSION = 1
+SUFFIX = ".index.json"
+#: in a shard's metadata: "LO:HI/N" (its rows of the table's N) and the index's file name
+SHARD_ROWS_KEY = PREFIX + "shard.rows"
+SHARD_INDEX_KEY = PREFIX + "shard.index"
+#: the largest index file read (a million shards fit in less)
+MAX_INDEX_BYTES = 100 << 20
+OPTIM_PREFIX = "optim."
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+
+
+def is_index(path) -> bool:
+    """Whether ``path`` names a sharded table's index: a JSON object whose ``"format"`` is
+    ``embtool-sharded-table`` (a Hugging Face ``*.safetensors.index.json`` has a ``weight_map``
+    instead).  Only the first bytes are read; ``Index.read`` validates the whole file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.lstrip().startswith(b"{") and f'"format": "{FORMAT}"'.encode() in head
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: ``file`` (relative to the index's folder) holds rows ``[lo, hi)``; ``nbytes``
+    is the file's size when the index was written."""
+    file: str
+    lo: int
+    hi: int
+    nbytes: int
+
+    @property
+    def rows(self) -> int:
+        return self.hi - self.lo
+
+
+@dataclass
+class Index:
+    path: Path
+    tensor: str
+    shape: tuple[int, int]
+    dtype: str
+    metadata: dict[str, str]
+    vocab: str | None
+    shards: list[Shard]
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def shard_path(self, shard: Shard) -> Path:
+        return self.folder / shard.file
+
+    @property
+    def vocab_path(self) -> Path | None:
+        return None if self.vocab is None else self.folder / self.vocab
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(s.lo, s.hi) for s in self.shards]
+
+    def encode(self) -> bytes:
+        """The index file's bytes: JSON, one shard a line (``"format"`` first: ``is_index``)."""
+        def j(value):
+            return json.dumps(value, ensure_ascii=False)
+
+        head = {"format": FORMAT, "format_version": FORMAT_VERSION, "tensor": self.tensor,
+                "shape": list(self.shape), "dtype": self.dtype}
+        lines = [f" {j(k)}: {j(v)}," for k, v in head.items()]
+        lines.append(' "metadata": {' + ",".join(f"\n  {j(k)}: {j(v)}" for k, v in self.metadata.items())
+                     + ("\n }," if self.metadata else "},"))
+        lines.append(f' "vocab": {j(self.vocab)},')
+        shards = [f'  {{"file": {j(s.file)}, "rows": [{s.lo}, {s.hi}], "bytes": {s.nbytes}}}' for s in self.shards]
+        lines.append(' "shards": [\n' + ",\n".join(shards) + "\n ]")
+        return ("{\n" + "\n".join(lines) + "\n}\n").encode("utf-8")
+
+    @classmethod
+    def parse(cls, raw: bytes, path) -> "Index":
+        """The index in ``raw`` (the bytes of ``path``), validated: every fault is one
+        ``FormatError`` naming the file."""
+        path = Path(path)
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise FormatError(f"{path}: not a valid sharded-table index ({exc})") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise FormatError(f"{path}: not a sharded-table index (no \"format\": \"{FORMAT}\")")
+        version = obj.get("format_version")
+        if version != FORMAT_VERSION:
+            raise FormatError(f"{path}: sharded-table format version {version!r} is not supported "
+                              f"(this embtool reads version {FORMAT_VERSION})")
+
+        def need(key, check, what):
+            value = obj.get(key)
+            if not check(value):
+                raise FormatError(f"{path}: {key!r} must be {what}, not {value!r}")
+            return value
+
+        def count(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        tensor = need("tensor", lambda v: isinstance(v, str) and v, "a tensor name")
+        shape = need("shape", lambda v: isinstance(v, list) and len(v) == 2 and all(map(count, v)),
+                     "[rows, dim]")
+        dtype = need("dtype", lambda v: v in TABLE_DTYPES, f"one of {', '.join(TABLE_DTYPES)}")
+        meta = need("metadata", lambda v: isinstance(v, dict) and all(
+            isinstance(k, str) and isinstance(x, str) for k, x in v.items()), "an object of strings")
+        vocab = need("vocab", lambda v: v is None or _plain_name(v), "null or a file name beside it")
+        raw_shards = need("shards", lambda v: isinstance(v, list) and v, "a non-empty list")
+        shards, expect = [], 0
+        for i, s in enumerate(raw_shards):
+            ok = (isinstance(s, dict) and _plain_name(s.get("file"))
+                  and isinstance(s.get("rows"), list) and len(s["rows"]) == 2
+                  and all(map(count, s["rows"])) and count(s.get("bytes")))
+            if not ok:
+                raise FormatError(f"{path}: shard {i} must be {{\"file\": NAME, \"rows\": [LO, HI], "
+                                  f"\"bytes\": SIZE}}, not {s!r}")
+            lo, hi = s["rows"]
+            if lo != expect or hi < lo:
+                raise FormatError(f"{path}: shard {i} ({s['file']}) holds rows [{lo}, {hi}); the "
+                                  f"shards must cover the rows in order from row {expect}")
+            shards.append(Shard(s["file"], lo, hi, s["bytes"]))
+            expect = hi
+        if expect != shape[0]:
+            raise FormatError(f"{path}: the shards hold {expect} rows, the table has {shape[0]}")
+        return cls(path, tensor, (shape[0], shape[1]), dtype, dict(meta), vocab, shards)
+
+    @classmethod
+    def read(cls, path) -> "Index":
+        path = Path(path)
+        with open(path, "rb") as f:
+            return cls.parse(_read_limited(f.fileno(), path), path)
+
+
+def _read_limited(fd: int, path) -> bytes:
+    size = os.fstat(fd).st_size
+    if size > MAX_INDEX_BYTES:
+        raise FormatError(f"{path}: {size} bytes is too large for a sharded-table index "
+                          f"(at most {MAX_INDEX_BYTES})")
+    return os.pread(fd, size, 0)
+
+
+def _plain_name(value) -> bool:
+    """A file name in the index's own folder (no folders, no way out of it)."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value \
+        and "\\" not in value and "\0" not in value
+
+
+def index_stem(path) -> str:
+    """``NAME`` of ``NAME.index.json``; other names are refused (the suffix marks the index)."""
+    name = Path(path).name
+    if not name.endswith(SUFFIX) or len(name) == len(SUFFIX):
+        raise ConfigError(f"{path}: a sharded table's index must be named NAME{SUFFIX}")
+    return name[:-len(SUFFIX)]
+
+
+def shard_file_names(index_path, count: int) -> list[str]:
+    stem = index_stem(index_path)
+    return [f"{stem}-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+def vocab_file_name(index_path) -> str:
+    return f"{index_stem(index_path)}.vocab.safetensors"
+
+
+def plan_rows(num_rows: int, shards: int | None = None, rows_per_shard: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges ``[(lo, hi), ...]`` for ``shards`` shards of (nearly) equal size, the first
+    ones one row larger, or for shards of ``rows_per_shard`` rows (the last one smaller)."""
+    if (shards is None) == (rows_per_shard is None):
+        raise ConfigError("give the number of shards or the rows per shard (one of them)")
+    if shards is not None:
+        if shards < 1:
+            raise ConfigError(f"the number of shards must be at least 1, not {shards}")
+        if num_rows and shards > num_rows:
+            raise ConfigError(f"{shards} shards for a table of {num_rows} rows: at most one shard a row")
+        shards = max(1, min(shards, num_rows or 1))
+        base, extra = divmod(num_rows, shards)
+        sizes = [base + (i < extra) for i in range(shards)]
+    else:
+        if rows_per_shard < 1:
+            raise ConfigError(f"rows per shard must be at least 1, not {rows_per_shard}")
+        full, rest = divmod(num_rows, rows_per_shard)
+        sizes = [rows_per_shard] * full + ([rest] if rest or not full else [])
+    ranges, lo = [], 0
+    for n in sizes:
+        ranges.append((lo, lo + n))
+        lo += n
+    return ranges
+
+
+def shard_metadata(index_path, lo: int, hi: int, num_rows: int) -> dict[str, str]:
+    """A shard file's own metadata: an embtool table (default configuration: the table's is in the
+    index) that knows which rows of which index it holds."""
+    return {PREFIX + "format_version": "1", SHARD_ROWS_KEY: f"{lo}:{hi}/{num_rows}",
+            SHARD_INDEX_KEY: Path(index_path).name}
+
+
+# --------------------------------------------------------------------------------------------
+# Shard files mapped without a lock (tasks run under their coordinator's lock)
+
+
+class Mapped(st.Store):
+    """A shard file mapped read-only **without** taking its lock: tasks use it while the
+    coordinator that started them holds the table's lock (shared or exclusive)."""
+
+    def __init__(self, path):  # noqa: D107 - deliberately not Store.__init__ (no lock)
+        self.path = Path(path)
+        self.write = False
+        self.group = None
+        self._own_group = False
+        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            self._load()
+        finally:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _stored(source, tensor: str) -> np.ndarray:
+    """The stored array of ``tensor`` in ``source``: an array already (in-process tasks share the
+    coordinator's maps), or a shard path to map (tasks on other processes)."""
+    if isinstance(source, np.ndarray):
+        return source
+    return Mapped(source).array(tensor)
+
+
+# --------------------------------------------------------------------------------------------
+# Rows over shards: an array-like
+
+
+class ShardRows:
+    """Rows of a ``(N, D)`` tensor split over shards, indexed by global row: ``r[i]``,
+    ``r[lo:hi]`` (a view when the rows lie in one shard, else a copy), ``r[ids]`` / ``take(ids)``
+    (a gather), ``astype``.  Values are converted by ``convert`` (BF16 bits to float32) as they
+    are taken, never for the whole table at once.
+
+    ``parts``: ``(lo, hi, array)`` per shard in row order (a task holds only the shards it
+    reads).  ``table``: the ``ShardedTable`` whose rows these are, on the coordinator (searches
+    and statistics over them run as its tasks: ``embtool.similar.search`` hands them over), None
+    in a task; ``take``: the table's gather, as tasks."""
+
+    ndim = 2
+
+    def __init__(self, parts, shape, dtype, convert=None, table=None, take=None):
+        self.parts = list(parts)
+        self._los = np.array([p[0] for p in self.parts], np.int64)
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(dtype)
+        self._convert = convert
+        self.sharded_table = table
+        self._take = take
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    def _out(self, arr: np.ndarray) -> np.ndarray:
+        return arr if self._convert is None else self._convert(arr)
+
+    def _part(self, row: int) -> int:
+        i = int(np.searchsorted(self._los, row, side="right")) - 1
+        if i < 0 or not self.parts[i][0] <= row < self.parts[i][1]:
+            raise IndexError(f"row {row} is not held here")
+        return i
+
+    def __getitem__(self, key):
+        n = self.shape[0]
+        if isinstance(key, (int, np.integer)):
+            row = int(key) + n if key < 0 else int(key)
+            if not 0 <= row < n:
+                raise IndexError(f"row {key} is out of range for {n} rows")
+            lo, _, arr = self.parts[self._part(row)]
+            return self._out(arr[row - lo:row - lo + 1])[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step != 1:
+                raise IndexError("sharded rows take slices with step 1 only")
+            return self._out(self._slice(start, max(start, stop)))
+        ids = np.asarray(key)
+        if ids.dtype == bool:
+            ids = np.flatnonzero(ids)
+        return self.take(ids)
+
+    def _slice(self, start: int, stop: int) -> np.ndarray:
+        if start == stop:
+            return np.empty((0, self.shape[1]), self.parts[0][2].dtype)
+        first, last = self._part(start), self._part(stop - 1)
+        pieces = [arr[max(start, lo) - lo:min(stop, hi) - lo]
+                  for lo, hi, arr in self.parts[first:last + 1]]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def take(self, ids) -> np.ndarray:
+        """Rows ``ids`` (any shape, already range-checked) as values, shape ``ids.shape + (D,)``."""
+        ids = np.asarray(ids, np.int64)
+        flat = ids.reshape(-1)
+        if self._take is not None:
+            stored = self._take(flat)
+        else:
+            stored = self.take_stored(flat)
+        return self._out(stored).reshape(ids.shape + (self.shape[1],))
+
+    def take_stored(self, flat: np.ndarray) -> np.ndarray:
+        """Rows ``flat`` as stored, gathered here from the parts (no tasks)."""
+        which = np.searchsorted(self._los, flat, side="right") - 1
+        out = np.empty((flat.size, self.shape[1]), self.parts[0][2].dtype if self.parts else self.dtype)
+        for i, (lo, hi, arr) in enumerate(self.parts):
+            sel = np.flatnonzero(which == i)
+            if sel.size:
+                out[sel] = arr[flat[sel] - lo]
+        return out
+
+    def astype(self, dtype, copy=True):
+        """The same rows converted to ``dtype`` as they are read (a view-like, not a copy)."""
+        dtype = np.dtype(dtype)
+        if dtype == self.dtype:
+            return self
+        inner = self._convert
+
+        def convert(arr):
+            return (arr if inner is None else inner(arr)).astype(dtype)
+
+        return ShardRows(self.parts, self.shape, dtype, convert, self.sharded_table, self._take)
+
+
+# --------------------------------------------------------------------------------------------
+# The table
+
+
+class ShardedTable:
+    """An open sharded table (``ShardedTable.open(index)``): the read side of ``Table`` over the
+    shards, and the executor its per-shard work runs on."""
+
+    sharded = True
+
+    def __init__(self, index: Index, lock_fd: int, write: bool, executor):
+        self.index = index
+        self.path = index.path
+        self._lock_fd = lock_fd
+        self.write = write
+        self.executor = executor
+        self.tensor = index.tensor
+        self.dtype = index.dtype
+        self.num_embeddings, self.embedding_dim = index.shape
+        self.is_embtool = PREFIX + "format_version" in index.metadata
+        self.config = Config.from_metadata(index.metadata, self.num_embeddings, self.path)
+        self.shards: list[Table] = []
+        self._vocab = None
+        self._vocab_store = None
+        try:
+            for s in index.shards:
+                self.shards.append(self._open_shard(s))
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, path, *, tensor: str | None = None, write: bool = False, scheduler: str | None = None):
+        from .execute import executor
+
+        path = Path(path)
+        fd = st._open_locked(path, write)
+        try:
+            index = Index.parse(_read_limited(fd, path), path)
+            if tensor is not None and tensor != index.tensor:
+                raise FormatError(f"{path}: the sharded table's tensor is {index.tensor!r}, not {tensor!r}")
+            return cls(index, fd, write, executor(scheduler))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _open_shard(self, shard: Shard) -> Table:
+        path = self.index.shard_path(shard)
+        where = f"{self.path}: shard {shard.file}"
+        try:
+            mapped = Mapped(path)
+        except FileNotFoundError:
+            raise FormatError(f"{where} is missing") from None
+        if mapped.size != shard.nbytes:
+            raise FormatError(f"{where} has {mapped.size} bytes, the index says {shard.nbytes}: "
+                              "it was changed outside embtool")
+        info = mapped.tensors.get(self.tensor)
+        want = (shard.rows, self.embedding_dim)
+        if info is None or info.dtype != self.dtype or info.shape != want:
+            got = "no such tensor" if info is None else f"{info.dtype} {list(info.shape)}"
+            raise FormatError(f"{where}: tensor {self.tensor!r} should be {self.dtype} {list(want)}, "
+                              f"found {got}")
+        return Table(mapped, self.tensor)
+
+    # -- reading ------------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.index.metadata
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.num_embeddings, self.embedding_dim)
+
+    @property
+    def value_dtype(self) -> np.dtype:
+        return numpy_dtype(self.dtype)
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        return self.index.ranges
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.index.shard_path(s).resolve() for s in self.index.shards]
+
+    def sources(self, tensor: str | None = None) -> list:
+        """What a task needs to reach each shard's ``tensor``: the mapped array when tasks run in
+        this process, the shard's absolute path when they run elsewhere."""
+        tensor = tensor or self.tensor
+        if self.executor.remote:
+            return [str(p) for p in self.shard_paths]
+        return [t.store.array(tensor) for t in self.shards]
+
+    def stored_rows(self, tensor: str | None = None) -> ShardRows:
+        """Rows of ``tensor`` (the table's, or an ``optim.*`` state) as stored, over the shards."""
+        tensor = tensor or self.tensor
+        parts = [(lo, hi, t.store.array(tensor)) for (lo, hi), t in zip(self.ranges, self.shards)]
+        return ShardRows(parts, self.shape, parts[0][2].dtype, table=self, take=self._gather(tensor))
+
+    @property
+    def raw(self) -> ShardRows:
+        """The stored weight (BF16 as uint16 bits), as ``ShardRows``."""
+        return self.stored_rows()
+
+    def weight(self) -> ShardRows:
+        """The weight as values (BF16 widened as rows are read), as ``ShardRows``."""
+        raw = self.stored_rows()
+        convert = (lambda a: from_storage(a, "BF16")) if self.dtype == "BF16" else None
+        return ShardRows(raw.parts, self.shape, self.value_dtype, convert, self, raw._take)
+
+    streamed = weight
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Rows ``ids`` (flat int64, range-checked) as values, a copy."""
+        return from_storage(self.raw.take(ids), self.dtype)
+
+    @property
+    def has_vocab(self) -> bool:
+        return self.index.vocab is not None
+
+    @property
+    def vocab(self):
+        if self._vocab is None and self.has_vocab:
+            from .vocab import Vocab
+
+            path = self.index.vocab_path
+            try:
+                self._vocab_store = Mapped(path)
+            except FileNotFoundError:
+                raise FormatError(f"{self.path}: vocabulary file {self.index.vocab} is missing") from None
+            missing = [n for n in VOCAB_TENSORS if n not in self._vocab_store.tensors]
+            if missing:
+                raise FormatError(f"{path}: no tensor {missing[0]!r}")
+            self._vocab = Vocab(*(self._vocab_store.array(n) for n in VOCAB_TENSORS))
+            if len(self._vocab) != self.num_embeddings:
+                raise FormatError(f"{path}: vocabulary has {len(self._vocab)} words for "
+                                  f"{self.num_embeddings} rows")
+        return self._vocab
+
+    def optimizer_tensors(self) -> dict[str, st.TensorInfo]:
+        """The ``optim.*`` state tensors, as one tensor each of the table's shape."""
+        first = self.shards[0].store.tensors
+        out = {}
+        for name, info in first.items():
+            if name.startswith(OPTIM_PREFIX):
+                nbytes = info.nbytes // max(1, info.shape[0]) * self.num_embeddings if info.shape else 0
+                out[name] = st.TensorInfo(name, info.dtype, (self.num_embeddings,) + info.shape[1:], 0, nbytes)
+        return out
+
+    # -- tasks --------------------------------------------------------------------------------
+    def _gather(self, tensor: str):
+        """``take`` for ``ShardRows``: per-shard gathers as tasks (each shard's rows of the
+        request), scattered back into request order here."""
+        ranges, sources = self.ranges, None
+
+        def take(flat: np.ndarray) -> np.ndarray:
+            nonlocal sources
+            if sources is None:
+                sources = self.sources(tensor)
+            los = np.array([lo for lo, _ in ranges], np.int64)
+            which = np.searchsorted(los, flat, side="right") - 1
+            jobs, where = [], []
+            for i, (lo, _) in enumerate(ranges):
+                sel = np.flatnonzero(which == i)
+                if sel.size:
+                    jobs.append((sources[i], tensor, flat[sel] - lo))
+                    where.append(sel)
+            blocks = self.executor.map(take_task, jobs) if len(jobs) > 1 or self.executor.remote \
+                else [take_task(j) for j in jobs]
+            first = blocks[0] if blocks else self.shards[0].store.array(tensor)[:0]
+            out = np.empty((flat.size, self.embedding_dim), first.dtype)
+            for sel, block in zip(where, blocks):
+                out[sel] = block
+            return out
+
+        return take
+
+    def search(self, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None):
+        """``embtool.similar.search`` over the shards, as tasks (see "Scans" below)."""
+        if observe is not None:
+            raise EmbtoolError("internal error: a sharded search takes no observer (use scan)")
+        queries = np.asarray(queries, np.float32).reshape(-1, self.embedding_dim)
+        if stop == 0 or not len(queries):
+            return np.full((len(queries), k), EMPTY, np.int64)
+        results = self.scan(search_task, queries, exclude, k, stop, chunk_rows=chunk_rows, progress=progress)
+        return merge_best([best for best, _ in results], k)
+
+    def scan(self, task, queries, exclude, k, stop, *, chunk_rows=None, progress=None) -> list:
+        """Run ``task`` (a module-level function of a ``ScanJob``) over rows ``0..stop-1`` in
+        whole chunks of ``embtool.similar``'s chunk grid; the results in row order."""
+        from .similar import chunk_size
+
+        step = chunk_size(self.raw, chunk_rows)
+        sources = self.sources()
+        queries, exclude = np.ascontiguousarray(queries), np.ascontiguousarray(exclude)
+        jobs = []
+        for lo, hi, shards in _plan(self.ranges, self.executor.workers(), stop, step):
+            parts = [(self.ranges[i][0], self.ranges[i][1], sources[i]) for i in shards]
+            jobs.append(ScanJob(parts, self.tensor, self.dtype, self.shape, lo, hi, step, queries, exclude, k))
+        results = self.executor.map(task, jobs)
+        if progress is not None:
+            for job in jobs:
+                progress(job.stop - job.start)
+        return results
+
+    # -- closing ------------------------------------------------------------------------------
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Scans
+#
+# Scans (``similar``'s search, ``evaluate``'s passes, ``info --stats``) visit the rows in the same
+# chunks as on one file: ``embtool.similar`` scores a chunk of rows with one BLAS call, and the last
+# bits of a score depend on the call it was computed in, so a task covers whole chunks of the
+# table's chunk grid (starting at row 0), and a chunk that straddles two shards is assembled from
+# both (the task reads the neighbouring shard's rows).  Each task keeps its own top ``k`` keys
+# (score and row id in one integer, ``kernels/_numpy/topk.py``); the merge keeps the ``k`` largest,
+# which is the one-file search's result exactly, ties going to the lower row id as they do there.
+
+
+@dataclass
+class ScanJob:
+    """One task of a scan: rows ``start..stop-1`` (whole chunks of ``step`` rows) of the table.
+    ``parts``: ``(lo, hi, source)`` of the shards holding those rows (a mapped array in this
+    process, a path on a Dask worker)."""
+    parts: list
+    tensor: str
+    dtype: str  # stored dtype of the table
+    shape: tuple
+    start: int
+    stop: int
+    step: int
+    queries: np.ndarray
+    exclude: np.ndarray
+    k: int
+
+    def rows(self) -> ShardRows:
+        """The job's rows as values, indexed by table row."""
+        parts = [(lo, hi, _stored(src, self.tensor)) for lo, hi, src in self.parts]
+        convert = (lambda a: from_storage(a, "BF16")) if self.dtype == "BF16" else None
+        value = np.float32 if self.dtype == "BF16" else parts[0][2].dtype
+        return ShardRows(parts, self.shape, value, convert)
+
+    def search(self, rows, observe=None) -> np.ndarray:
+        from .similar import search
+
+        return search(rows, self.queries, self.exclude, self.k, self.stop, chunk_rows=self.step,
+                      start=self.start, observe=observe)
+
+
+def search_task(job: ScanJob):
+    """Task: the best ``k`` keys of each query over the job's rows."""
+    return job.search(job.rows()), None
+
+
+def _plan(ranges, workers: int, stop: int, step: int) -> list[tuple[int, int, list]]:
+    """Tasks ``(start, stop, shard numbers)`` covering rows ``0..stop-1`` in whole chunks: the
+    chunks whose first row lies in a shard form that shard's task (split further while there are
+    fewer tasks than the executor runs at once)."""
+    starts = np.arange(0, stop, step, dtype=np.int64)
+    owner = np.searchsorted(np.array([lo for lo, _ in ranges], np.int64), starts, side="right") - 1
+    groups = [g for g in (starts[owner == i] for i in range(len(ranges))) if g.size]
+    while groups and len(groups) < workers:
+        big = max(range(len(groups)), key=lambda i: groups[i].size)
+        if groups[big].size < 2:
+            break
+        g = groups.pop(big)
+        groups[big:big] = [g[:g.size // 2], g[g.size // 2:]]
+    tasks = []
+    for g in groups:
+        lo, hi = int(g[0]), min(stop, int(g[-1]) + step)
+        tasks.append((lo, hi, [i for i, (a, b) in enumerate(ranges) if a < hi and b > lo]))
+    return tasks
+
+
+def merge_best(results, k: int) -> np.ndarray:
+    """The ``k`` largest keys per query of the tasks' top-``k`` arrays (no two are equal: a key
+    holds its row id)."""
+    keys = np.sort(np.concatenate(results, axis=1), axis=1)[:, ::-1]
+    out = np.full((keys.shape[0], k), EMPTY, np.int64)
+    out[:, :min(k, keys.shape[1])] = keys[:, :k]
+    return out
+
+
+def take_task(job) -> np.ndarray:
+    """Task: rows ``local`` (of one shard) of ``tensor``, as stored."""
+    source, tensor, local = job
+    arr = _stored(source, tensor)
+    return np.take(arr, local, axis=0)
+
+
+def open_table(path, *, tensor: str | None = None, write: bool = False, scheduler: str | None = None):
+    """A ``Table`` for a table file, a ``ShardedTable`` for a sharded table's index."""
+    if is_index(path):
+        return ShardedTable.open(path, tensor=tensor, write=write, scheduler=scheduler)
+    return Table.open(path, tensor=tensor, write=write)
+
+
+# --------------------------------------------------------------------------------------------
+# Writing new sharded tables
+
+
+def _row_tensors(header_tensors: Mapping[str, st.TensorInfo], tensor: str, num_rows: int, where) -> list[str]:
+    """The tensors split by rows (the table's and its optimizer state); any tensor other than
+    these and the vocabulary is refused (a shard holds rows of one table)."""
+    names = [tensor] + sorted(n for n in header_tensors if n.startswith(OPTIM_PREFIX))
+    other = sorted(set(header_tensors) - set(names) - set(VOCAB_TENSORS))
+    if other:
+        raise ConfigError(f"{where}: holds tensors other than the table {tensor!r}, its optimizer state "
+                          f"and vocabulary ({', '.join(other[:5])}); a sharded table holds one table")
+    for n in names[1:]:
+        if header_tensors[n].shape[:1] != (num_rows,):
+            raise FormatError(f"{where}: optimizer state {n!r} has shape {list(header_tensors[n].shape)}, "
+                              f"not the table's {num_rows} rows")
+    return names
+
+
+def _check_output(index_path: Path, force: bool) -> None:
+    index_stem(index_path)
+    if index_path.exists() and not force:
+        raise OutputExistsError(f"{index_path} already exists; use --force to replace it")
+    if index_path.is_dir():
+        raise EmbtoolError(f"{index_path}: is a directory")
+    if index_path.exists() and not is_index(index_path):
+        raise EmbtoolError(f"{index_path} exists and is not a sharded table's index; remove it first")
+    if index_path.exists():
+        # Replacing every shard of a table that others may be reading is a multi-file
+        # transaction; until the store offers one, the old table is removed by the user.
+        raise EmbtoolError(f"{index_path}: replacing an existing sharded table is not supported yet; "
+                           "remove it first")
+
+
+def write_sharded(index_path, tensor: str, shape, dtype: str, metadata: Mapping[str, str],
+                  row_tensors: Mapping[str, Callable[[int, int], object]], ranges, *,
+                  vocab: Mapping[str, np.ndarray] | None = None, force: bool = False,
+                  executor=None, progress=None) -> Index:
+    """Write a new sharded table: shard ``i`` gets rows ``ranges[i]`` of every tensor of
+    ``row_tensors`` (``name -> rows(lo, hi)`` giving an array or a ``ChunkedTensor`` of those rows
+    as stored), the vocabulary file gets ``vocab``, and the index comes last: the table exists
+    once its index does.  Each file is written atomically; on failure the files written so far
+    are removed.  ``executor`` writes the shards as parallel tasks (in this process; the rows
+    functions must then allow it), else one after the other, in row order."""
+    index_path = Path(index_path)
+    _check_output(index_path, force)
+    names = shard_file_names(index_path, len(ranges))
+    folder = index_path.parent
+    written: list[Path] = []
+    n = shape[0]
+
+    def write_one(i):
+        lo, hi = ranges[i]
+        tensors = {name: rows(lo, hi) for name, rows in row_tensors.items()}
+        path = folder / names[i]
+        st.write_file(path, tensors, shard_metadata(index_path, lo, hi, n), progress=progress)
+        return path
+
+    try:
+        if executor is not None and len(ranges) > 1:
+            done = executor.map(_Call(write_one), range(len(ranges)))
+            written.extend(done)
+        else:
+            for i in range(len(ranges)):
+                written.append(write_one(i))
+        vocab_name = None
+        if vocab is not None:
+            vocab_name = vocab_file_name(index_path)
+            st.write_file(folder / vocab_name, dict(vocab), {SHARD_INDEX_KEY: index_path.name})
+            written.append(folder / vocab_name)
+        shards = [Shard(name, lo, hi, (folder / name).stat().st_size) for name, (lo, hi) in zip(names, ranges)]
+        index = Index(index_path, tensor, (int(shape[0]), int(shape[1])), dtype, dict(metadata), vocab_name, shards)
+        write_index(index)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return index
+
+
+class _Call:
+    """A picklable-enough wrapper so that ``executor.map`` can run a closure in threads."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, arg):
+        return self.fn(arg)
+
+
+def write_index(index: Index) -> None:
+    """Write the index file atomically (temporary file, sync, rename, sync the folder)."""
+    data = index.encode()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            if st._sync_enabled():
+                os.fsync(f.fileno())
+        try:  # the mode of the index it replaces, or that of a new file
+            mode = index.path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o666 & ~st._umask()
+        os.chmod(tmp, mode)
+
+    st.replace_atomically(index.path, write)
+    st._fsync_dir(index.path)
+
+
+def _stream_rows(total_rows: int, chunks: Callable[[], Iterator[np.ndarray]], ranges, dtype: str, dim: int):
+    """Split one stream of row blocks (in row order) into the shards' rows: ``rows(lo, hi)`` gives
+    a ``ChunkedTensor`` drawing on the shared stream, so the shards must be written in order,
+    one after the other (a generated table is never whole in memory)."""
+    stream = iter(())
+    pending: list[np.ndarray] = []
+    started = False
+
+    def rows(lo, hi):
+        def gen():
+            nonlocal stream, started
+            if not started:
+                stream, started = iter(chunks()), True
+            need = hi - lo
+            while need:
+                block = pending.pop(0) if pending else np.asarray(next(stream)).reshape(-1, dim)
+                if len(block) > need:
+                    pending.insert(0, block[need:])
+                    block = block[:need]
+                need -= len(block)
+                yield block
+
+        return st.ChunkedTensor(dtype, (hi - lo, dim), gen)
+
+    return rows
+
+
+def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",
+                   extra_metadata: Mapping[str, str] | None = None, shards: int | None = None,
+                   rows_per_shard: int | None = None, force: bool = False, progress=None,
+                   scheduler: str | None = None) -> Index:
+    """``table.create`` for a sharded table: ``tensors["weight"]`` holds values (any float array)
+    or a ``ChunkedTensor`` already in ``weight_dtype``'s storage form (streamed into the shards in
+    row order); the vocabulary tensors go to the vocabulary file.  The metadata is that of
+    ``create``, so ``unshard`` of the result is ``create``'s file byte for byte."""
+    if weight_dtype not in TABLE_DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(TABLE_DTYPES)}, not {weight_dtype}")
+    weight = tensors["weight"]
+    meta = dict(extra_metadata or {})
+    meta.update(config.to_metadata())
+    vocab = {n: tensors[n] for n in VOCAB_TENSORS if n in tensors}
+    other = sorted(set(tensors) - {"weight"} - set(vocab))
+    if other:
+        raise ConfigError(f"a sharded table holds a table and its vocabulary, not {', '.join(other)}")
+    executor = None
+    if isinstance(weight, st.ChunkedTensor):
+        n, dim = weight.shape
+        ranges = plan_rows(n, shards, rows_per_shard)
+        rows = _stream_rows(n, weight.chunks, ranges, weight.dtype, dim)
+    else:
+        stored = to_storage(np.asarray(weight), weight_dtype)
+        n, dim = stored.shape
+        ranges = plan_rows(n, shards, rows_per_shard)
+
+        def rows(lo, hi):
+            return _as_written(stored[lo:hi], weight_dtype)
+
+        from .execute import InProcess
+
+        executor = InProcess()
+    return write_sharded(index_path, "weight", (n, dim), weight_dtype, meta, {"weight": rows}, ranges,
+                         vocab=vocab or None, force=force, executor=executor, progress=progress)
+
+
+def _as_written(arr: np.ndarray, dtype: str):
+    """Raw bits to be written as ``dtype`` (BF16 bits are uint16 in numpy)."""
+    if dtype == "BF16":
+        return st.ChunkedTensor(dtype, arr.shape, lambda: iter([np.ascontiguousarray(arr)]))
+    return arr
+
+
+# --------------------------------------------------------------------------------------------
+# Conversions
+
+
+def shard_table(source, index_path, *, shards: int | None = None, rows_per_shard: int | None = None,
+                tensor: str | None = None, force: bool = False, scheduler: str | None = None,
+                progress=None) -> dict:
+    """``embtool shard``: split the table ``source`` (a table file, or a sharded table to
+    re-shard) into a new sharded table at ``index_path``, bit for bit: every row of the table and
+    of its optimizer state, the vocabulary and the metadata as they are.  Shards are written as
+    parallel tasks."""
+    index_path = Path(index_path)
+    _check_output(index_path, force)
+    with open_table(source, tensor=tensor, scheduler=scheduler) as t:
+        n, dim = t.shape
+        if isinstance(t, ShardedTable):
+            infos = {t.tensor: t.dtype, **{k: v.dtype for k, v in t.optimizer_tensors().items()}}
+            sources = {name: t.stored_rows(name) for name in infos}
+            vocab = t.vocab.arrays() if t.has_vocab else None
+        else:
+            names = _row_tensors(t.store.tensors, t.tensor, n, t.path)
+            infos = {name: t.store.tensors[name].dtype for name in names}
+            sources = {name: t.store.array(name) for name in names}
+            partial = [k for k in VOCAB_TENSORS if k in t.store.tensors]
+            if partial and not t.has_vocab:
+                raise FormatError(f"{t.path}: an incomplete vocabulary (only {', '.join(partial)})")
+            vocab = {k: t.store.array(k) for k in VOCAB_TENSORS} if t.has_vocab else None
+        ranges = plan_rows(n, shards, rows_per_shard)
+
+        def rows_of(name):
+            src, dtype = sources[name], infos[name]
+            return lambda lo, hi: _as_written(np.asarray(src[lo:hi]), dtype)
+
+        from .execute import InProcess
+
+        index = write_sharded(index_path, t.tensor, (n, dim), t.dtype, dict(t.metadata),
+                              {name: rows_of(name) for name in infos}, ranges, vocab=vocab,
+                              force=force, executor=InProcess(), progress=progress)
+    return {"index": str(index_path), "shards": len(index.shards), "rows": n, "dim": dim,
+            "tensors": list(infos), "vocab": index.vocab}
+
+
+def unshard_table(index_path, out, *, force: bool = False, progress=None) -> dict:
+    """``embtool unshard``: the sharded table as one table file, bit for bit (the same tensors
+    and metadata; for a table written by embtool, the same bytes)."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} already exists; use --force to replace it")
+    with ShardedTable.open(index_path) as t:
+        n, dim = t.shape
+        tensors: dict[str, object] = {}
+        for name, info in [(t.tensor, None)] + sorted(t.optimizer_tensors().items()):
+            dtype = t.dtype if info is None else info.dtype
+            arrays = [s.store.array(name) for s in t.shards]
+            tensors[name] = st.ChunkedTensor(dtype, (n, dim), _concat(arrays))
+        if t.has_vocab:
+            tensors.update(t.vocab.arrays())
+        st.write_file(out, tensors, dict(t.metadata), progress=progress)
+    return {"table": str(out), "rows": n, "dim": dim, "shards": len(t.index.shards)}
+
+
+def _concat(arrays: Sequence[np.ndarray]):
+    def chunks():
+        for arr in arrays:
+            yield from st._tensor_chunks(arr)
+
+    return chunks
