@@ -245,10 +245,13 @@ INITS = ("normal", "uniform", "zeros")
 
 def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "normal",
                scale: float = 1.0, seed: int | None = None, dtype: str = "F32",
-               config: Config = Config(), force: bool = False, progress=None) -> dict:
+               config: Config = Config(), force: bool = False, progress=None,
+               shards: int | None = None, rows_per_shard: int | None = None) -> dict:
     """A new table as ``nn.Embedding`` makes one: N(0, 1) rows (times ``scale``), or U(-1, 1) or
     zeros, the padding row zeroed.  Values come from numpy's PCG64 seeded with ``seed`` (PyTorch's
-    MT19937 + Box-Muller stream cannot be reproduced bit for bit); the seed is recorded."""
+    MT19937 + Box-Muller stream cannot be reproduced bit for bit); the seed is recorded.
+    With ``shards`` or ``rows_per_shard``, ``path`` is a sharded table's index and the rows are
+    streamed into its shards (the same values as one file)."""
     if num_embeddings < 0 or embedding_dim < 0:
         raise ConfigError("Trying to create tensor with negative dimension: "
                           f"num_embeddings={num_embeddings}, embedding_dim={embedding_dim}")
@@ -279,8 +282,14 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
             yield f32_to_bf16(block) if dtype == "BF16" else block.astype(numpy_dtype(dtype), copy=False)
 
     meta = {"embtool.init": f"{init}(scale={scale!r}, seed={seed}, generator=numpy.PCG64)"}
-    create(path, {"weight": ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)}, config,
-           weight_dtype=dtype, extra_metadata=meta, force=force)
+    weight = ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)
+    if shards is not None or rows_per_shard is not None:
+        from .sharded import create_sharded
+
+        create_sharded(path, {"weight": weight}, config, weight_dtype=dtype, extra_metadata=meta,
+                       shards=shards, rows_per_shard=rows_per_shard, force=force)
+    else:
+        create(path, {"weight": weight}, config, weight_dtype=dtype, extra_metadata=meta, force=force)
     return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
             "init": init, "scale": scale, "seed": seed}
 
@@ -302,8 +311,16 @@ def lookup_bag(table: Table, ids, offsets=None, *, mode: str = "mean", per_sampl
     cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx)
     ids = check_ids(ids, table.num_embeddings)
     pad = cfg.padding_idx
-    if cfg.max_norm is None and table.dtype != "BF16":
+    if cfg.max_norm is None and table.dtype != "BF16" and isinstance(table.raw, np.ndarray):
         weight, idx = table.raw, ids
+    elif cfg.max_norm is None and table.dtype != "BF16":
+        # A sharded table: reduce over its distinct rows as stored (the same numbers).  The
+        # padding row is kept among them even when unused: a padding_idx, used or not, selects
+        # PyTorch's unfused arithmetic.
+        flat = ids.reshape(-1)
+        uniq, inverse = np.unique(flat if pad is None else np.append(flat, pad), return_inverse=True)
+        weight, idx = table.raw.take(uniq), inverse[:flat.size].reshape(ids.shape)
+        pad = _position(uniq, pad)
     else:
         # Work on the distinct rows only: renorm them (if asked) and reduce over that block.
         uniq, inverse = np.unique(ids.reshape(-1), return_inverse=True)
@@ -314,9 +331,14 @@ def lookup_bag(table: Table, ids, offsets=None, *, mode: str = "mean", per_sampl
                 weight = np.ascontiguousarray(_round_trip(weight, table.dtype), dtype=f32)
             if write_back and hit.any():
                 table.update({table.tensor: (uniq[hit], weight[hit])})
-        idx = inverse.reshape(ids.shape)
-        if pad is not None:
-            where = np.searchsorted(uniq, pad)
-            pad = int(where) if where < uniq.size and uniq[where] == pad else None
+        idx, pad = inverse.reshape(ids.shape), _position(uniq, pad)
     return embedding_bag(weight, idx, offsets, mode=mode, per_sample_weights=per_sample_weights,
                          include_last_offset=include_last_offset, padding_idx=pad)
+
+
+def _position(uniq: np.ndarray, row):
+    """Where ``row`` is in the sorted distinct rows ``uniq`` (None: absent, or ``row`` is None)."""
+    if row is None:
+        return None
+    where = np.searchsorted(uniq, row)
+    return int(where) if where < uniq.size and uniq[where] == row else None

@@ -125,8 +125,10 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
                     unicode_errors: str = "strict", on_duplicate: str = "first",
                     allow_nonfinite: bool = False, padding_token: str | None = None,
                     unk_token: str | None = None, freeze: bool = True, config: Config = Config(),
-                    force: bool = False, progress=None) -> dict:
-    """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line)."""
+                    force: bool = False, progress=None, shards: int | None = None,
+                    rows_per_shard: int | None = None) -> dict:
+    """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line).
+    With ``shards`` or ``rows_per_shard``, ``table_path`` is a sharded table's index."""
     from .formats import read_vectors
     from .vocab import Vocab, extend_vocab
 
@@ -193,7 +195,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
         tensors.update(arrays)
     stored = dtypes.code(dtype)
     extra_meta[PREFIX + "source"] = str(source)
-    create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
+    if shards is not None or rows_per_shard is not None:
+        from .sharded import create_sharded
+
+        create_sharded(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta,
+                       shards=shards, rows_per_shard=rows_per_shard, force=force)
+    else:
+        create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
     return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,
             "vocab": arrays is not None, "added_rows": added, "padding_idx": cfg.padding_idx,
             "unk_idx": special.get("unk"), "frozen": cfg.frozen}
