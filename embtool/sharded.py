@@ -410,10 +410,11 @@ class ShardedTable:
             index = Index.parse(_read_limited(fd, path), path)
             if tensor is not None and tensor != index.tensor:
                 raise FormatError(f"{path}: the sharded table's tensor is {index.tensor!r}, not {tensor!r}")
-            return cls(index, fd, write, executor(scheduler))
+            run = executor(scheduler)
         except BaseException:
             os.close(fd)
             raise
+        return cls(index, fd, write, run)  # it owns the lock from here on (closed on failure)
 
     def _open_shard(self, shard: Shard) -> Table:
         path = self.index.shard_path(shard)

@@ -1,0 +1,288 @@
+"""Sharded tables: the index format, conversions bit for bit both ways, and every read giving the
+same bytes as the same table in one file, on threads and on a Dask cluster of two worker
+processes (one cluster for this module)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embtool import similar
+from embtool.config import Config
+from embtool.errors import ConfigError, EmbtoolError, FormatError, OutputExistsError
+from embtool.evaluate import evaluate_analogies, evaluate_pairs
+from embtool.ops import init_table, lookup, lookup_bag
+from embtool.pretrained import export, load_pretrained
+from embtool.sharded import (Index, ShardedTable, is_index, plan_rows, shard_table,
+                             unshard_table)
+from embtool.stats import table_stats
+from embtool.table import Table, create
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data"
+GLOVE = SAMPLE / "glove.6B.50d.10k.txt.gz"
+
+
+def files_of(index: Path) -> dict[str, bytes]:
+    """The index and every file it names, by name: the bytes of a sharded table."""
+    meta = json.loads(index.read_text())
+    names = [index.name] + [s["file"] for s in meta["shards"]] + ([meta["vocab"]] if meta["vocab"] else [])
+    return {n: (index.parent / n).read_bytes() for n in names}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A Dask LocalCluster of two worker processes; its scheduler's address."""
+    if os.environ.get("CI"):
+        import distributed
+    else:
+        distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as c:
+        yield c.scheduler_address
+
+
+@pytest.fixture(params=["threads", "dask"])
+def scheduler(request):
+    """Where the sharded table's tasks run: threads of this process, or the cluster."""
+    return None if request.param == "threads" else request.getfixturevalue("cluster")
+
+
+@pytest.fixture(scope="module")
+def glove(tmp_path_factory):
+    """The GloVe sample as one file and as sharded tables: 3 shards, and shards of 997 rows."""
+    d = tmp_path_factory.mktemp("glove")
+    load_pretrained(GLOVE, d / "g.safetensors")
+    shard_table(d / "g.safetensors", d / "g3.index.json", shards=3)
+    shard_table(d / "g.safetensors", d / "g997.index.json", rows_per_shard=997)
+    return d
+
+
+def odd_weight(rng, n=3001, dim=24):
+    w = rng.standard_normal((n, dim)).astype(np.float32)
+    w[4] = 0
+    w[9] = -0.0
+    w[1500] = w[11]  # duplicates across shards
+    w[2999] = w[11]
+    w[30, 2] = np.nan
+    w[2000] = w[30]
+    w[40, 0] = np.inf
+    w[60] = 1e-30
+    w[61] = 1e30
+    return w
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory):
+    """Tables with zero, non-finite and duplicate rows in every dtype, with a padding row: one
+    file and 5 shards (one of a single row)."""
+    d = tmp_path_factory.mktemp("odd")
+    w = odd_weight(np.random.default_rng(7))
+    for dtype in ("F32", "F64", "F16", "BF16"):
+        create(d / f"{dtype}.safetensors", {"weight": w}, Config(padding_idx=7), weight_dtype=dtype)
+        shard_table(d / f"{dtype}.safetensors", d / f"{dtype}.index.json", rows_per_shard=1000)
+    return d
+
+
+def both(folder: Path, name: str, index: str | None = None, scheduler=None):
+    """The one-file table and the sharded one."""
+    one = Table.open(folder / f"{name}.safetensors")
+    many = ShardedTable.open(folder / f"{index or name}.index.json", scheduler=scheduler)
+    return one, many
+
+
+# -- the index ------------------------------------------------------------------------------------
+
+def test_index_is_told_apart_from_a_hugging_face_index(glove, tmp_path):
+    assert is_index(glove / "g3.index.json")
+    hf = tmp_path / "model.safetensors.index.json"
+    hf.write_text(json.dumps({"metadata": {"total_size": 8}, "weight_map": {"w": "a.safetensors"}}))
+    assert not is_index(hf)
+    assert not is_index(glove / "g.safetensors") and not is_index(tmp_path / "missing.index.json")
+    index = Index.read(glove / "g3.index.json")
+    assert index.shape == (10000, 50) and index.ranges == [(0, 3334), (3334, 6667), (6667, 10000)]
+    assert index.vocab == "g3.vocab.safetensors" and index.metadata["embtool.frozen"] == "true"
+    assert Index.parse(index.encode(), index.path) == index
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda o: "not json", "not a valid sharded-table index"),
+    (lambda o: {**o, "format_version": 2}, "format version 2 is not supported"),
+    (lambda o: {**o, "shape": [10000]}, "'shape' must be [rows, dim]"),
+    (lambda o: {**o, "dtype": "I8"}, "'dtype' must be one of"),
+    (lambda o: {**o, "vocab": "../x.safetensors"}, "'vocab' must be null or a file name beside it"),
+    (lambda o: {**o, "shards": o["shards"][1:]}, "must cover the rows in order from row 0"),
+    (lambda o: {**o, "shards": o["shards"][:2]}, "the shards hold 6667 rows, the table has 10000"),
+    (lambda o: {**o, "shards": [{**o["shards"][0], "file": "a/b"}] + o["shards"][1:]}, "shard 0 must be"),
+])
+def test_index_faults_are_one_line_naming_the_file(glove, tmp_path, change, message):
+    obj = json.loads((glove / "g3.index.json").read_text())
+    bad = tmp_path / "bad.index.json"
+    new = change(obj)
+    bad.write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(FormatError) as err:
+        ShardedTable.open(bad)
+    assert str(bad) in str(err.value) and message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_shard_files_changed_outside_are_refused(glove, tmp_path):
+    for name in files_of(glove / "g3.index.json"):
+        shutil.copy(glove / name, tmp_path / name)
+    index = tmp_path / "g3.index.json"
+    with open(tmp_path / "g3-00002-of-00003.safetensors", "ab") as f:
+        f.write(b"\0" * 8)
+    with pytest.raises(FormatError, match="g3-00002-of-00003.safetensors has .* bytes, the index says"):
+        ShardedTable.open(index)
+    (tmp_path / "g3-00002-of-00003.safetensors").unlink()
+    with pytest.raises(FormatError, match="shard g3-00002-of-00003.safetensors is missing"):
+        ShardedTable.open(index)
+
+
+def test_plan_rows():
+    assert plan_rows(10, 3) == [(0, 4), (4, 7), (7, 10)]
+    assert plan_rows(10, rows_per_shard=4) == [(0, 4), (4, 8), (8, 10)]
+    assert plan_rows(0, 1) == [(0, 0)]
+    with pytest.raises(ConfigError, match="at most one shard a row"):
+        plan_rows(3, 4)
+    with pytest.raises(ConfigError, match="one of them"):
+        plan_rows(3, 1, 1)
+
+
+# -- conversions, bit for bit -------------------------------------------------------------------
+
+def test_shard_then_unshard_gives_the_file_back_byte_for_byte(glove, odd, tmp_path):
+    for index, one in [(glove / "g3.index.json", glove / "g.safetensors"),
+                       (glove / "g997.index.json", glove / "g.safetensors")] + \
+            [(odd / f"{d}.index.json", odd / f"{d}.safetensors") for d in ("F32", "F64", "F16", "BF16")]:
+        out = tmp_path / "u.safetensors"
+        unshard_table(index, out, force=True)
+        assert out.read_bytes() == one.read_bytes(), index
+
+
+def test_unshard_then_shard_gives_the_shards_back_byte_for_byte(glove, tmp_path):
+    unshard_table(glove / "g997.index.json", tmp_path / "u.safetensors")
+    shard_table(tmp_path / "u.safetensors", tmp_path / "g997.index.json", rows_per_shard=997)
+    assert files_of(tmp_path / "g997.index.json") == files_of(glove / "g997.index.json")
+    # re-sharding a sharded table reads it across its shards
+    shard_table(glove / "g997.index.json", tmp_path / "g3.index.json", shards=3)
+    assert files_of(tmp_path / "g3.index.json") == files_of(glove / "g3.index.json")
+
+
+def test_optimizer_state_and_other_tensor_names_are_sharded_too(tmp_path):
+    from embtool.training import Batch, train_step
+
+    rng = np.random.default_rng(3)
+    create(tmp_path / "t.safetensors", {"weight": rng.standard_normal((50, 4)).astype(np.float32)}, Config())
+    ids = rng.integers(0, 50, 30)
+    train_step(tmp_path / "t.safetensors", [Batch(ids, rng.standard_normal((30, 4)).astype(np.float32), "i", "g")],
+               optimizer="adam")
+    summary = shard_table(tmp_path / "t.safetensors", tmp_path / "s.index.json", shards=4)
+    assert summary["tensors"] == ["weight", "optim.exp_avg", "optim.exp_avg_sq"]
+    unshard_table(tmp_path / "s.index.json", tmp_path / "u.safetensors")
+    assert (tmp_path / "u.safetensors").read_bytes() == (tmp_path / "t.safetensors").read_bytes()
+    from embtool import store as st
+
+    st.write_file(tmp_path / "m.safetensors", {"emb": np.ones((6, 2), np.float32)}, {})
+    shard_table(tmp_path / "m.safetensors", tmp_path / "m.index.json", shards=2)
+    unshard_table(tmp_path / "m.index.json", tmp_path / "mu.safetensors")
+    assert (tmp_path / "mu.safetensors").read_bytes() == (tmp_path / "m.safetensors").read_bytes()
+    st.write_file(tmp_path / "x.safetensors", {"weight": np.ones((6, 2), np.float32),
+                                               "bias": np.ones(2, np.float32)}, {})
+    with pytest.raises(ConfigError, match="holds tensors other than the table 'weight'.*bias"):
+        shard_table(tmp_path / "x.safetensors", tmp_path / "x.index.json", shards=2)
+    assert not list(tmp_path.glob("x*.index.json")) and not list(tmp_path.glob("x-*"))
+
+
+def test_outputs_are_refused_without_force_and_named_index_json(glove, tmp_path):
+    with pytest.raises(OutputExistsError):
+        shard_table(glove / "g.safetensors", glove / "g3.index.json", shards=3)
+    with pytest.raises(ConfigError, match="must be named NAME.index.json"):
+        shard_table(glove / "g.safetensors", tmp_path / "g.json", shards=3)
+    with pytest.raises(OutputExistsError):
+        unshard_table(glove / "g3.index.json", glove / "g.safetensors")
+
+
+def test_init_and_load_pretrained_write_shards_that_unshard_to_the_one_file(tmp_path):
+    for dtype in ("F32", "BF16"):
+        init_table(tmp_path / f"i{dtype}.safetensors", 1003, 7, seed=4, dtype=dtype, config=Config(padding_idx=500))
+        init_table(tmp_path / f"i{dtype}.index.json", 1003, 7, seed=4, dtype=dtype, config=Config(padding_idx=500),
+                   rows_per_shard=100)
+        unshard_table(tmp_path / f"i{dtype}.index.json", tmp_path / "u.safetensors", force=True)
+        assert (tmp_path / "u.safetensors").read_bytes() == (tmp_path / f"i{dtype}.safetensors").read_bytes()
+    load_pretrained(SAMPLE / "small.vec", tmp_path / "v.safetensors", unk_token="<unk>")
+    load_pretrained(SAMPLE / "small.vec", tmp_path / "v.index.json", unk_token="<unk>", shards=3)
+    unshard_table(tmp_path / "v.index.json", tmp_path / "u.safetensors", force=True)
+    assert (tmp_path / "u.safetensors").read_bytes() == (tmp_path / "v.safetensors").read_bytes()
+
+
+# -- reads: the same bytes as one file ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["F32", "F64", "F16", "BF16"])
+def test_lookups_and_bags_are_the_same_bytes(odd, dtype, scheduler):
+    rng = np.random.default_rng(11)
+    one, many = both(odd, dtype, scheduler=scheduler)
+    with one, many:
+        ids = rng.integers(0, 3001, (40, 9))
+        ids[0, :3] = 7  # the padding row
+        for max_norm in (None, 1.0):
+            assert lookup(many, ids, max_norm=max_norm).tobytes() == lookup(one, ids, max_norm=max_norm).tobytes()
+        psw = rng.standard_normal(ids.shape).astype(np.float32)
+        for mode in ("sum", "mean", "max"):
+            for max_norm in (None, 0.5):
+                a = lookup_bag(one, ids, mode=mode, max_norm=max_norm)
+                b = lookup_bag(many, ids, mode=mode, max_norm=max_norm)
+                assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (mode, max_norm)
+        no_pad = np.where(ids == 7, 8, ids)  # padding_idx set but unused: torch's unfused sums
+        for i in (ids, no_pad):
+            assert lookup_bag(many, i, mode="sum", per_sample_weights=psw).tobytes() == \
+                lookup_bag(one, i, mode="sum", per_sample_weights=psw).tobytes()
+        offsets = np.array([0, 5, 5, 100, 359])
+        assert lookup_bag(many, ids.reshape(-1), offsets).tobytes() == lookup_bag(one, ids.reshape(-1), offsets).tobytes()
+
+
+def _neighbours(weight, vocab, queries, **kw):
+    return [similar.most_similar(weight, vocab, pos, neg, topn=25, **kw) for pos, neg in queries]
+
+
+def test_similar_and_evaluate_give_the_same_keys_and_scores(glove, scheduler, monkeypatch):
+    one, many = both(glove, "g", "g997", scheduler)
+    with one, many:
+        v = one.vocab
+        king, man, woman, paris = (v.find(w) for w in ("king", "man", "woman", "paris"))
+        vec = np.linspace(-1, 1, 50).astype(np.float32)
+        queries = [([king], []), ([king, woman], [man]), ([paris, vec], []), ([vec], [king])]
+        for kw in ({}, {"restrict_vocab": 4321}, {"chunk_rows": 1234}):
+            assert _neighbours(many.weight(), many.vocab, queries, **kw) == \
+                _neighbours(one.weight(), v, queries, **kw), kw
+        # scans whose chunks straddle shards: every chunk is scored in one BLAS call, as on one file
+        monkeypatch.setattr(similar, "CHUNK_BYTES", 50 * 4 * 1500)
+        assert _neighbours(many.weight(), many.vocab, queries) == _neighbours(one.weight(), v, queries)
+        analogies = SAMPLE / "questions-words.sample.txt"
+        assert evaluate_analogies(many.weight(), many.vocab, analogies) == evaluate_analogies(one.weight(), v, analogies)
+        pairs = SAMPLE / "wordsim353.tsv"
+        assert evaluate_pairs(many.weight(), many.vocab, pairs) == evaluate_pairs(one.weight(), v, pairs)
+
+
+@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+def test_stats_are_the_same(odd, dtype, scheduler, monkeypatch):
+    one, many = both(odd, dtype, scheduler=scheduler)
+    with one, many:
+        monkeypatch.setattr(similar, "CHUNK_BYTES", 24 * 4 * 700)  # chunks across shard boundaries
+        got, want = table_stats(many.weight(), sample=7), table_stats(one.weight(), sample=7)
+        assert got == want
+        assert want["duplicate_rows"]["count"] >= 3 and want["nonfinite_rows"]["count"] >= 3
+
+
+@pytest.mark.parametrize("fmt", ["glove", "word2vec", "word2vec-binary", "npy"])
+def test_export_is_the_same_bytes(odd, fmt, tmp_path):
+    load_pretrained(SAMPLE / "small.vec", tmp_path / "v.safetensors")
+    shard_table(tmp_path / "v.safetensors", tmp_path / "v.index.json", shards=3)
+    for folder, name in [(tmp_path, "v"), (odd, "BF16"), (odd, "F64")]:
+        one, many = both(folder, name)
+        with one, many:
+            export(one, tmp_path / "a.out", fmt=fmt, force=True)
+            export(many, tmp_path / "b.out", fmt=fmt, force=True)
+            assert (tmp_path / "a.out").read_bytes() == (tmp_path / "b.out").read_bytes(), (name, fmt)
