@@ -194,25 +194,87 @@ def renorm(table: Table, ids=None, *, max_norm=None, norm_type=None, dry_run: bo
         hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
         changed, values = rows[hit], block[hit]
         checked = rows.size
+    elif getattr(table, "sharded", False):
+        return _renorm_shards(table, cfg, dry_run, progress)
     else:
-        changed_parts, value_parts = [], []
-        for start, block in _stream(table, progress):
-            hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
-            changed_parts.append(np.flatnonzero(hit) + start)
-            value_parts.append(block[hit])
-        changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, np.int64)
-        values = np.concatenate(value_parts) if value_parts else np.zeros((0, table.embedding_dim))
+        changed, values = _renorm_pass(table, cfg, progress)
         checked = table.num_embeddings
     report = RenormReport(checked, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
     if dry_run or changed.size == 0:
         return report
-    limit = int(os.environ.get("EMBTOOL_REWRITE_BYTES", REWRITE_BYTES))
-    if changed.size * table.embedding_dim * table.raw.itemsize > limit:
-        _rewrite_renormed(table, cfg, progress)
+    if ids is None and changed.size * table.embedding_dim * table.raw.itemsize > _rewrite_bytes():
+        _rewrite_renormed(table, cfg, progress)  # the whole table, renormed: only without ids
     else:
         table.update({table.tensor: (changed, values)})
     report.written = True
     return report
+
+
+def _rewrite_bytes() -> int:
+    return int(os.environ.get("EMBTOOL_REWRITE_BYTES", REWRITE_BYTES))
+
+
+def _renorm_pass(table: Table, cfg: Config, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the whole table that renorm changes, and their new values."""
+    changed_parts, value_parts = [], []
+    for start, block in _stream(table, progress):
+        hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
+        changed_parts.append(np.flatnonzero(hit) + start)
+        value_parts.append(block[hit])
+    changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, np.int64)
+    values = np.concatenate(value_parts) if value_parts else np.zeros((0, table.embedding_dim))
+    return changed, values
+
+
+def _renorm_shards(table, cfg: Config, dry_run: bool, progress) -> RenormReport:
+    """Renorm of a whole sharded table: a task per shard finds its changed rows and sends them
+    back, or writes a renormed copy of its shard when they are many (each shard gets its share of
+    ``EMBTOOL_REWRITE_BYTES``); all shards change in one write."""
+    from .sharded import Change
+
+    limit = _rewrite_bytes() // len(table.ranges)
+    jobs = [(src, table.tensor, lo, cfg, dry_run, limit)
+            for src, (lo, _) in zip(table.shard_sources(), table.ranges)]
+    results = table.executor.map(renorm_shard_task, jobs, retry=dry_run)
+    changed = np.concatenate([r[0] for r in results])
+    report = RenormReport(table.num_embeddings, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
+    if progress:
+        progress(table.num_embeddings)
+    if dry_run or changed.size == 0:
+        return report
+    change = Change(table)
+    for i, (rows, values, temp) in enumerate(results):
+        if temp is not None:
+            change.replace_shard(i, temp)
+        elif rows.size:
+            change.set_rows(table.tensor, rows, values)
+    change.commit()
+    report.written = True
+    return report
+
+
+def renorm_shard_task(job):
+    """Task: renorm one shard of a sharded table as ``renorm`` does a whole table.  Returns its
+    changed rows (table rows), and their values or the name of the renormed copy it wrote."""
+    from .sharded import raw_tensors, shard_of, write_shard_temp
+
+    source, tensor, lo, cfg, dry_run, limit = job
+    shard = shard_of(source, tensor)
+    changed, values = _renorm_pass(shard, cfg)
+    if dry_run or not changed.size or changed.size * shard.embedding_dim * shard.raw.itemsize <= limit:
+        return changed + lo, values, None
+    tensors = {**raw_tensors(shard.store), tensor: _renormed(shard, cfg)}
+    return changed + lo, None, write_shard_temp(shard.path, tensors, shard.metadata)
+
+
+def _renormed(table: Table, cfg: Config) -> ChunkedTensor:
+    """The table's weight renormed, streamed block by block as stored."""
+    def chunks():
+        for _, block in _stream(table):
+            renorm_block(block, cfg.max_norm, cfg.norm_type)
+            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(numpy_dtype(table.dtype))
+
+    return ChunkedTensor(table.dtype, table.shape, chunks)
 
 
 def _stream(table: Table, progress=None):
@@ -228,12 +290,7 @@ def _stream(table: Table, progress=None):
 
 
 def _rewrite_renormed(table: Table, cfg: Config, progress) -> None:
-    def chunks():
-        for _, block in _stream(table):
-            renorm_block(block, cfg.max_norm, cfg.norm_type)
-            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(numpy_dtype(table.dtype))
-
-    table.rewrite({table.tensor: ChunkedTensor(table.dtype, table.shape, chunks)})
+    table.rewrite({table.tensor: _renormed(table, cfg)})
 
 
 # --------------------------------------------------------------------------------------------

@@ -260,6 +260,17 @@ class Mapped(st.Store):
             self.fd = -1
 
 
+def shard_of(source, tensor: str) -> Table:
+    """A task's shard as a ``Table``: the coordinator's own (in this process), or the file at the
+    path ``source`` mapped here without a lock."""
+    return source if isinstance(source, Table) else Table(Mapped(source), tensor)
+
+
+def raw_tensors(store: st.Store) -> dict[str, object]:
+    """Every tensor of a file as stored, to be written again (BF16 bits kept as BF16)."""
+    return {name: _as_written(store.array(name), info.dtype) for name, info in store.tensors.items()}
+
+
 def _stored(source, tensor: str) -> np.ndarray:
     """The stored array of ``tensor`` in ``source``: an array already (in-process tasks share the
     coordinator's maps), or a shard path to map (tasks on other processes)."""
@@ -300,6 +311,10 @@ class ShardRows:
     @property
     def size(self) -> int:
         return self.shape[0] * self.shape[1]
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize if self._convert is None else self.parts[0][2].itemsize
 
     def _out(self, arr: np.ndarray) -> np.ndarray:
         return arr if self._convert is None else self._convert(arr)
@@ -463,6 +478,11 @@ class ShardedTable:
             return [str(p) for p in self.shard_paths]
         return [t.store.array(tensor) for t in self.shards]
 
+    def shard_sources(self) -> list:
+        """What a task needs to open each shard as a ``Table`` (``shard_of``): the shard's table
+        here when tasks run in this process, its absolute path when they run elsewhere."""
+        return [str(p) for p in self.shard_paths] if self.executor.remote else list(self.shards)
+
     def stored_rows(self, tensor: str | None = None) -> ShardRows:
         """Rows of ``tensor`` (the table's, or an ``optim.*`` state) as stored, over the shards."""
         tensor = tensor or self.tensor
@@ -575,6 +595,31 @@ class ShardedTable:
                 progress(job.stop - job.start)
         return results
 
+    # -- writing ------------------------------------------------------------------------------
+    def require_writable(self) -> None:
+        if not self.write:
+            raise EmbtoolError(f"{self.path}: internal error: table opened read-only")
+
+    def update(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+               metadata: Mapping[str, str] | None = None) -> None:
+        """``Table.update`` over the shards: rows of some tensors (``{tensor: (table rows, values)}``)
+        and/or the table's metadata, as one write (``Change``)."""
+        self.require_writable()
+        change = Change(self)
+        for name, (ids, values) in (rows or {}).items():
+            change.set_rows(name, ids, values)
+        if metadata:
+            change.metadata.update(metadata)
+        change.commit()
+
+    def _reload(self, replaced: set[int]) -> None:
+        """After a write: the new index, and new maps of the shard files that were replaced."""
+        with open(self.path, "rb") as f:
+            self.index = Index.parse(_read_limited(f.fileno(), self.path), self.path)
+        self.config = Config.from_metadata(self.index.metadata, self.num_embeddings, self.path)
+        for i in replaced:
+            self.shards[i] = self._open_shard(self.index.shards[i])
+
     # -- closing ------------------------------------------------------------------------------
     def close(self) -> None:
         if self._lock_fd >= 0:
@@ -662,6 +707,81 @@ def merge_best(results, k: int) -> np.ndarray:
     out = np.full((keys.shape[0], k), EMPTY, np.int64)
     out[:, :min(k, keys.shape[1])] = keys[:, :k]
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+
+
+class Change:
+    """What one write changes in a sharded table, made visible together by ``commit``: rows of
+    shard files (by table row), whole shard files replaced by complete new files that tasks wrote
+    beside them (``replace_shard``), and the table's metadata (in the index)."""
+
+    def __init__(self, table: ShardedTable):
+        table.require_writable()
+        self.table = table
+        self.rows: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self.files: dict[int, Path] = {}
+        self.metadata = dict(table.metadata)
+
+    def set_rows(self, tensor: str, ids, values) -> None:
+        """Rows ``ids`` (table rows) of ``tensor`` become ``values`` (values of its dtype)."""
+        t = self.table
+        ids = np.asarray(ids, np.int64).reshape(-1)
+        values = np.asarray(values).reshape(ids.size, -1)
+        dtype = t.dtype if tensor == t.tensor else t.optimizer_tensors()[tensor].dtype
+        stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else values
+        los = np.array([lo for lo, _ in t.ranges], np.int64)
+        which = np.searchsorted(los, ids, side="right") - 1
+        for i in np.unique(which):
+            sel = np.flatnonzero(which == i)
+            self.rows.setdefault(int(i), {})[tensor] = (ids[sel] - los[i], stored[sel])
+
+    def replace_shard(self, i: int, temp: Path) -> None:
+        """Shard ``i`` becomes the complete file ``temp`` (written beside it by a task)."""
+        self.files[i] = Path(temp)
+
+    def discard(self) -> None:
+        for temp in self.files.values():
+            temp.unlink(missing_ok=True)
+        self.files = {}
+
+    def commit(self) -> None:
+        """Make the changes.  Each file is written crash-safe (shard rows through the shard's
+        journal, new shard files and the index by rename, the index last), one after the other."""
+        t = self.table
+        try:
+            for i, tensors in sorted(self.rows.items()):
+                if i in self.files:
+                    continue
+                with st.Store(t.index.shard_path(t.index.shards[i]), write=True) as s:
+                    patches = []
+                    for name, (local, stored) in tensors.items():
+                        patches += s.patch_rows(name, local, stored)
+                    s.patch(patches)
+            for i, temp in sorted(self.files.items()):
+                os.replace(temp, t.index.shard_path(t.index.shards[i]))
+        except BaseException:
+            self.discard()
+            raise
+        sizes = [t.index.shard_path(s).stat().st_size for s in t.index.shards]
+        new = Index(t.path, t.tensor, t.shape, t.dtype, self.metadata, t.index.vocab,
+                    [Shard(s.file, s.lo, s.hi, n) for s, n in zip(t.index.shards, sizes)])
+        if new != t.index:
+            write_index(new)
+        t._reload(set(self.files))
+        self.files = {}
+
+
+def write_shard_temp(target: Path, tensors: Mapping[str, object], metadata: Mapping[str, str]) -> Path:
+    """A complete new file for shard ``target``, written beside it under a temporary name, for a
+    ``Change`` to put in its place (tasks on any worker write these)."""
+    import secrets
+
+    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
+    st.write_file(temp, tensors, metadata)
+    return temp
 
 
 def take_task(job) -> np.ndarray:
@@ -853,8 +973,9 @@ def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *,
 
 
 def _as_written(arr: np.ndarray, dtype: str):
-    """Raw bits to be written as ``dtype`` (BF16 bits are uint16 in numpy)."""
-    if dtype == "BF16":
+    """Raw bits to be written as ``dtype`` (numpy has no BF16 or F8 type: their bits are uint16
+    and uint8 arrays)."""
+    if st.NUMPY_TO_DTYPE.get(arr.dtype.name) != dtype:
         return st.ChunkedTensor(dtype, arr.shape, lambda: iter([np.ascontiguousarray(arr)]))
     return arr
 
@@ -926,3 +1047,21 @@ def _concat(arrays: Sequence[np.ndarray]):
             yield from st._tensor_chunks(arr)
 
     return chunks
+
+
+def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
+    """``freeze`` / ``unfreeze`` of a table file or of a sharded table (its index's metadata);
+    returns whether the flag changed."""
+    if not is_index(path):
+        from .config import set_frozen as set_frozen_file
+
+        return set_frozen_file(path, frozen, tensor)
+    from dataclasses import replace
+
+    with ShardedTable.open(path, tensor=tensor, write=True) as t:
+        if t.config.frozen == frozen and t.is_embtool:
+            return False
+        change = Change(t)
+        change.metadata.update(replace(t.config, frozen=frozen).to_metadata())
+        change.commit()
+    return True
