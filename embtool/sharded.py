@@ -729,6 +729,8 @@ class Change:
         """Rows ``ids`` (table rows) of ``tensor`` become ``values`` (values of its dtype)."""
         t = self.table
         ids = np.asarray(ids, np.int64).reshape(-1)
+        if not ids.size:
+            return
         values = np.asarray(values).reshape(ids.size, -1)
         dtype = t.dtype if tensor == t.tensor else t.optimizer_tensors()[tensor].dtype
         stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else values

@@ -286,3 +286,85 @@ def test_export_is_the_same_bytes(odd, fmt, tmp_path):
             export(one, tmp_path / "a.out", fmt=fmt, force=True)
             export(many, tmp_path / "b.out", fmt=fmt, force=True)
             assert (tmp_path / "a.out").read_bytes() == (tmp_path / "b.out").read_bytes(), (name, fmt)
+
+
+# -- writes: the same bytes as one file ---------------------------------------------------------
+
+def unsharded(index: Path, tmp_path: Path) -> bytes:
+    out = tmp_path / "unsharded.safetensors"
+    unshard_table(index, out, force=True)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """A fresh one-file table (F32, max_norm 1.5, padding row 3) and the same in 4 shards."""
+    def make(dtype="F32", **config):
+        w = (np.random.default_rng(5).standard_normal((2003, 12)) * 1.5).astype(np.float32)
+        create(tmp_path / "t.safetensors", {"weight": w}, Config(**config), weight_dtype=dtype, force=True)
+        for f in tmp_path.glob("t-0*"):
+            f.unlink()
+        (tmp_path / "t.index.json").unlink(missing_ok=True)
+        shard_table(tmp_path / "t.safetensors", tmp_path / "t.index.json", shards=4)
+        return tmp_path / "t.safetensors", tmp_path / "t.index.json"
+    return make
+
+
+@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16"])
+def test_renorm_write_back_and_freeze_write_the_same_bytes(pair, dtype, scheduler, tmp_path, monkeypatch):
+    from embtool.config import set_frozen as set_frozen_file
+    from embtool.ops import renorm
+    from embtool.sharded import set_frozen
+
+    one, many = pair(dtype, padding_idx=3)
+    rng = np.random.default_rng(6)
+    for rewrite_bytes in (None, "2000"):  # rows sent back, or shards rewritten by the tasks
+        if rewrite_bytes:
+            monkeypatch.setenv("EMBTOOL_REWRITE_BYTES", rewrite_bytes)
+        ids = rng.integers(0, 2003, (30, 4))
+        steps = [lambda t: renorm(t, ids, max_norm=1.7).to_dict(),
+                 lambda t: (lambda r: (r.to_dict(), r.changed_ids.tolist()))(renorm(t, max_norm=1.5)),
+                 lambda t: renorm(t, max_norm=0.1, dry_run=True).to_dict(),
+                 lambda t: lookup(t, ids, max_norm=1.2, write_back=True).tobytes(),
+                 lambda t: lookup_bag(t, ids, max_norm=1.1, write_back=True).tobytes()]
+        for step in steps:  # a table file is closed after a rewrite: each step opens it anew
+            with Table.open(one, write=True) as a, ShardedTable.open(many, write=True, scheduler=scheduler) as b:
+                assert step(b) == step(a)
+            assert unsharded(many, tmp_path) == one.read_bytes()
+    assert set_frozen(many, True) and set_frozen_file(one, True)
+    assert not set_frozen(many, True)
+    assert unsharded(many, tmp_path) == one.read_bytes()
+    assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+TRAIN_CASES = [
+    ({}, "sgd", {}), ({"padding_idx": 3, "max_norm": 1.0}, "sgd", {"momentum": 0.9, "nesterov": True}),
+    ({"scale_grad_by_freq": True}, "adagrad", {"lr_decay": 0.1}), ({"sparse": True}, "sparse-adam", {}),
+    ({"sparse": True, "padding_idx": 1500}, "sgd", {}), ({"max_norm": 2.0}, "adam", {"weight_decay": 0.1}),
+    ({}, "adamw", {"amsgrad": True}), ({}, "sgd", {"weight_decay": 0.1}),
+]
+
+
+@pytest.mark.parametrize("config, optimizer, hparams", TRAIN_CASES)
+def test_train_steps_write_the_same_bytes(pair, config, optimizer, hparams, scheduler, tmp_path):
+    from embtool.shardtrain import train_step
+    from embtool.training import Batch, train_step as train_file
+
+    one, many = pair(**config)
+    rng = np.random.default_rng(8)
+    for call in range(2):  # a fresh optimizer state, then the stored one; the second call hits one shard
+        batches = []
+        for _ in range(2):
+            ids = rng.integers(0, 2003 if call == 0 else 400, (6, 5))
+            ids[0, :2] = config.get("padding_idx", 0) or 0
+            batches.append(Batch(ids, rng.standard_normal((6, 5, 12)).astype(np.float32), "ids", "grad"))
+        want = train_file(one, batches, optimizer=optimizer, hparams=hparams)
+        with ShardedTable.open(many, write=True, scheduler=scheduler) as t:
+            from embtool.shardtrain import train
+
+            got = train(t, batches, optimizer=optimizer, hparams=hparams)
+        assert {**got, "table": ""} == {**want, "table": ""}
+        assert unsharded(many, tmp_path) == one.read_bytes(), call
+    with pytest.raises(EmbtoolError, match="optimizer state is"):
+        train_step(many, batches, optimizer="sgd" if optimizer != "sgd" else "adagrad")
+    assert not list(tmp_path.glob(".*"))
