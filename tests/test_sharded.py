@@ -47,8 +47,17 @@ def cluster():
 
 @pytest.fixture(params=["threads", "dask"])
 def scheduler(request):
-    """Where the sharded table's tasks run: threads of this process, or the cluster."""
+    """Where the sharded table's tasks run: threads of this process, or the cluster (tests that
+    run many cases on threads run a few of them on the cluster: ``on_both``)."""
     return None if request.param == "threads" else request.getfixturevalue("cluster")
+
+
+def on_both(names: str, cases: list, on_cluster: list):
+    """Parametrize ``names`` + scheduler: every case on threads, those of ``on_cluster`` (indices)
+    on the cluster as well."""
+    rows = [(*c, "threads") if isinstance(c, tuple) else (c, "threads") for c in cases]
+    rows += [(*cases[i], "dask") if isinstance(cases[i], tuple) else (cases[i], "dask") for i in on_cluster]
+    return pytest.mark.parametrize(f"{names}, scheduler", rows, indirect=["scheduler"])
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +229,7 @@ def test_init_and_load_pretrained_write_shards_that_unshard_to_the_one_file(tmp_
 
 # -- reads: the same bytes as one file ---------------------------------------------------------------
 
-@pytest.mark.parametrize("dtype", ["F32", "F64", "F16", "BF16"])
+@on_both("dtype", ["F32", "F64", "F16", "BF16"], [3])
 def test_lookups_and_bags_are_the_same_bytes(odd, dtype, scheduler):
     rng = np.random.default_rng(11)
     one, many = both(odd, dtype, scheduler=scheduler)
@@ -260,13 +269,15 @@ def test_similar_and_evaluate_give_the_same_keys_and_scores(glove, scheduler, mo
         # scans whose chunks straddle shards: every chunk is scored in one BLAS call, as on one file
         monkeypatch.setattr(similar, "CHUNK_BYTES", 50 * 4 * 1500)
         assert _neighbours(many.weight(), many.vocab, queries) == _neighbours(one.weight(), v, queries)
-        analogies = SAMPLE / "questions-words.sample.txt"
+        analogies = (SAMPLE / "questions-words.sample.txt").read_text().splitlines()
+        if scheduler:  # a question whose top 5 the batched pass cannot settle is a search of its own
+            analogies = analogies[:24]
         assert evaluate_analogies(many.weight(), many.vocab, analogies) == evaluate_analogies(one.weight(), v, analogies)
         pairs = SAMPLE / "wordsim353.tsv"
         assert evaluate_pairs(many.weight(), many.vocab, pairs) == evaluate_pairs(one.weight(), v, pairs)
 
 
-@pytest.mark.parametrize("dtype", ["F32", "F16", "BF16"])
+@on_both("dtype", ["F32", "F16", "BF16"], [2])
 def test_stats_are_the_same(odd, dtype, scheduler, monkeypatch):
     one, many = both(odd, dtype, scheduler=scheduler)
     with one, many:
@@ -276,7 +287,7 @@ def test_stats_are_the_same(odd, dtype, scheduler, monkeypatch):
         assert want["duplicate_rows"]["count"] >= 3 and want["nonfinite_rows"]["count"] >= 3
 
 
-@pytest.mark.parametrize("fmt", ["glove", "word2vec", "word2vec-binary", "npy"])
+@pytest.mark.parametrize("fmt", ["glove", "word2vec-binary", "npy"])
 def test_export_is_the_same_bytes(odd, fmt, tmp_path):
     load_pretrained(SAMPLE / "small.vec", tmp_path / "v.safetensors")
     shard_table(tmp_path / "v.safetensors", tmp_path / "v.index.json", shards=3)
@@ -310,7 +321,7 @@ def pair(tmp_path):
     return make
 
 
-@pytest.mark.parametrize("dtype", ["F32", "BF16", "F16"])
+@on_both("dtype", ["F32", "BF16", "F16"], [0])
 def test_renorm_write_back_and_freeze_write_the_same_bytes(pair, dtype, scheduler, tmp_path, monkeypatch):
     from embtool.config import set_frozen as set_frozen_file
     from embtool.ops import renorm
@@ -345,7 +356,7 @@ TRAIN_CASES = [
 ]
 
 
-@pytest.mark.parametrize("config, optimizer, hparams", TRAIN_CASES)
+@on_both("config, optimizer, hparams", TRAIN_CASES, [2, 3, 5])
 def test_train_steps_write_the_same_bytes(pair, config, optimizer, hparams, scheduler, tmp_path):
     from embtool.shardtrain import train_step
     from embtool.training import Batch, train_step as train_file
