@@ -834,50 +834,59 @@ def _check_output(index_path: Path, force: bool) -> None:
                            "remove it first")
 
 
-def write_sharded(index_path, tensor: str, shape, dtype: str, metadata: Mapping[str, str],
-                  row_tensors: Mapping[str, Callable[[int, int], object]], ranges, *,
-                  vocab: Mapping[str, np.ndarray] | None = None, force: bool = False,
-                  executor=None, progress=None) -> Index:
-    """Write a new sharded table: shard ``i`` gets rows ``ranges[i]`` of every tensor of
-    ``row_tensors`` (``name -> rows(lo, hi)`` giving an array or a ``ChunkedTensor`` of those rows
-    as stored), the vocabulary file gets ``vocab``, and the index comes last: the table exists
-    once its index does.  Each file is written atomically; on failure the files written so far
-    are removed.  ``executor`` writes the shards as parallel tasks (in this process; the rows
-    functions must then allow it), else one after the other, in row order."""
+def write_sharded(index_path, tensor: str, shape, dtype: str, metadata: Mapping[str, str], ranges,
+                  write_shards: Callable[[list], object], *, vocab: Mapping[str, np.ndarray] | None = None,
+                  force: bool = False) -> Index:
+    """Write a new sharded table: ``write_shards(jobs)`` writes every shard, ``jobs`` being
+    ``(i, path, metadata)`` per shard (shard ``i`` holds rows ``ranges[i]``; each file written
+    atomically), then the vocabulary file gets ``vocab``, and the index comes last: the table
+    exists once its index does.  On failure the shard files are removed again."""
     index_path = Path(index_path)
     _check_output(index_path, force)
     names = shard_file_names(index_path, len(ranges))
     folder = index_path.parent
-    written: list[Path] = []
-    n = shape[0]
-
-    def write_one(i):
-        lo, hi = ranges[i]
-        tensors = {name: rows(lo, hi) for name, rows in row_tensors.items()}
-        path = folder / names[i]
-        st.write_file(path, tensors, shard_metadata(index_path, lo, hi, n), progress=progress)
-        return path
-
+    paths = [folder / name for name in names]
+    jobs = [(i, paths[i], shard_metadata(index_path, lo, hi, shape[0])) for i, (lo, hi) in enumerate(ranges)]
+    vocab_name = vocab_file_name(index_path) if vocab is not None else None
     try:
-        if executor is not None and len(ranges) > 1:
-            done = executor.map(_Call(write_one), range(len(ranges)))
-            written.extend(done)
-        else:
-            for i in range(len(ranges)):
-                written.append(write_one(i))
-        vocab_name = None
+        write_shards(jobs)
         if vocab is not None:
-            vocab_name = vocab_file_name(index_path)
             st.write_file(folder / vocab_name, dict(vocab), {SHARD_INDEX_KEY: index_path.name})
-            written.append(folder / vocab_name)
-        shards = [Shard(name, lo, hi, (folder / name).stat().st_size) for name, (lo, hi) in zip(names, ranges)]
+        shards = [Shard(name, lo, hi, path.stat().st_size) for name, path, (lo, hi) in zip(names, paths, ranges)]
         index = Index(index_path, tensor, (int(shape[0]), int(shape[1])), dtype, dict(metadata), vocab_name, shards)
         write_index(index)
     except BaseException:
-        for path in written:
+        for path in paths + ([folder / vocab_name] if vocab_name else []):
             path.unlink(missing_ok=True)
         raise
     return index
+
+
+def _write_each(ranges, row_tensors: Mapping[str, Callable[[int, int], object]], executor=None):
+    """``write_sharded``'s ``write_shards`` for rows given by ``row_tensors`` (``name -> rows(lo,
+    hi)``: an array or a ``ChunkedTensor`` of those rows as stored): in this process, as parallel
+    threads with ``executor``, else one after the other in row order (a shared stream)."""
+    def write_one(job):
+        i, path, meta = job
+        lo, hi = ranges[i]
+        st.write_file(path, {name: rows(lo, hi) for name, rows in row_tensors.items()}, meta)
+
+    def write_all(jobs):
+        if executor is not None:
+            executor.map(_Call(write_one), jobs)
+        else:
+            for job in jobs:
+                write_one(job)
+
+    return write_all
+
+
+def shard_file_task(job) -> None:
+    """Task: write one shard of a table file (``shard`` on a Dask cluster): its rows of each row
+    tensor, mapped from the source file by path."""
+    source, tensors, lo, hi, path, meta = job
+    mapped = Mapped(source)
+    st.write_file(path, {name: _as_written(mapped.array(name)[lo:hi], dtype) for name, dtype in tensors}, meta)
 
 
 class _Call:
@@ -939,8 +948,7 @@ def _stream_rows(total_rows: int, chunks: Callable[[], Iterator[np.ndarray]], ra
 
 def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",
                    extra_metadata: Mapping[str, str] | None = None, shards: int | None = None,
-                   rows_per_shard: int | None = None, force: bool = False, progress=None,
-                   scheduler: str | None = None) -> Index:
+                   rows_per_shard: int | None = None, force: bool = False) -> Index:
     """``table.create`` for a sharded table: ``tensors["weight"]`` holds values (any float array)
     or a ``ChunkedTensor`` already in ``weight_dtype``'s storage form (streamed into the shards in
     row order); the vocabulary tensors go to the vocabulary file.  The metadata is that of
@@ -954,24 +962,20 @@ def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *,
     other = sorted(set(tensors) - {"weight"} - set(vocab))
     if other:
         raise ConfigError(f"a sharded table holds a table and its vocabulary, not {', '.join(other)}")
-    executor = None
-    if isinstance(weight, st.ChunkedTensor):
+    if isinstance(weight, st.ChunkedTensor):  # generated rows: one stream, shard after shard
         n, dim = weight.shape
         ranges = plan_rows(n, shards, rows_per_shard)
-        rows = _stream_rows(n, weight.chunks, ranges, weight.dtype, dim)
-    else:
+        writer = _write_each(ranges, {"weight": _stream_rows(n, weight.chunks, ranges, weight.dtype, dim)})
+    else:  # rows in memory: shards written in parallel
+        from .execute import InProcess
+
         stored = to_storage(np.asarray(weight), weight_dtype)
         n, dim = stored.shape
         ranges = plan_rows(n, shards, rows_per_shard)
-
-        def rows(lo, hi):
-            return _as_written(stored[lo:hi], weight_dtype)
-
-        from .execute import InProcess
-
-        executor = InProcess()
-    return write_sharded(index_path, "weight", (n, dim), weight_dtype, meta, {"weight": rows}, ranges,
-                         vocab=vocab or None, force=force, executor=executor, progress=progress)
+        writer = _write_each(ranges, {"weight": lambda lo, hi: _as_written(stored[lo:hi], weight_dtype)},
+                             InProcess())
+    return write_sharded(index_path, "weight", (n, dim), weight_dtype, meta, ranges, writer,
+                         vocab=vocab or None, force=force)
 
 
 def _as_written(arr: np.ndarray, dtype: str):
@@ -987,8 +991,7 @@ def _as_written(arr: np.ndarray, dtype: str):
 
 
 def shard_table(source, index_path, *, shards: int | None = None, rows_per_shard: int | None = None,
-                tensor: str | None = None, force: bool = False, scheduler: str | None = None,
-                progress=None) -> dict:
+                tensor: str | None = None, force: bool = False, scheduler: str | None = None) -> dict:
     """``embtool shard``: split the table ``source`` (a table file, or a sharded table to
     re-shard) into a new sharded table at ``index_path``, bit for bit: every row of the table and
     of its optimizer state, the vocabulary and the metadata as they are.  Shards are written as
@@ -1010,16 +1013,22 @@ def shard_table(source, index_path, *, shards: int | None = None, rows_per_shard
                 raise FormatError(f"{t.path}: an incomplete vocabulary (only {', '.join(partial)})")
             vocab = {k: t.store.array(k) for k in VOCAB_TENSORS} if t.has_vocab else None
         ranges = plan_rows(n, shards, rows_per_shard)
+        from .execute import InProcess, executor
 
-        def rows_of(name):
-            src, dtype = sources[name], infos[name]
-            return lambda lo, hi: _as_written(np.asarray(src[lo:hi]), dtype)
+        run = executor(scheduler)
+        if run.remote and not isinstance(t, ShardedTable):  # the workers read the file by path
 
-        from .execute import InProcess
+            def writer(jobs):
+                run.map(shard_file_task, [(str(Path(source).resolve()), list(infos.items()), *ranges[i],
+                                           str(path.resolve()), meta) for i, path, meta in jobs], retry=False)
+        else:
+            def rows_of(name):
+                src, dtype = sources[name], infos[name]
+                return lambda lo, hi: _as_written(np.asarray(src[lo:hi]), dtype)
 
-        index = write_sharded(index_path, t.tensor, (n, dim), t.dtype, dict(t.metadata),
-                              {name: rows_of(name) for name in infos}, ranges, vocab=vocab,
-                              force=force, executor=InProcess(), progress=progress)
+            writer = _write_each(ranges, {name: rows_of(name) for name in infos}, InProcess())
+        index = write_sharded(index_path, t.tensor, (n, dim), t.dtype, dict(t.metadata), ranges, writer,
+                              vocab=vocab, force=force)
     return {"index": str(index_path), "shards": len(index.shards), "rows": n, "dim": dim,
             "tensors": list(infos), "vocab": index.vocab}
 

@@ -171,9 +171,9 @@ def test_shard_then_unshard_gives_the_file_back_byte_for_byte(glove, odd, tmp_pa
         assert out.read_bytes() == one.read_bytes(), index
 
 
-def test_unshard_then_shard_gives_the_shards_back_byte_for_byte(glove, tmp_path):
+def test_unshard_then_shard_gives_the_shards_back_byte_for_byte(glove, tmp_path, scheduler):
     unshard_table(glove / "g997.index.json", tmp_path / "u.safetensors")
-    shard_table(tmp_path / "u.safetensors", tmp_path / "g997.index.json", rows_per_shard=997)
+    shard_table(tmp_path / "u.safetensors", tmp_path / "g997.index.json", rows_per_shard=997, scheduler=scheduler)
     assert files_of(tmp_path / "g997.index.json") == files_of(glove / "g997.index.json")
     # re-sharding a sharded table reads it across its shards
     shard_table(glove / "g997.index.json", tmp_path / "g3.index.json", shards=3)
@@ -379,3 +379,18 @@ def test_train_steps_write_the_same_bytes(pair, config, optimizer, hparams, sche
     with pytest.raises(EmbtoolError, match="optimizer state is"):
         train_step(many, batches, optimizer="sgd" if optimizer != "sgd" else "adagrad")
     assert not list(tmp_path.glob(".*"))
+
+
+def test_a_scheduler_without_dask_is_one_line_with_the_hint(monkeypatch, glove):
+    import sys
+
+    from helpers import assert_single_error_line, invoke
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if the extra were not installed
+    result = invoke("shard", glove / "g.safetensors", glove / "nodask.index.json", "-k", "2",
+                    "--scheduler", "127.0.0.1:8786")
+    assert_single_error_line(result, "--scheduler 127.0.0.1:8786 needs Dask: pip install 'embtool[dask]'")
+    assert not list(glove.glob("nodask*"))
+    result = invoke("shard", glove / "g.safetensors", glove / "nodask.index.json", "-k", "2",
+                    env={"EMBTOOL_SCHEDULER": "10.0.0.1:8786"})
+    assert_single_error_line(result, "needs Dask")

@@ -30,7 +30,7 @@ def cli():
 
 
 from . import tables  # noqa: E402,F401  (registers the commands)
-for _module in ("pretrained", "train", "query"):
+for _module in ("pretrained", "train", "query", "shards"):
     try:
         __import__(f"{__name__}.{_module}")
     except ModuleNotFoundError as _exc:  # a command group not present in this build

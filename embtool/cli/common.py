@@ -77,6 +77,20 @@ def dtype_option(default="float32"):
                         default=default, show_default=True, help="Stored dtype of the table.")
 
 
+def scheduler_option(f):
+    """``--scheduler ADDRESS``: a sharded table's per-shard tasks run on that Dask cluster
+    (default: ``EMBTOOL_SCHEDULER``, else threads of this process)."""
+    def use(ctx, param, value):
+        from ..execute import set_default
+
+        set_default(value)  # also None: a command run in-process after another starts afresh
+        return value
+
+    return click.option("--scheduler", metavar="ADDRESS", expose_value=False, callback=use,
+                        help="Run a sharded table's per-shard work on this Dask scheduler "
+                             "(host:port; default: $EMBTOOL_SCHEDULER, else threads here).")(f)
+
+
 def info(message: str) -> None:
     """A human message on stderr (stdout stays clean for data)."""
     click.echo(message, err=True)
