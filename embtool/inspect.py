@@ -6,16 +6,20 @@ from pathlib import Path
 
 from . import store as st
 from .errors import FormatError
+from .sharded import ShardedTable, is_index
 from .table import PREFIX, Table
 
 
 def describe(path, tensor: str | None = None, *, vocab_sample: int = 10) -> dict:
     """Header facts of any safetensors file plus, when it holds a table, the table's.  A model
     folder or a sharded checkpoint's index lists every tensor of every weight file (each with
-    its ``file``) and the table found in it."""
+    its ``file``) and the table found in it; a sharded table's index, the table it makes (with
+    its ``shards``)."""
     from .model_files import resolve
     from .sniff import require_table_file
 
+    if is_index(path):
+        return _describe_sharded(Path(path), tensor, vocab_sample)
     files = resolve(path, tensor)
     if files.kind != "file":
         return _describe_model(files, tensor, vocab_sample)
@@ -66,6 +70,20 @@ def _describe_model(files, tensor, vocab_sample: int) -> dict:
     with table:
         facts["table"] = _table_facts(table, vocab_sample)
     return facts
+
+
+def _describe_sharded(path: Path, tensor, vocab_sample: int) -> dict:
+    with ShardedTable.open(path, tensor=tensor) as t:
+        files = [path, *t.shard_paths] + ([t.index.vocab_path] if t.has_vocab else [])
+        return {
+            "path": str(path),
+            "size_bytes": sum(f.stat().st_size for f in files),
+            "tensors": [{"name": x.name, "dtype": x.dtype, "shape": list(x.shape), "bytes": x.nbytes}
+                        for x in t.tensor_infos()],
+            "metadata": dict(t.metadata),
+            "table": _table_facts(t, vocab_sample),
+            "shards": [{"file": s.file, "rows": [s.lo, s.hi], "bytes": s.nbytes} for s in t.index.shards],
+        }
 
 
 def _table_facts(t: Table, vocab_sample: int) -> dict:

@@ -529,6 +529,17 @@ class ShardedTable:
                                   f"{self.num_embeddings} rows")
         return self._vocab
 
+    def tensor_infos(self) -> list[st.TensorInfo]:
+        """The table's tensors as one file would hold them: its own and its optimizer state's
+        (all its rows), then the vocabulary's (offsets within each file, not meaningful here)."""
+        own = st.TensorInfo(self.tensor, self.dtype, self.shape, 0,
+                            self.num_embeddings * self.embedding_dim * st.DTYPES[self.dtype][1])
+        vocab = []
+        if self.has_vocab:
+            self.vocab  # maps the vocabulary file (and checks it)
+            vocab = [self._vocab_store.tensors[n] for n in VOCAB_TENSORS]
+        return [own, *self.optimizer_tensors().values(), *vocab]
+
     def optimizer_tensors(self) -> dict[str, st.TensorInfo]:
         """The ``optim.*`` state tensors, as one tensor each of the table's shape."""
         first = self.shards[0].store.tensors

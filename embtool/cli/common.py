@@ -77,6 +77,15 @@ def dtype_option(default="float32"):
                         default=default, show_default=True, help="Stored dtype of the table.")
 
 
+def shards_options(f):
+    """``--shards K`` / ``--rows-per-shard N`` of the commands that make a table: TABLE is then a
+    sharded table's index (NAME.index.json) and its shards are written directly."""
+    f = click.option("--rows-per-shard", type=click.IntRange(min=1), metavar="N",
+                     help="Write a sharded table (TABLE: NAME.index.json) of shards of N rows.")(f)
+    return click.option("--shards", type=click.IntRange(min=1), metavar="K",
+                        help="Write a sharded table (TABLE: NAME.index.json) of K shards.")(f)
+
+
 def scheduler_option(f):
     """``--scheduler ADDRESS``: a sharded table's per-shard tasks run on that Dask cluster
     (default: ``EMBTOOL_SCHEDULER``, else threads of this process)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import DTYPES, config_options, dtype_option, info, progress
+from .common import DTYPES, config_options, dtype_option, info, progress, shards_options
 
 
 @cli.command("load-pretrained")
@@ -34,8 +34,10 @@ from .common import DTYPES, config_options, dtype_option, info, progress
               help="Frozen, as nn.Embedding.from_pretrained(freeze=True).")
 @config_options
 @click.option("--force", is_flag=True, help="Replace TABLE if it exists.")
+@shards_options
 def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encoding, unicode_errors,
-                    on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, force, **opts):
+                    on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, force, shards,
+                    rows_per_shard, **opts):
     """Make TABLE from SOURCE: GloVe text, word2vec text / fastText .vec, word2vec binary, .npy,
     a fastText .bin model (with its subword n-grams), or a tensor of a safetensors file, model
     folder or sharded checkpoint with its tokenizer (from_pretrained). .gz/.bz2/.xz and - (stdin)
@@ -57,7 +59,8 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
                     encoding=encoding, unicode_errors=unicode_errors, on_duplicate=on_duplicate,
                     allow_nonfinite=allow_nonfinite, padding_token=padding_token,
                     unk_token=unk_token, freeze=freeze, config=_with_padding(cfg, opts),
-                    force=force, progress=lambda nbytes, rows=0: advance(nbytes))
+                    force=force, progress=lambda nbytes, rows=0: advance(nbytes), shards=shards,
+                    rows_per_shard=rows_per_shard)
     extra = []
     if done["added_rows"]:
         extra.append("added rows for " + ", ".join(repr(w) for w in done["added_rows"]))
@@ -92,9 +95,9 @@ def export(table, out, fmt, vocab_out, tensor, force):
     """Write TABLE as GloVe text, word2vec text, word2vec binary or .npy (+ vocab file); text
     round-trips float32 exactly. OUT may end in .gz/.bz2/.xz, or be - (stdout)."""
     from ..pretrained import export as do_export
-    from ..table import Table
+    from ..sharded import open_table
 
-    with Table.open(table, tensor=tensor) as t, progress(t.num_embeddings, "export") as advance:
+    with open_table(table, tensor=tensor) as t, progress(t.num_embeddings, "export") as advance:
         done = do_export(t, out, fmt=fmt, vocab_out=vocab_out, force=force,
                          progress=lambda nbytes, rows: advance(rows))
     note = " (no vocabulary: rows are named by their numbers)" if done["row_numbers_as_words"] else ""

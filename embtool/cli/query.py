@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import output_options, progress, tensor_option
+from .common import output_options, progress, scheduler_option, tensor_option
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -23,14 +23,15 @@ from .common import output_options, progress, tensor_option
                    "Default: subword for tables with n-grams, else error.")
 @tensor_option
 @output_options(formats=("json", "jsonl", "csv", "tsv", "table"))
+@scheduler_option
 def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown, tensor, fmt, output,
             force):
     """Top-k cosine neighbours of words, row numbers or vectors (gensim most_similar: unit vectors,
     weighted mean, input rows excluded)."""
     from ..inputs import read_array
     from ..render import Output, render_records
+    from ..sharded import open_table
     from ..similar import most_similar
-    from ..table import Table
 
     for a in query:
         if a.startswith("--"):
@@ -38,7 +39,7 @@ def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown,
     if not query and not negative and not vectors:
         raise click.UsageError("give at least one QUERY, --negative or --vector")
     out = Output(output, force)
-    with Table.open(table, tensor=tensor) as t:
+    with open_table(table, tensor=tensor) as t:
         vocab = t.vocab
 
         def resolve(items):
@@ -95,6 +96,7 @@ def _vector(arr):
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --pairs.")
 @tensor_option
 @click.option("-f", "--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@scheduler_option
 def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unknown, delimiter,
              encoding, tensor, fmt):
     """Score the table on word analogies (3CosAdd accuracy) and/or word-pair similarity
@@ -104,12 +106,12 @@ def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unkn
     from ..errors import ConfigError
     from ..evaluate import evaluate_analogies, evaluate_pairs
     from ..render import Output, render_object, render_rows
-    from ..table import Table
+    from ..sharded import open_table
 
     if not analogies and not pairs:
         raise click.UsageError("give --analogies FILE and/or --pairs FILE")
     result = {}
-    with Table.open(table, tensor=tensor) as t:
+    with open_table(table, tensor=tensor) as t:
         if t.vocab is None:
             raise ConfigError(f"{table}: evaluation needs a table with a vocabulary")
         if analogies:

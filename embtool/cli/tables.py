@@ -5,7 +5,8 @@ import click
 
 from . import cli
 from .common import (DTYPES, NoneOrFloat, NoneOrInt, config_options, dtype_option, info,
-                     output_options, progress, read_stdin_allowed, tensor_option)
+                     output_options, progress, read_stdin_allowed, scheduler_option, shards_options,
+                     tensor_option)
 
 TABLE = click.argument("table", type=click.Path())  # a folder: a model folder (read-only)
 
@@ -27,7 +28,9 @@ def config_overrides(**opts) -> dict:
 @config_options
 @click.option("--frozen/--no-frozen", default=False, show_default=True, help="Start frozen.")
 @click.option("--force", is_flag=True, help="Replace TABLE if it exists.")
-def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, frozen, force, **opts):
+@shards_options
+def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, frozen, force, shards,
+         rows_per_shard, **opts):
     """Create a new table, as nn.Embedding(N, D) initialises one (padding row zeroed)."""
     from ..ops import init_table
     from ..table import Config
@@ -35,7 +38,8 @@ def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, frozen
     cfg = Config(frozen=frozen).with_overrides(num_embeddings, **config_overrides(**opts))
     with progress(num_embeddings, "init") as advance:
         done = init_table(table, num_embeddings, embedding_dim, init=init_, scale=scale, seed=seed,
-                          dtype=DTYPES[dtype.lower()], config=cfg, force=force, progress=advance)
+                          dtype=DTYPES[dtype.lower()], config=cfg, force=force, progress=advance,
+                          shards=shards, rows_per_shard=rows_per_shard)
     info(f"Created {table}: {num_embeddings} x {embedding_dim} {done['dtype']}, "
          f"{init_} init (seed {done['seed']})")
 
@@ -43,6 +47,7 @@ def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, frozen
 @cli.command("info")
 @TABLE
 @tensor_option
+@scheduler_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--stats", is_flag=True, help="Row-norm summary, histogram, zero/non-finite/duplicate rows.")
 def info_cmd(table, tensor, as_json, stats):
@@ -64,10 +69,10 @@ def _stats(path, tensor, facts):
         from ..errors import FormatError
 
         raise FormatError(facts.get("table_error", f"{path}: no table"))
+    from ..sharded import open_table
     from ..stats import table_stats
-    from ..table import Table
 
-    with Table.open(path, tensor=tensor) as t, progress(t.num_embeddings, "stats") as advance:
+    with open_table(path, tensor=tensor) as t, progress(t.num_embeddings, "stats") as advance:
         stats = table_stats(t.weight(), progress=advance)
         if t.vocab is not None:  # name the sampled rows and their neighbours by their words
             for item in stats["neighbours"]:
@@ -102,6 +107,10 @@ def _human_info(facts: dict, stats: bool) -> str:
                      f"optimizer  {o['name']} step {o['step']} {o['hparams']} state: {', '.join(o['state'])}")
     elif "table_error" in facts:
         lines.append(f"table      none ({facts['table_error']})")
+    if "shards" in facts:
+        sh = facts["shards"]
+        lines.append(f"shards     {len(sh)} files: {sh[0]['file']} rows [{sh[0]['rows'][0]}, {sh[0]['rows'][1]})"
+                     + (f" ... {sh[-1]['file']} rows [{sh[-1]['rows'][0]}, {sh[-1]['rows'][1]})" if len(sh) > 1 else ""))
     lines.append("tensors")
     for x in facts["tensors"]:
         lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes"
@@ -175,6 +184,7 @@ def read_index_input(ids, input_path, words: bool = False):
 @click.option("--include-last-offset", is_flag=True,
               help="EmbeddingBag: OFFSETS has one more entry, the end of the last bag (CSR).")
 @output_options()
+@scheduler_option
 def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, use_words,
            words_file, unknown, offsets, mode, psw, include_last_offset, fmt, output, force):
     """Rows of TABLE for IDS (row numbers, or words with --words) of any shape (F.embedding):
@@ -182,7 +192,7 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
     output shape (B, D)."""
     from ..ops import lookup as do_lookup
     from ..render import Output, render_array
-    from ..table import Table
+    from ..sharded import open_table
 
     out = Output(output, force, binary=fmt == "npy")
     words = None
@@ -196,7 +206,7 @@ def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, wri
         raw = read_index_input(ids, input_path, words=True)
     else:
         raw = None
-    with Table.open(table, tensor=tensor, write=write_back) as t:
+    with open_table(table, tensor=tensor, write=write_back) as t:
         t.config.with_overrides(t.num_embeddings, padding_idx=padding_idx)  # validates it
         bag = offsets is not None or mode is not None or psw is not None or include_last_offset
         if raw is not None and not bag:
@@ -252,15 +262,16 @@ def _small_array(value, what, ints=False):
 @click.option("--norm-type", type=float, metavar="P", help="Use P instead of the table's norm_type.")
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@scheduler_option
 def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json):
     """Apply max_norm renormalisation (PyTorch's formula) to the whole table or to IDS."""
     from ..inputs import ids_from_args, read_ids
     from ..ops import renorm as do_renorm
     from ..render import Output, render_object
-    from ..table import Table
+    from ..sharded import open_table
 
     idx = read_ids(input_path) if input_path else (ids_from_args(ids) if ids else None)
-    with Table.open(table, tensor=tensor, write=not dry_run) as t, \
+    with open_table(table, tensor=tensor, write=not dry_run) as t, \
             progress(t.num_embeddings if idx is None else None, "renorm") as advance:
         report = do_renorm(t, idx, max_norm=max_norm, norm_type=norm_type, dry_run=dry_run,
                            progress=advance)
@@ -272,7 +283,7 @@ def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json
 
 
 def _set_frozen(table, tensor, frozen: bool) -> None:
-    from ..config import set_frozen
+    from ..sharded import set_frozen
 
     changed = set_frozen(table, frozen, tensor)
     info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import info, progress, tensor_option
+from .common import info, progress, scheduler_option, tensor_option
 
 #: embtool.optim.NAMES, repeated here so that `embtool --help` does not import numpy
 OPTIMIZERS = ("sgd", "adagrad", "sparse-adam", "adam", "adamw")
@@ -40,6 +40,7 @@ def _flag(name: str, help_text: str):
                    "take torch's defaults).")
 @tensor_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@scheduler_option
 def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, tensor, as_json, **hparams):
     """One torch.optim step on TABLE from indices IDS and upstream gradient GRAD.
 
@@ -49,7 +50,8 @@ def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer
     rewrite the file atomically.
     """
     from ..render import Output, render_object
-    from ..training import read_batch, read_batches, train_step as do_train_step
+    from ..shardtrain import train_step as do_train_step
+    from ..training import read_batch, read_batches
 
     if batches is not None:
         if input_path is not None or grad_path is not None:
