@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import DTYPES, config_options, dtype_option, info, progress, shards_options
+from .common import DTYPES, config_options, dtype_option, info, progress, scheduler_option, shards_options
 
 
 @cli.command("load-pretrained")
@@ -91,6 +91,7 @@ def _with_padding(cfg, opts):
 @click.option("--vocab-out", metavar="FILE", help="With npy: where the words go (default OUT.vocab.txt).")
 @click.option("--tensor", metavar="NAME", help="The 2-D tensor to export from a file with several.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@scheduler_option
 def export(table, out, fmt, vocab_out, tensor, force):
     """Write TABLE as GloVe text, word2vec text, word2vec binary or .npy (+ vocab file); text
     round-trips float32 exactly. OUT may end in .gz/.bz2/.xz, or be - (stdout)."""

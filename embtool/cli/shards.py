@@ -32,6 +32,7 @@ def shard(table, out, shards, rows_per_shard, tensor, force):
 @click.argument("index", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@scheduler_option
 def unshard(index, out, force):
     """Join the sharded table INDEX into the one table file OUT, bit for bit (for a table embtool
     wrote, the same bytes as before it was sharded)."""

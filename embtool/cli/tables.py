@@ -292,6 +292,7 @@ def _set_frozen(table, tensor, frozen: bool) -> None:
 @cli.command()
 @TABLE
 @tensor_option
+@scheduler_option
 def freeze(table, tensor):
     """Mark the table frozen (requires_grad=False): train-step refuses it. O(1), in place."""
     _set_frozen(table, tensor, True)
@@ -300,6 +301,7 @@ def freeze(table, tensor):
 @cli.command()
 @TABLE
 @tensor_option
+@scheduler_option
 def unfreeze(table, tensor):
     """Mark the table trainable again. O(1), in place."""
     _set_frozen(table, tensor, False)
