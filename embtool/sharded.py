@@ -411,6 +411,8 @@ class ShardedTable:
         try:
             for s in index.shards:
                 self.shards.append(self._open_shard(s))
+            if write:
+                sweep_new_files(index)
         except BaseException:
             self.close()
             raise
@@ -759,6 +761,10 @@ class Change:
         for temp in self.files.values():
             temp.unlink(missing_ok=True)
         self.files = {}
+        self._sweep()
+
+    def _sweep(self) -> None:
+        sweep_new_files(self.table.index, {p.name for p in self.files.values()})
 
     def commit(self) -> None:
         """Make the changes.  Each file is written crash-safe (shard rows through the shard's
@@ -785,6 +791,20 @@ class Change:
             write_index(new)
         t._reload(set(self.files))
         self.files = {}
+        self._sweep()
+
+
+def sweep_new_files(index: Index, keep=frozenset()) -> None:
+    """Remove new shard files that no write will use: those of tasks that did not finish (a
+    worker that died, a task run again elsewhere, a coordinator killed).  Called under the
+    table's exclusive lock, under which alone such files are written, so every one not in
+    ``keep`` (names) is abandoned."""
+    import glob
+
+    for shard in index.shards:
+        for temp in index.folder.glob(f".{glob.escape(shard.file)}.*.new"):
+            if temp.name not in keep:
+                temp.unlink(missing_ok=True)
 
 
 def write_shard_temp(target: Path, tensors: Mapping[str, object], metadata: Mapping[str, str]) -> Path:

@@ -452,3 +452,47 @@ def test_write_commands_change_the_same_bytes(glove, tmp_path, where, request):
                                  for o in (out_one, out_many))
         assert out_many == out_one, args
         assert unsharded(tmp_path / "g3.index.json", tmp_path) == (tmp_path / "g.safetensors").read_bytes(), args
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_command_fails_cleanly_or_is_retried(cluster, tmp_path):
+    """SIGKILL the worker running a task of a real `renorm` on the cluster whose tasks write new
+    shard files (EMBTOOL_REWRITE_BYTES=0): the command succeeds (the task ran again on the other
+    worker) with the one file's bytes, or fails with one error line and no shard changed; no file
+    is left behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import distributed
+
+    from helpers import run
+
+    init_table(tmp_path / "t.safetensors", 400_000, 32, seed=2)
+    shard_table(tmp_path / "t.safetensors", tmp_path / "t.index.json", shards=2)
+    before = files_of(tmp_path / "t.index.json")
+    env = {**os.environ, "EMBTOOL_REWRITE_BYTES": "0"}
+    with distributed.Client(cluster) as client:
+        client.wait_for_workers(2)
+        pids = client.run(os.getpid)  # worker address -> pid
+        proc = subprocess.Popen([sys.executable, "-m", "embtool", "renorm", tmp_path / "t.index.json",
+                                 "--max-norm", "5", "--scheduler", cluster], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        victim, deadline = None, time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline and proc.poll() is None:
+            busy = [w for w, tasks in client.processing().items() if tasks]
+            victim = busy[0] if busy else None
+            time.sleep(0.005)
+        assert victim is not None, "no task was seen running"
+        os.kill(pids[victim], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+        client.wait_for_workers(2, timeout=60)  # the nanny starts it again: later tests have two
+    if proc.returncode == 0:
+        assert run("renorm", tmp_path / "t.safetensors", "--max-norm", "5", env={"EMBTOOL_REWRITE_BYTES": "0"}).code == 0
+        assert unsharded(tmp_path / "t.index.json", tmp_path) == (tmp_path / "t.safetensors").read_bytes()
+    else:
+        lines = err.decode().strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), err
+        assert files_of(tmp_path / "t.index.json") == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
