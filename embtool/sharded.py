@@ -55,13 +55,25 @@ OPTIM_PREFIX = "optim."
 def is_index(path) -> bool:
     """Whether ``path`` names a sharded table's index: a JSON object whose ``"format"`` is
     ``embtool-sharded-table`` (a Hugging Face ``*.safetensors.index.json`` has a ``weight_map``
-    instead).  Only the first bytes are read; ``Index.read`` validates the whole file."""
+    instead).  Any other file is told apart by its first byte; ``Index.read`` validates."""
+    import re
+
     try:
         with open(path, "rb") as f:
-            head = f.read(256)
+            head = f.read(4096)
+            if not head.lstrip().startswith(b"{"):
+                return False
+            if re.search(rb'"format"\s*:\s*"' + FORMAT.encode() + rb'"', head):
+                return True  # embtool writes "format" first
+            f.seek(0)
+            raw = f.read(MAX_INDEX_BYTES + 1)
     except OSError:
         return False
-    return head.lstrip().startswith(b"{") and f'"format": "{FORMAT}"'.encode() in head
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 @dataclass(frozen=True)
@@ -283,6 +295,15 @@ def _stored(source, tensor: str) -> np.ndarray:
 # Rows over shards: an array-like
 
 
+def by_part(los: np.ndarray, rows: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """``(part, positions)`` for the parts starting at rows ``los`` (ascending) that hold some of
+    ``rows``: the positions in ``rows`` of that part's rows, in their order."""
+    which = np.searchsorted(los, rows, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    parts, starts = np.unique(which[order], return_index=True)
+    return [(int(p), sel) for p, sel in zip(parts, np.split(order, starts[1:]))]
+
+
 class ShardRows:
     """Rows of a ``(N, D)`` tensor split over shards, indexed by global row: ``r[i]``,
     ``r[lo:hi]`` (a view when the rows lie in one shard, else a copy), ``r[ids]`` / ``take(ids)``
@@ -314,7 +335,7 @@ class ShardRows:
 
     @property
     def itemsize(self) -> int:
-        return self.dtype.itemsize if self._convert is None else self.parts[0][2].itemsize
+        return self.dtype.itemsize
 
     def _out(self, arr: np.ndarray) -> np.ndarray:
         return arr if self._convert is None else self._convert(arr)
@@ -363,12 +384,10 @@ class ShardRows:
 
     def take_stored(self, flat: np.ndarray) -> np.ndarray:
         """Rows ``flat`` as stored, gathered here from the parts (no tasks)."""
-        which = np.searchsorted(self._los, flat, side="right") - 1
         out = np.empty((flat.size, self.shape[1]), self.parts[0][2].dtype if self.parts else self.dtype)
-        for i, (lo, hi, arr) in enumerate(self.parts):
-            sel = np.flatnonzero(which == i)
-            if sel.size:
-                out[sel] = arr[flat[sel] - lo]
+        for i, sel in by_part(self._los, flat):
+            lo, _, arr = self.parts[i]
+            out[sel] = arr[flat[sel] - lo]
         return out
 
     def astype(self, dtype, copy=True):
@@ -562,14 +581,10 @@ class ShardedTable:
             nonlocal sources
             if sources is None:
                 sources = self.sources(tensor)
-            los = np.array([lo for lo, _ in ranges], np.int64)
-            which = np.searchsorted(los, flat, side="right") - 1
             jobs, where = [], []
-            for i, (lo, _) in enumerate(ranges):
-                sel = np.flatnonzero(which == i)
-                if sel.size:
-                    jobs.append((sources[i], tensor, flat[sel] - lo))
-                    where.append(sel)
+            for i, sel in by_part(np.array([lo for lo, _ in ranges], np.int64), flat):
+                jobs.append((sources[i], tensor, flat[sel] - ranges[i][0]))
+                where.append(sel)
             blocks = self.executor.map(take_task, jobs) if len(jobs) > 1 or self.executor.remote \
                 else [take_task(j) for j in jobs]
             first = blocks[0] if blocks else self.shards[0].store.array(tensor)[:0]
@@ -747,11 +762,8 @@ class Change:
         values = np.asarray(values).reshape(ids.size, -1)
         dtype = t.dtype if tensor == t.tensor else t.optimizer_tensors()[tensor].dtype
         stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else values
-        los = np.array([lo for lo, _ in t.ranges], np.int64)
-        which = np.searchsorted(los, ids, side="right") - 1
-        for i in np.unique(which):
-            sel = np.flatnonzero(which == i)
-            self.rows.setdefault(int(i), {})[tensor] = (ids[sel] - los[i], stored[sel])
+        for i, sel in by_part(np.array([lo for lo, _ in t.ranges], np.int64), ids):
+            self.rows.setdefault(i, {})[tensor] = (ids[sel] - t.ranges[i][0], stored[sel])
 
     def replace_shard(self, i: int, temp: Path) -> None:
         """Shard ``i`` becomes the complete file ``temp`` (written beside it by a task)."""
