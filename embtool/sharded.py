@@ -811,12 +811,14 @@ def sweep_new_files(index: Index, keep=frozenset()) -> None:
     worker that died, a task run again elsewhere, a coordinator killed).  Called under the
     table's exclusive lock, under which alone such files are written, so every one not in
     ``keep`` (names) is abandoned."""
-    import glob
-
-    for shard in index.shards:
-        for temp in index.folder.glob(f".{glob.escape(shard.file)}.*.new"):
-            if temp.name not in keep:
-                temp.unlink(missing_ok=True)
+    prefixes = tuple(p for s in index.shards for p in (f".{s.file}.", f"..{s.file}."))
+    try:
+        names = os.listdir(index.folder)
+    except OSError:
+        return
+    for name in names:  # the new file, and the temporary file it was being written to
+        if name.startswith(prefixes) and (name.endswith(".new") or ".new." in name) and name not in keep:
+            (index.folder / name).unlink(missing_ok=True)
 
 
 def write_shard_temp(target: Path, tensors: Mapping[str, object], metadata: Mapping[str, str]) -> Path:
