@@ -29,11 +29,13 @@ _LAZY = {
 }
 
 
-def open(path, *, tensor=None, write=False):  # noqa: A001 - mirrors builtins.open on purpose
-    """Open a table (any safetensors file with a 2-D tensor); use as a context manager."""
-    from .table import Table
+def open(path, *, tensor=None, write=False, scheduler=None):  # noqa: A001 - mirrors builtins.open on purpose
+    """Open a table (any safetensors file with a 2-D tensor, or a sharded table's
+    ``NAME.index.json``, whose per-shard work runs on the Dask ``scheduler`` if given); use as a
+    context manager."""
+    from .sharded import open_table
 
-    return Table.open(path, tensor=tensor, write=write)
+    return open_table(path, tensor=tensor, write=write, scheduler=scheduler)
 
 
 def __getattr__(name):
