@@ -283,7 +283,7 @@ def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, as_json
 
 
 def _set_frozen(table, tensor, frozen: bool) -> None:
-    from ..sharded import set_frozen
+    from ..shardindex import set_frozen
 
     changed = set_frozen(table, frozen, tensor)
     info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))
