@@ -314,7 +314,7 @@ def has_subwords(table: Table) -> bool:
     """The table keeps a fastText model's n-gram buckets (``load-pretrained model.bin``)."""
     from .formats import fasttext
 
-    return fasttext.NGRAMS in table.store.tensors and fasttext.MINN_KEY in table.metadata
+    return fasttext.MINN_KEY in table.metadata and fasttext.NGRAMS in table.store.tensors
 
 
 def unknown_policy(table: Table, unknown: str | None) -> str:

@@ -30,6 +30,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from . import dtypes
 from . import store as st
 from .config import PREFIX, TABLE_DTYPES, Config
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError
@@ -214,6 +215,7 @@ class ShardedTable:
         self.num_embeddings, self.embedding_dim = index.shape
         self.is_embtool = PREFIX + "format_version" in index.metadata
         self.config = Config.from_metadata(index.metadata, self.num_embeddings, self.path)
+        self.notes: list[str] = []  # nothing read in an unusual way (shards hold table dtypes)
         self.shards: list[Table] = []
         self._vocab = None
         self._vocab_store = None
@@ -344,7 +346,7 @@ class ShardedTable:
         """The table's tensors as one file would hold them: its own and its optimizer state's
         (all its rows), then the vocabulary's (offsets within each file, not meaningful here)."""
         own = st.TensorInfo(self.tensor, self.dtype, self.shape, 0,
-                            self.num_embeddings * self.embedding_dim * st.DTYPES[self.dtype][1])
+                            dtypes.nbytes(self.dtype, self.shape))
         vocab = []
         if self.has_vocab:
             self.vocab  # maps the vocabulary file (and checks it)
@@ -796,7 +798,7 @@ def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *,
 def _as_written(arr: np.ndarray, dtype: str):
     """Raw bits to be written as ``dtype`` (numpy has no BF16 or F8 type: their bits are uint16
     and uint8 arrays)."""
-    if st.NUMPY_TO_DTYPE.get(arr.dtype.name) != dtype:
+    if dtypes.FROM_NUMPY.get(arr.dtype.name) != dtype:
         return st.ChunkedTensor(dtype, arr.shape, lambda: iter([np.ascontiguousarray(arr)]))
     return arr
 
@@ -820,6 +822,9 @@ def shard_table(source, index_path, *, shards: int | None = None, rows_per_shard
             sources = {name: t.stored_rows(name) for name in infos}
             vocab = t.vocab.arrays() if t.has_vocab else None
         else:
+            if t.files is not None or t.notes or t.dtype not in TABLE_DTYPES:
+                raise ConfigError(f"{source}: {'; '.join(t.notes) or 'not a table file'}: make a table of it "
+                                  "with `embtool load-pretrained` first, then shard that")
             names = _row_tensors(t.store.tensors, t.tensor, n, t.path)
             infos = {name: t.store.tensors[name].dtype for name in names}
             sources = {name: t.store.array(name) for name in names}

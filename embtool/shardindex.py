@@ -12,8 +12,9 @@ from pathlib import Path
 from . import store as st
 from .config import PREFIX, TABLE_DTYPES, Config
 from .errors import ConfigError, FormatError
+from .sniff import SHARDED_TABLE_FORMAT, sniff
 
-FORMAT = "embtool-sharded-table"
+FORMAT = SHARDED_TABLE_FORMAT
 FORMAT_VERSION = 1
 SUFFIX = ".index.json"
 #: in a shard's metadata: "LO:HI/N" (its rows of the table's N) and the index's file name
@@ -28,27 +29,12 @@ MAX_INDEX_BYTES = 100 << 20
 
 
 def is_index(path) -> bool:
-    """Whether ``path`` names a sharded table's index: a JSON object whose ``"format"`` is
-    ``embtool-sharded-table`` (a Hugging Face ``*.safetensors.index.json`` has a ``weight_map``
-    instead).  Any other file is told apart by its first byte; ``Index.read`` validates."""
-    import re
-
+    """Whether ``path`` names a sharded table's index (``embtool.sniff`` tells it from a Hugging
+    Face ``*.safetensors.index.json`` and every other file; ``Index.read`` validates it)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4096)
-            if not head.lstrip().startswith(b"{"):
-                return False
-            if re.search(rb'"format"\s*:\s*"' + FORMAT.encode() + rb'"', head):
-                return True  # embtool writes "format" first
-            f.seek(0)
-            raw = f.read(MAX_INDEX_BYTES + 1)
+        return sniff(path).name == "sharded-table"
     except OSError:
         return False
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and obj.get("format") == FORMAT
 
 
 @dataclass(frozen=True)
