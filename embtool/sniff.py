@@ -128,7 +128,7 @@ def json_kind(obj) -> Kind:
     """The kind of a parsed JSON document."""
     if is_sharded_table_index(obj):
         return Kind("sharded-table", "a sharded table's index",
-                    "commands take it as a table; `embtool unshard` makes one file of it")
+                    "`embtool unshard` makes one table file of it")
     if is_hf_index(obj):
         return Kind("hf-index", "a sharded checkpoint's index (safetensors.index.json)")
     if is_tokenizer(obj):
