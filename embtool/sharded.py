@@ -38,7 +38,7 @@ from .kernels._numpy.topk import EMPTY
 from .shardindex import (SHARD_INDEX_KEY, Index, Shard, index_stem, is_index,  # noqa: F401 (re-exported)
                          plan_rows, read_limited, set_frozen, shard_file_names, shard_metadata,
                          vocab_file_name, write_index)
-from .table import VOCAB_TENSORS, Table, from_storage, numpy_dtype, to_storage
+from .table import VOCAB_TENSORS, Table, from_storage, to_storage
 
 OPTIM_PREFIX = "optim."
 
@@ -267,13 +267,8 @@ class ShardedTable:
     def metadata(self) -> dict[str, str]:
         return self.index.metadata
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.num_embeddings, self.embedding_dim)
-
-    @property
-    def value_dtype(self) -> np.dtype:
-        return numpy_dtype(self.dtype)
+    shape = Table.shape
+    value_dtype = Table.value_dtype
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
