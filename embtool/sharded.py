@@ -390,7 +390,7 @@ class ShardedTable:
         if stop == 0 or not len(queries):
             return np.full((len(queries), k), EMPTY, np.int64)
         results = self.scan(search_task, queries, exclude, k, stop, chunk_rows=chunk_rows, progress=progress)
-        return merge_best([best for best, _ in results], k)
+        return merge_best([best for best, _ in results], k, len(queries))
 
     def scan(self, task, queries, exclude, k, stop, *, chunk_rows=None, progress=None) -> list:
         """Run ``task`` (a module-level function of a ``ScanJob``) over rows ``0..stop-1`` in
@@ -515,9 +515,11 @@ def _plan(ranges, workers: int, stop: int, step: int) -> list[tuple[int, int, li
     return tasks
 
 
-def merge_best(results, k: int) -> np.ndarray:
-    """The ``k`` largest keys per query of the tasks' top-``k`` arrays (no two are equal: a key
-    holds its row id)."""
+def merge_best(results, k: int, queries: int) -> np.ndarray:
+    """The ``k`` largest keys for each of ``queries`` queries of the tasks' top-``k`` arrays (no
+    two are equal: a key holds its row id)."""
+    if not results:  # no rows were searched
+        return np.full((queries, k), EMPTY, np.int64)
     keys = np.sort(np.concatenate(results, axis=1), axis=1)[:, ::-1]
     out = np.full((keys.shape[0], k), EMPTY, np.int64)
     out[:, :min(k, keys.shape[1])] = keys[:, :k]
@@ -746,7 +748,9 @@ def _stream_rows(total_rows: int, chunks: Callable[[], Iterator[np.ndarray]], ra
                 stream, started = iter(chunks()), True
             need = hi - lo
             while need:
-                block = pending.pop(0) if pending else np.asarray(next(stream)).reshape(-1, dim)
+                block = pending.pop(0) if pending else np.asarray(next(stream))
+                if block.ndim != 2:
+                    block = block.reshape(-1, dim)
                 if len(block) > need:
                     pending.insert(0, block[need:])
                     block = block[:need]

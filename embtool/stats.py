@@ -52,8 +52,8 @@ class Scan:
     def merge(cls, weight, partials) -> "Scan":
         """The scan of the whole table from the partials of consecutive parts, in row order."""
         scan = cls(weight, 0, 0)
-        scan.norms = np.concatenate([p["norms"] for p in partials])
-        scan.hashes = np.concatenate([p["hashes"] for p in partials])
+        scan.norms = np.concatenate([p["norms"] for p in partials] + [scan.norms])
+        scan.hashes = np.concatenate([p["hashes"] for p in partials] + [scan.hashes])
         scan.zero = [x for p in partials for x in p["zero"]]
         scan.nonfinite = [x for p in partials for x in p["nonfinite"]]
         return scan
@@ -118,7 +118,7 @@ def table_stats(weight, *, bins=20, sample=5, progress=None):
     sharded = getattr(weight, "sharded_table", None)
     if sharded is not None:  # the pass runs as the sharded table's tasks
         results = sharded.scan(scan_task, queries, exclude, k, n, progress=progress)
-        best = merge_best([b for b, _ in results], k)
+        best = merge_best([b for b, _ in results], k, len(queries))
         scan = Scan.merge(weight, [p for _, p in results])
     else:
         scan = Scan(weight)

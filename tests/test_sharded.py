@@ -497,3 +497,19 @@ def test_a_worker_killed_mid_command_fails_cleanly_or_is_retried(cluster, tmp_pa
         assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("Error: "), err
         assert files_of(tmp_path / "t.index.json") == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_an_empty_table_shards_too(tmp_path):
+    from helpers import invoke
+
+    for name in ("e.safetensors", "e.index.json"):
+        assert invoke("init", tmp_path / name, "-n", "0", "-d", "4", "--seed", "1",
+                      *(["--shards", "1"] if "index" in name else [])).code == 0
+    outs = []
+    for name in ("e.safetensors", "e.index.json"):
+        stats = json.loads(invoke("info", tmp_path / name, "--stats", "--json").out)["stats"]
+        lookup = invoke("lookup", tmp_path / name, "[]").out
+        assert invoke("export", tmp_path / name, tmp_path / f"{name}.txt").code == 0
+        outs.append((stats, lookup, (tmp_path / f"{name}.txt").read_bytes()))
+    assert outs[0] == outs[1]
+    assert unsharded(tmp_path / "e.index.json", tmp_path) == (tmp_path / "e.safetensors").read_bytes()
