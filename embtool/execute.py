@@ -60,7 +60,11 @@ class Executor:
     #: whether tasks run in other processes (then results travel, and paths must be shared)
     remote = False
 
-    def map(self, fn: Callable, args: Sequence, *, retry: bool = True) -> list:
+    def map(self, fn: Callable, args: Sequence, *, retry: bool = True,
+            done: Callable[[int], None] | None = None) -> list:
+        """``[fn(a) for a in args]``, the tasks run at once; ``done(i)`` is called here as task
+        ``i`` finishes (progress); ``retry``: a task whose worker died may run again (tasks that
+        only read, or write only files of their own)."""
         raise NotImplementedError
 
     def workers(self) -> int:
@@ -74,12 +78,24 @@ class InProcess(Executor):
     def __init__(self, threads: int | None = None):
         self.threads = threads or os.cpu_count() or 1
 
-    def map(self, fn, args, *, retry=True):
+    def map(self, fn, args, *, retry=True, done=None):
         args = list(args)
         if len(args) <= 1 or self.threads == 1:
-            return [fn(a) for a in args]
+            results = []
+            for i, a in enumerate(args):
+                results.append(fn(a))
+                if done is not None:
+                    done(i)
+            return results
+        from concurrent.futures import as_completed
+
         with ThreadPoolExecutor(min(len(args), self.threads), thread_name_prefix="embtool") as pool:
-            return list(pool.map(fn, args))
+            futures = {pool.submit(fn, a): i for i, a in enumerate(args)}
+            for future in as_completed(futures):
+                future.result()  # the first failure stops the command
+                if done is not None:
+                    done(futures[future])
+            return [f.result() for f in futures]
 
     def workers(self) -> int:
         return self.threads
@@ -111,7 +127,7 @@ class Dask(Executor):
             cls._clients[address] = client
         return cls(client, address)
 
-    def map(self, fn, args, *, retry=True):
+    def map(self, fn, args, *, retry=True, done=None):
         import distributed
 
         args = list(args)
@@ -121,6 +137,10 @@ class Dask(Executor):
         futures = self.client.map(_with_blas, [fn] * len(args), args, [self.blas_threads] * len(args),
                                   pure=False, retries=2 if retry else 0)
         try:
+            if done is not None:  # in order: as_completed would need a default client
+                for i, future in enumerate(futures):
+                    future.result()
+                    done(i)
             return self.client.gather(futures)
         except distributed.KilledWorker as exc:
             raise EmbtoolError(f"a Dask worker died while running a task ({exc}); nothing was "

@@ -404,11 +404,8 @@ class ShardedTable:
         for lo, hi, shards in _plan(self.ranges, self.executor.workers(), stop, step):
             parts = [(self.ranges[i][0], self.ranges[i][1], sources[i]) for i in shards]
             jobs.append(ScanJob(parts, self.tensor, self.dtype, self.shape, lo, hi, step, queries, exclude, k))
-        results = self.executor.map(task, jobs)
-        if progress is not None:
-            for job in jobs:
-                progress(job.stop - job.start)
-        return results
+        rows = None if progress is None else (lambda i: progress(jobs[i].stop - jobs[i].start))
+        return self.executor.map(task, jobs, done=rows)
 
     # -- writing ------------------------------------------------------------------------------
     def require_writable(self) -> None:
