@@ -16,13 +16,14 @@ receive gradient and their values (docs/semantics.md §5):
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, ShapeError
-from embtool.inputs import check_ids
+from embtool.ids import check_ids
 from embtool.table import normalize_padding_idx
 
 #: Row kernels do a few float32 operations per element, so numpy stays ahead of Numba's import and
@@ -67,6 +68,7 @@ class RowGrad:
         self.sparse = sparse
         self.coalesced = coalesced
         self.segments = segments
+        self._groups = None
 
     def __repr__(self) -> str:
         kind = "sparse" if self.sparse else "dense"
@@ -87,17 +89,59 @@ class RowGrad:
         arr = self._values if self._values is not None else self.segments.entries
         return int(arr.shape[1])
 
+    def groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(order, rows, starts)`` of the entries grouped by row (``group_entries``), computed
+        once: SGD applies the entries by group and the step's summary needs the coalesced norm."""
+        if self._groups is None:
+            self._groups = group_entries(self.rows, -1, self.num_embeddings)
+        return self._groups
+
     def coalesce(self) -> "RowGrad":
         """Sorted unique rows, duplicates summed as torch's ``coalesce()`` (see module doc)."""
         if self.coalesced:
             return self
-        order, rows, starts = group_entries(self.rows, -1, self.num_embeddings)
+        order, rows, starts = self.groups()
         # torch copies the first entry of a row and adds the others (a lone -0.0 stays -0.0).
         out = self.values[order[starts[:-1]]]
         ones = np.ones(rows.size, np.float32)
         row_kernel("backward.scatter_rows", self.values.size)(
             self.values, order, starts[:-1] + 1, starts[1:], ones, False, out)
         return RowGrad(self.num_embeddings, rows, out, self.sparse, True)
+
+    def norm(self) -> float:
+        """L2 norm of the coalesced gradient, in float64.  Rows given by one entry are that entry
+        (most rows of a sparse step): only the rows with several entries are summed first."""
+        if self.coalesced and (self._values is not None or self.segments is None):
+            v = self.values
+            return float(math.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64))) if v.size else 0.0
+        if self.coalesced:  # dense, still as segments
+            seg = self.segments
+            entries, order, starts, scale = seg.entries, seg.order, seg.starts, seg.scale
+        else:
+            entries, scale = self.values, None
+            order, _, starts = self.groups()
+        if order.size == 0:
+            return 0.0
+        counts = np.diff(starts)
+        one = counts == 1
+        # squares of every entry in one pass (no copy), then those of the rows of one entry
+        squares = np.einsum("ij,ij->i", entries, entries, dtype=np.float64)[order[starts[:-1][one]]]
+        if scale is not None:
+            squares *= np.square(scale[one], dtype=np.float64)
+        total = float(squares.sum())
+        if not one.all():  # the rows with several entries, summed as coalesce() sums them
+            many = np.flatnonzero(~one)
+            sub_starts = np.concatenate([[0], np.cumsum(counts[many])])
+            own = np.repeat(np.arange(many.size), counts[many])
+            picked = order[starts[many][own] + np.arange(own.size) - sub_starts[own]]
+            if scale is None:
+                sub = RowGrad(many.size, own, entries[picked], True, False)
+            else:
+                sub = RowGrad(many.size, np.arange(many.size), None, False, True,
+                              Segments(entries[picked], np.arange(picked.size), sub_starts, scale[many]))
+            v = sub.coalesce().values
+            total += float(np.einsum("ij,ij->", v, v, dtype=np.float64))
+        return math.sqrt(total)
 
     def to_dense(self) -> np.ndarray:
         """The full ``(num_embeddings, D)`` gradient (tests and small tables only)."""
@@ -140,6 +184,8 @@ def embedding_backward(
     flat = np.ascontiguousarray(idx.reshape(-1))
     values = np.ascontiguousarray(grad.reshape(flat.size, grad.shape[-1]))
     if sparse:
+        if pad < 0:  # nothing to drop: the entries are the input, without a copy
+            return RowGrad(num_embeddings, flat, values, True, False)
         keep = flat != pad
         return RowGrad(num_embeddings, flat[keep], values[keep], True, False)
     order, rows, starts = group_entries(flat, pad, num_embeddings)

@@ -144,7 +144,8 @@ def _reduce(weight, indices, starts, ends, mode, psw, padding_idx):
     out_dtype = weight.dtype
     fused = padding_idx < 0 and out_dtype != np.float64  # FBGEMM's fast path: float and half
     if psw is not None:
-        psw = psw.astype(out_dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # .to(weight.dtype): 1e39 is inf
+            psw = psw.astype(out_dtype)
     if weight.dtype == np.float16:
         # Gather the referenced rows once, widened exactly; PyTorch accumulates half in float.
         rows, indices = np.unique(indices, return_inverse=True)

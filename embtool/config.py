@@ -1,5 +1,5 @@
-"""nn.Embedding's configuration as stored in a table's metadata (no numpy: ``freeze`` and
-``unfreeze`` use only this and the header code, and stay fast on any table)."""
+"""nn.Embedding's configuration as stored in a table's metadata: values only, no file I/O and no
+numpy (``freeze`` and ``unfreeze`` use only this and the store, and stay fast on any table)."""
 from __future__ import annotations
 
 import math
@@ -11,6 +11,12 @@ from .errors import ConfigError, FormatError
 
 FORMAT_VERSION = "1"
 PREFIX = "embtool."
+#: the row that words not in the vocabulary map to (load-pretrained --unk-token)
+UNK_KEY = PREFIX + "unk_idx"
+#: the optimizer's name, hyper-parameters (JSON) and step count (train-step)
+META_NAME, META_HPARAMS, META_STEP = PREFIX + "optim.name", PREFIX + "optim.hparams", PREFIX + "optim.step"
+#: where the optimizer state lives when it is not in the table (``train-step --state``)
+META_STATE_FILE = PREFIX + "optim.state_file"
 
 
 def normalize_padding_idx(padding_idx, num_embeddings: int):
@@ -163,29 +169,3 @@ def _choose(header, tensor: str | None, path) -> str:
                           f"{listing(sorted(tensors))})")
     raise FormatError(f"{path}: {len(two_d)} 2-D tensors; choose one with --tensor ({listing(two_d)})")
 
-
-def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
-    """Set the table's frozen flag (requires_grad = not frozen); returns whether it changed.
-
-    An in-place patch of the padded header (O(1), journaled); a file without room in its header
-    (one not written by embtool) is rewritten once, atomically.
-    """
-    from dataclasses import replace as _replace
-
-    from .store import Store
-
-    with Store(path, write=True) as s:
-        name = pick_tensor(s.header, tensor, path, write=True)
-        cfg = Config.from_metadata(s.metadata, s.tensors[name].shape[0], path)
-        if cfg.frozen == frozen and PREFIX + "format_version" in s.metadata:
-            return False
-        meta = {**s.metadata, **_replace(cfg, frozen=frozen).to_metadata()}
-        patch = s.header_patch(meta)
-        if patch is not None:
-            s.patch([patch])
-            return True
-    from .table import Table
-
-    with Table.open(path, tensor=tensor, write=True) as t:
-        t.rewrite({}, meta)
-    return True

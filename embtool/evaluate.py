@@ -7,32 +7,32 @@ upper-cased and the earliest row of colliding case variants wins; questions or p
 unknown word are skipped, or counted as wrong / scored 0.0 with ``dummy4unknown``.
 
 Analogies (3CosAdd, gensim's ``most_similar(positive=[b, c], negative=[a], topn=5)``) are
-answered many questions at a time: one streamed pass over the table with matrix products
-proposes ``CANDIDATES`` rows per question, whose scores are then recomputed with gensim's own
-arithmetic (a matrix-vector product per question).  A proposal is accepted only when no row
-outside it can reach the top five given the rounding error bound of the matrix product;
-otherwise the question is answered by a full matrix-vector pass, as gensim does.  Questions
-whose input row has zero norm (gensim: NaN scores, an arbitrary answer) count as incorrect.
+answered many questions at a time by ``similar.search_exact``: one streamed pass over the table
+with matrix products proposes ``CANDIDATES`` rows per question, whose scores are then recomputed
+with gensim's own arithmetic; the rare question whose proposal is not certain is answered by a
+matrix-vector pass, as gensim does.  Questions whose input row has zero norm (gensim: NaN
+scores, an arbitrary answer) count as incorrect.
 
 Correlations are computed in float64 with numpy, as scipy's ``pearsonr`` / ``spearmanr``
 (average ranks for ties; NaN for a constant input).  p-values are not computed.
 
-Files are read as UTF-8 (analogies) or ``encoding`` (pairs); ``.gz``, ``.bz2`` and ``.xz``
-are decompressed.  Errors name the file and the 1-based line.
+Files are read as UTF-8 (analogies) or ``encoding`` (pairs, a text encoding); gzip, bzip2 and
+xz data is decompressed whatever the file's name (recognised by its magic bytes, as vector files
+are).  Errors name the file and the 1-based line.
 """
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
+import contextlib
+import io
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from embtool.errors import ConfigError, FormatError
-from embtool.kernels._numpy.topk import EMPTY, encode
-from embtool.similar import (as_f32, decode_arrays, row_norms, search, search_stop, unitvec)
+from embtool.formats.source import open_source, text_encoding
+from embtool.similar import (as_f32, decode_arrays, mean_units, search_exact, search_stop,
+                             unitvec)
 
 #: candidate rows proposed per analogy question by the batched pass.
 CANDIDATES = 16
@@ -44,12 +44,15 @@ f32 = np.float32
 f64 = np.float64
 
 
+@contextlib.contextmanager
 def _open(source, mode, encoding=None):
-    opener = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}.get(
-        os.path.splitext(os.fspath(source))[1].lower(), open)
-    if mode == "rb":
-        return opener(source, "rb")
-    return opener(source, "rt", encoding=encoding)
+    """The file as binary lines (``rb``) or text lines in ``encoding`` (``rt``, universal
+    newlines), decompressed as vector files are (by their magic bytes, errors naming the file)."""
+    src = open_source(source)
+    try:
+        yield src.stream if mode == "rb" else io.TextIOWrapper(src.stream, encoding=encoding)
+    finally:
+        src.close()
 
 
 def known_words(vocab, restrict_vocab, case_insensitive):
@@ -137,7 +140,7 @@ def _parse_analogies(lines, name, known, case_insensitive, dummy4unknown):
 
 
 def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
-                       case_insensitive=True, dummy4unknown=False, progress=None):
+                       case_insensitive=True, dummy4unknown=False, norms=None, progress=None):
     """Accuracy on a questions-words file (a path, or an iterable of str/bytes lines).
 
     Returns ``{"accuracy", "correct", "incorrect", "oov", "oov_ratio", "questions",
@@ -146,7 +149,8 @@ def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
     number of 4-word lines, and ``sections`` a list of ``{"section", "correct", "incorrect",
     "accuracy"}`` ending with gensim's ``"Total accuracy"`` entry.  Accuracies are fractions,
     0.0 when nothing was evaluated.  ``progress(n)`` is called with the number of input bytes
-    whose questions have been answered.
+    whose questions have been answered.  ``norms``: the table's row norms if known (see
+    ``similar.search``).
     """
     known = known_words(vocab, restrict_vocab, case_insensitive)
     sections, questions, quadruplets, oov, tail_bytes = _read_analogies(
@@ -155,7 +159,8 @@ def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
     for lo in range(0, len(questions.rows), QUESTIONS_PER_PASS):
         hi = min(lo + QUESTIONS_PER_PASS, len(questions.rows))
         rows = np.array(questions.rows[lo:hi], np.int64)
-        predicted = _predict(weight, vocab, rows, questions.words[lo:hi], stop, case_insensitive)
+        predicted = _predict(weight, vocab, rows, questions.words[lo:hi], stop, case_insensitive,
+                             norms)
         for q, guess in enumerate(predicted, lo):
             section = sections[questions.section[q]]
             if guess == questions.words[q][3]:
@@ -176,42 +181,25 @@ def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
 
 
 def analogy_queries(weight, rows):
-    """Unit 3CosAdd queries ``b + c - a`` for rows (Q, 3) = (a, b, c), gensim's arithmetic.
+    """Unit 3CosAdd queries ``b + c - a`` for rows (Q, 3) = (a, b, c), gensim's arithmetic
+    (positive b, c, then negative a).
 
     Returns (queries (Q, D) float32, valid (Q,) bool); a query is invalid when an input row or
     the mean has zero or non-finite norm.
     """
-    flat = rows.reshape(-1)
-    vecs = as_f32(weight[flat])
-    norms = row_norms(vecs)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        units = (vecs / norms[:, None]).reshape(len(rows), 3, -1)
-    valid = (np.isfinite(norms) & (norms > 0)).reshape(len(rows), 3).all(axis=1)
-    mean = np.zeros(units.shape[::2], f32)
-    for j, w in ((1, 1.0), (2, 1.0), (0, -1.0)):  # gensim's order: positive b, c, negative a
-        mean = (mean.astype(f64) + f64(w) * units[:, j].astype(f64)).astype(f32)
-    queries, qnorms = unitvec(mean / f64(3.0))
-    valid &= np.isfinite(qnorms) & (qnorms > 0)
-    return queries, valid
+    weights = np.broadcast_to(np.array([1.0, 1.0, -1.0]), rows.shape)
+    return mean_units(weight, rows[:, [1, 2, 0]], weights)
 
 
-def _margin(dim):
-    """Bound on |matrix-product score - matrix-vector score| for unit queries (any summation
-    order of D float32 products: 2*gamma_D*|x||q|, plus the division's rounding)."""
-    u = 2.0 ** -24
-    gamma = dim * u / (1 - dim * u)
-    return 2.02 * gamma + 4.04 * u
-
-
-def _predict(weight, vocab, rows, words, stop, case_insensitive):
+def _predict(weight, vocab, rows, words, stop, case_insensitive, norms=None):
     """gensim's predicted word (upper-cased if case_insensitive) per question, None if none."""
     queries, valid = analogy_queries(weight, rows)
-    queries[~valid] = 0
-    proposed = search(weight, queries, rows, CANDIDATES, stop)
-    top, sure = _rescore(weight, queries, proposed, _margin(weight.shape[1]))
-    for q in np.flatnonzero(valid & ~sure):
-        exact = search(weight, queries[q:q + 1], rows[q:q + 1], _TOPN, stop)
-        top[q] = decode_arrays(exact[0])[0]
+    top = np.full((len(rows), _TOPN), -1, np.int64)
+    ok = np.flatnonzero(valid)
+    if ok.size:
+        best = search_exact(weight, queries[ok], rows[ok], _TOPN, stop, norms=norms,
+                            extra=CANDIDATES - _TOPN)
+        top[ok] = decode_arrays(best)[0]
     predicted = []
     for q in range(len(rows)):
         guess = None
@@ -223,32 +211,6 @@ def _predict(weight, vocab, rows, words, stop, case_insensitive):
                     break
         predicted.append(guess)
     return predicted
-
-
-def _rescore(weight, queries, proposed, tol, block=1024):
-    """Top-5 rows per question after recomputing the proposed rows' scores with gensim's
-    arithmetic, and whether they are certainly the top 5 of the whole table."""
-    cand, _ = decode_arrays(proposed)
-    top = np.full((len(cand), _TOPN), -1, np.int64)
-    fifth = np.full(len(cand), np.nan, f32)
-    for lo in range(0, len(cand), block):
-        c = cand[lo:lo + block]
-        present = c >= 0
-        vecs = as_f32(weight[np.where(present, c, 0).reshape(-1)])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            norms = row_norms(vecs).reshape(c.shape)
-            dots = np.matmul(vecs.reshape(*c.shape, -1), queries[lo:lo + block, :, None])[..., 0]
-            scores = dots / norms
-        keys = np.where(present, encode(scores, c), EMPTY)
-        keys = np.sort(keys, axis=1)[:, ::-1][:, :_TOPN]
-        top[lo:lo + block, :keys.shape[1]], kept = decode_arrays(keys)
-        if keys.shape[1] == _TOPN:
-            fifth[lo:lo + block] = kept[:, -1]
-    last = proposed[:, -1]
-    _, last_score = decode_arrays(last)
-    with np.errstate(invalid="ignore"):
-        sure = (last == EMPTY) | np.isnan(last_score) | (fifth > last_score + f64(tol))
-    return top, sure
 
 
 def _word(vocab, row, case_insensitive):
@@ -267,6 +229,9 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
     "oov_ratio"}``: ``pairs`` scored pairs (OOV pairs included with ``dummy4unknown``),
     ``oov`` pairs with an unknown word and ``oov_ratio`` gensim's percentage.
     """
+    if not delimiter:
+        raise ConfigError("the delimiter of word pairs must not be empty")
+    text_encoding(encoding)
     known = known_words(vocab, restrict_vocab, case_insensitive)
     name = os.fspath(path)
     gold, pair_rows, oov = [], [], 0
@@ -294,9 +259,10 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
                     continue
                 gold.append(score)
                 pair_rows.append((known[a], known[b]))
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:  # UnicodeDecodeError, or a decoder's own (utf-16: no BOM)
             line_no = _undecodable_line(path, encoding) or line_no + 1
-            raise FormatError(f"{name}, line {line_no}: cannot decode as {encoding} ({exc.reason})") from None
+            raise FormatError(f"{name}, line {line_no}: cannot decode as {encoding} "
+                              f"({getattr(exc, 'reason', exc)})") from None
     if len(gold) < 2:
         raise FormatError(f"{name}: {len(gold)} word pair(s) could be scored (all others are "
                           f"malformed or have unknown words); a correlation needs 2")
@@ -313,7 +279,7 @@ def _undecodable_line(path, encoding):
         for line_no, raw in enumerate(fin, 1):
             try:
                 raw.decode(encoding)
-            except UnicodeDecodeError:
+            except UnicodeError:
                 return line_no
     return None
 

@@ -1,20 +1,45 @@
-"""``info``: the facts of any safetensors file, and of the table in it."""
+"""``info``: the facts of any safetensors file, and of the table in it (with ``stats``, the
+statistics of ``embtool.stats``, the sampled rows named by their words)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import store as st
+from . import jsontext, store as st
 from .errors import FormatError
-from .sharded import ShardedTable, is_index
-from .table import PREFIX, Table
+from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
+from .shardindex import is_index
+from .table import Table
 
 
-def describe(path, tensor: str | None = None, *, vocab_sample: int = 10) -> dict:
+def describe(path, tensor: str | None = None, *, vocab_sample: int = 10, stats: bool = False,
+             progress=None) -> dict:
     """Header facts of any safetensors file plus, when it holds a table, the table's.  A model
     folder or a sharded checkpoint's index lists every tensor of every weight file (each with
     its ``file``) and the table found in it; a sharded table's index, the table it makes (with
-    its ``shards``)."""
+    its ``shards``).  With ``stats`` also ``table_stats`` of the table's
+    rows (``progress(n)`` after each block of n rows)."""
+    facts = _describe(path, tensor, vocab_sample)
+    if stats:
+        if facts["table"] is None:
+            raise FormatError(facts.get("table_error", f"{path}: no table"))
+        facts["stats"] = _stats(path, tensor, progress)
+    return facts
+
+
+def _stats(path, tensor, progress) -> dict:
+    from .sharded import open_table
+    from .stats import table_stats
+
+    with open_table(path, tensor=tensor) as t:
+        stats = table_stats(t.weight(), progress=progress)
+        if t.vocab is not None:  # name the sampled rows and their neighbours by their words
+            for item in stats["neighbours"]:
+                item["word"] = t.vocab.word(item["row"])
+                item["neighbour_words"] = t.vocab.words([r for r, _ in item["neighbours"]])
+    return stats
+
+
+def _describe(path, tensor, vocab_sample) -> dict:
     from .model_files import resolve
     from .sniff import require_table_file
 
@@ -73,6 +98,8 @@ def _describe_model(files, tensor, vocab_sample: int) -> dict:
 
 
 def _describe_sharded(path: Path, tensor, vocab_sample: int) -> dict:
+    from .sharded import ShardedTable
+
     with ShardedTable.open(path, tensor=tensor) as t:
         files = [path, *t.shard_paths] + ([t.index.vocab_path] if t.has_vocab else [])
         return {
@@ -117,15 +144,24 @@ def _table_facts(t: Table, vocab_sample: int) -> dict:
         facts["vocab"] = {"size": vocab.named, "rows_without_word": vocab.unnamed,
                           "sample": [w for w in vocab.head(min(vocab_sample, len(vocab))) if w is not None]}
     meta = t.metadata
-    if PREFIX + "optim.name" in meta:
+    state_file = None
+    if META_STATE_FILE in meta:  # the state lives in a file of its own (train-step --state)
+        state_file = Path(t.path).parent / meta[META_STATE_FILE]
+        header = st.read_header(state_file) if state_file.is_file() else None
+        meta = header.metadata if header else {}
+    if META_NAME in meta:
         try:
-            hparams = json.loads(meta.get(PREFIX + "optim.hparams", "{}"))
-        except json.JSONDecodeError:
-            hparams = meta.get(PREFIX + "optim.hparams")
+            hparams = jsontext.loads(meta.get(META_HPARAMS, "{}"), "optim.hparams")
+        except FormatError:
+            hparams = meta.get(META_HPARAMS)
+        step = meta.get(META_STEP, "0")
         facts["optimizer"] = {
-            "name": meta[PREFIX + "optim.name"],
-            "step": meta.get(PREFIX + "optim.step"),
+            "name": meta[META_NAME],
+            "step": int(step) if step.isdigit() else step,
             "hparams": hparams,
-            "state": sorted(t.optimizer_tensors()),
+            "state": sorted(header.tensors if state_file else t.optimizer_tensors()),
         }
+    if state_file is not None:
+        missing = {"name": None, "step": None, "hparams": None, "state": []}
+        facts["optimizer"] = {**(facts["optimizer"] or missing), "state_file": str(state_file)}
     return facts

@@ -3,7 +3,7 @@ max_norm renormalisation (torch.embedding_renorm_).
 
 The in-memory functions ``embedding`` and ``embedding_renorm_`` take numpy arrays and behave as
 their PyTorch namesakes (renorm mutates the array, as torch mutates ``weight``); the table functions
-read rows from the memory-mapped file and write changed rows back through the journal.
+read rows from the memory-mapped file and write changed rows back in place (one logged transaction).
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import dtypes, kernels
 from .errors import ConfigError, ShapeError
-from .inputs import check_ids
+from .ids import check_ids
 from .store import ChunkedTensor
 from .table import Config, Table, bf16_to_f32, create, f32_to_bf16, from_storage, numpy_dtype
 
@@ -57,13 +57,13 @@ def renorm_block(rows: np.ndarray, max_norm: float, norm_type: float) -> np.ndar
     double, applied with one float32 multiply, only where ``norm > max_norm``.  float64 rows use
     the double scale (torch multiplies a double weight by the double scale).
     """
-    if rows.dtype == np.float64:
-        norms = _norms_f64(rows, norm_type)
-        with np.errstate(invalid="ignore"):
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
+        if rows.dtype == np.float64:
+            norms = _norms_f64(rows, norm_type)
             hit = norms > max_norm
-        rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
-        return hit
-    return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
+            rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
+            return hit
+        return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,7 +77,8 @@ def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float
     flat = check_ids(ids, weight.shape[0]).reshape(-1)
     if weight.dtype == np.float32:
         fn = kernels.get("lookup.renorm_ids", flat.size * max(1, weight.shape[1]))
-        return int(fn(weight, flat, float(max_norm), float(norm_type)))
+        with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
+            return int(fn(weight, flat, float(max_norm), float(norm_type)))
     rows = np.unique(flat)
     block = weight[rows]
     hit = renorm_block(block, max_norm, norm_type)
@@ -126,15 +127,17 @@ def effective_config(table: Table, **overrides) -> Config:
     return table.config.with_overrides(table.num_embeddings, **overrides)
 
 
-def lookup(table: Table, ids, *, max_norm=None, norm_type=None, write_back: bool = False) -> np.ndarray:
+def lookup(table: Table, ids, *, max_norm=None, norm_type=None, padding_idx=None,
+           write_back: bool = False) -> np.ndarray:
     """``F.embedding`` on a table: shape ``ids.shape + (D,)``, values in the table's value dtype
-    (BF16 widened exactly to float32).
+    (BF16 widened exactly to float32).  ``padding_idx`` is checked as nn.Embedding checks it;
+    the forward pass does not use it.
 
     Out-of-range and negative indices are errors.  With max_norm (the table's, or the override)
     the distinct looked-up rows are renormalised in the returned copy; ``write_back`` also
-    persists the renormed rows, as PyTorch mutates ``weight`` (in place, journaled).
+    persists the renormed rows, as PyTorch mutates ``weight`` (in place, logged).
     """
-    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type)
+    cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx)
     ids = check_ids(ids, table.num_embeddings)
     flat = ids.reshape(-1)
     d = table.embedding_dim
@@ -171,13 +174,14 @@ class RenormReport:
     changed_ids: np.ndarray
     written: bool
 
-    def to_dict(self, sample: int = 20) -> dict:
+    def to_dict(self) -> dict:
+        """The report as JSON-ready values, every changed id included (never a silent sample)."""
         return {"rows_checked": self.rows_checked, "rows_changed": self.rows_changed,
                 "max_norm": self.max_norm, "norm_type": self.norm_type,
-                "changed_ids": self.changed_ids[:sample].tolist(), "written": self.written}
+                "changed_ids": self.changed_ids.tolist(), "written": self.written}
 
 
-#: above this many bytes of changed rows a full renorm rewrites the file instead of journaling
+#: above this many bytes of changed rows a full renorm rewrites the file instead of logging them
 #: (``EMBTOOL_REWRITE_BYTES`` overrides it)
 REWRITE_BYTES = 256 << 20
 
@@ -256,14 +260,14 @@ def _renorm_shards(table, cfg: Config, dry_run: bool, progress) -> RenormReport:
 def renorm_shard_task(job):
     """Task: renorm one shard of a sharded table as ``renorm`` does a whole table.  Returns its
     changed rows (table rows), and their values or the name of the renormed copy it wrote."""
-    from .sharded import raw_tensors, shard_of, write_shard_temp
+    from .sharded import shard_of, write_shard_temp
 
     source, tensor, lo, cfg, dry_run, limit = job
     shard = shard_of(source, tensor)
     changed, values = _renorm_pass(shard, cfg)
     if dry_run or not changed.size or changed.size * shard.embedding_dim * shard.raw.itemsize <= limit:
         return changed + lo, values, None
-    tensors = {**raw_tensors(shard.store), tensor: _renormed(shard, cfg)}
+    tensors = {**shard.store.raw_tensors(), tensor: _renormed(shard, cfg)}
     return changed + lo, None, write_shard_temp(shard.path, tensors, shard.metadata)
 
 
@@ -314,10 +318,14 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
                           f"num_embeddings={num_embeddings}, embedding_dim={embedding_dim}")
     if init not in INITS:
         raise ConfigError(f"init must be one of {', '.join(INITS)}, not {init!r}")
+    _check_size(num_embeddings, embedding_dim, dtype)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
+    elif seed < 0:  # numpy's SeedSequence takes any non-negative integer
+        raise ConfigError(f"seed must be a non-negative integer, not {seed}")
     gen_dtype = np.float64 if dtype == "F64" else f32
-    step = max(1, STREAM_BYTES // max(1, embedding_dim * 4))
+    # zero-width rows hold no bytes: one chunk, however many rows
+    step = max(1, STREAM_BYTES // (embedding_dim * 4)) if embedding_dim else max(1, num_embeddings)
 
     def chunks():
         rng = np.random.default_rng(seed)
@@ -349,6 +357,23 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
         create(path, {"weight": weight}, config, weight_dtype=dtype, extra_metadata=meta, force=force)
     return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
             "init": init, "scale": scale, "seed": seed}
+
+
+def _check_size(num_embeddings: int, embedding_dim: int, dtype: str) -> None:
+    """Refuse, before anything is written, a table no array can hold (more than 2**63-1 bytes,
+    or as many rows of width 0: numpy counts a zero-length dimension as 1)."""
+    from .store import MAX_ARRAY_BYTES, too_large
+
+    itemsize = dtypes.bits(dtypes.code(dtype)) // 8
+    if not too_large((num_embeddings, embedding_dim), itemsize):
+        return
+    need = num_embeddings * embedding_dim * itemsize
+    if need > MAX_ARRAY_BYTES:
+        raise ConfigError(f"a table of {num_embeddings} x {embedding_dim} {dtype} needs {need} "
+                          f"bytes, more than the {MAX_ARRAY_BYTES} one file or array can hold")
+    raise ConfigError(f"a table of {num_embeddings} x {embedding_dim} {dtype} has too many rows: "
+                      f"an array holds at most {MAX_ARRAY_BYTES // itemsize} rows of {dtype}, "
+                      "even of width 0")
 
 
 # --------------------------------------------------------------------------------------------

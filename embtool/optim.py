@@ -2,7 +2,7 @@
 
 A step never writes to its inputs: ``step(spec, step_count, weight, state, rowgrad)`` reads the
 weight and the state tensors (memory maps are fine) and returns an ``Update`` saying which rows
-change and their new values, so the table layer can journal O(k) rows or rewrite the file.
+change and their new values, so the table layer can log O(k) rows or rewrite the file.
 
 Numbers follow PyTorch 2.13's single-tensor CPU code paths (docs/semantics.md §6); the
 remaining differences are:
@@ -29,8 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from embtool.backward import RowGrad, group_entries, row_kernel
-from embtool.errors import ConfigError, ShapeError, StateError
+from embtool import jsontext
+from embtool.backward import RowGrad, row_kernel
+from embtool.config import META_HPARAMS, META_NAME, META_STEP
+from embtool.errors import ConfigError, FormatError, ShapeError, StateError
 
 f32 = np.float32
 
@@ -50,8 +52,6 @@ ADAM_SPARSE = "Adam does not support sparse gradients, please consider SparseAda
 SPARSE_ADAM_DENSE = "SparseAdam does not support dense gradients, please consider Adam instead"
 SGD_SPARSE_WD = "add(sparse, dense) is not supported. Use add(dense, sparse) instead."
 ADAGRAD_SPARSE_WD = "weight_decay option is not compatible with sparse gradients"
-
-META_NAME, META_HPARAMS, META_STEP = "embtool.optim.name", "embtool.optim.hparams", "embtool.optim.step"
 
 
 def _validate(name: str, h: dict) -> None:
@@ -149,9 +149,9 @@ class OptimizerSpec:
         if META_NAME not in meta:
             return None
         try:
-            hparams = json.loads(meta.get(META_HPARAMS, "{}"))
+            hparams = jsontext.loads(meta.get(META_HPARAMS, "{}"), META_HPARAMS)
             step_count = int(meta.get(META_STEP, "0"))
-        except ValueError as exc:
+        except (ValueError, FormatError) as exc:
             raise StateError(f"corrupt optimizer metadata {META_HPARAMS}/{META_STEP}: {exc}") from None
         if not isinstance(hparams, dict) or step_count < 0:
             raise StateError(f"corrupt optimizer metadata {META_HPARAMS}/{META_STEP}")
@@ -228,8 +228,7 @@ class Update:
     @property
     def grad_norm(self) -> float:
         """L2 norm of the (coalesced) gradient, before maximize and weight decay, in float64."""
-        v = self.grad.coalesce().values
-        return float(math.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64))) if v.size else 0.0
+        return self.grad.norm()
 
 
 def _next_step(spec: OptimizerSpec, step_count: int) -> int:
@@ -302,7 +301,7 @@ def _sgd_dense_fused(spec, new_step, weight, rowgrad) -> Update:
 def _sgd_sparse_entries(spec, new_step, weight, rowgrad) -> Update:
     """Plain SGD on a sparse gradient: torch's ``p.add_(grad, alpha=-lr)`` applies the uncoalesced
     entries one by one, ``p = fma(v, f32(-lr), p)`` in stored order."""
-    order, rows, starts = group_entries(rowgrad.rows, -1, rowgrad.num_embeddings)
+    order, rows, starts = rowgrad.groups()
     lr = f32(spec.lr) if spec.maximize else -f32(spec.lr)  # fma(-v, -lr, p) == fma(v, lr, p)
     out_w = np.array(weight[rows], dtype=np.float32)
     row_kernel("backward.scatter_rows", rowgrad.values.size)(

@@ -20,17 +20,17 @@ Decisions (docs/semantics.md §7.8):
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from . import dtypes
-from .config import PREFIX, Config
+from .config import PREFIX, UNK_KEY, Config
 from .errors import ConfigError, FormatError, KeyNotFoundError, OutputExistsError
-from .store import replace_atomically
-from .table import Table, _as_written, create
+from .store import as_stored, replace_all_atomically
+from .table import Table, create
 
-UNK_KEY = PREFIX + "unk_idx"
 DTYPE_NAMES = dtypes.NAMES
 #: input formats of ``load_pretrained`` (``formats.FORMATS`` are the vector files among them)
 SOURCE_FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy", "safetensors", "fasttext")
@@ -111,7 +111,7 @@ def _from_fasttext(source, dtype: str, limit, encoding, on_duplicate):
     stored = dtypes.code(dtype)
     tensors, meta = {}, {}
     if len(model.ngrams):
-        tensors[fasttext.NGRAMS] = _as_written(dtypes.to_storage(model.ngrams, stored), stored)
+        tensors[fasttext.NGRAMS] = as_stored(dtypes.to_storage(model.ngrams, stored), stored)
         meta = {fasttext.MINN_KEY: str(model.minn), fasttext.MAXN_KEY: str(model.maxn)}
     summary = (f"loaded {len(vectors)} x {vectors.shape[1]} float32 from {source} (fastText .bin; "
                f"{len(model.ngrams)} n-gram buckets, n-grams of {model.minn}..{model.maxn} "
@@ -125,10 +125,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
                     unicode_errors: str = "strict", on_duplicate: str = "first",
                     allow_nonfinite: bool = False, padding_token: str | None = None,
                     unk_token: str | None = None, freeze: bool = True, config: Config = Config(),
-                    force: bool = False, progress=None, shards: int | None = None,
-                    rows_per_shard: int | None = None) -> dict:
+                    overrides: dict | None = None, force: bool = False, progress=None,
+                    shards: int | None = None, rows_per_shard: int | None = None) -> dict:
     """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line).
-    With ``shards`` or ``rows_per_shard``, ``table_path`` is a sharded table's index."""
+    With ``shards`` or ``rows_per_shard``, ``table_path`` is a sharded table's index.
+
+    ``overrides``: nn.Embedding options as a user gives them (``Config.with_overrides``), checked
+    against the rows loaded."""
     from .formats import read_vectors
     from .vocab import Vocab, extend_vocab
 
@@ -180,16 +183,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
     if added:
         arrays = extend_vocab(arrays, added)
         vectors = np.concatenate([vectors, np.zeros((len(added), d), vectors.dtype)])
-    cfg_over = {}
+    cfg = replace(config, frozen=freeze).with_overrides(len(vectors), **(overrides or {}))
     if "padding" in special:
-        if config.padding_idx is not None and config.padding_idx != special["padding"]:
+        if cfg.padding_idx is not None and cfg.padding_idx != special["padding"]:
             raise ConfigError("give either --padding-idx or --padding-token, not both")
-        cfg_over["padding_idx"] = special["padding"]
+        cfg = replace(cfg, padding_idx=special["padding"])
     if "unk" in special:
         extra_meta[UNK_KEY] = str(special["unk"])
-    cfg = Config(**{**config.__dict__, "frozen": freeze}).with_overrides(len(vectors), **cfg_over)
-    if cfg.padding_idx is not None:
-        cfg = cfg.with_overrides(len(vectors), padding_idx=cfg.padding_idx)  # range check
     tensors: dict[str, object] = {"weight": vectors, **extra_tensors}
     if arrays is not None:
         tensors.update(arrays)
@@ -246,13 +246,15 @@ def export(table: Table, out, *, fmt: str | None = None, vocab_out=None, force: 
             raise OutputExistsError(f"{p} already exists; use --force to replace it")
     values = table.weight()
     row_words = None if fmt == "npy" else words
+    outputs = []  # every file of the export, written together or not at all
     if str(out) == "-":
         write_vectors("-", row_words, values, format=fmt, progress=progress)
     else:
-        replace_atomically(Path(out), lambda tmp: write_vectors(tmp, row_words, values, format=fmt,
-                                                                progress=progress))
+        outputs.append((Path(out), lambda tmp: write_vectors(tmp, row_words, values, format=fmt,
+                                                             progress=progress)))
     if fmt == "npy" and vocab is not None:
-        replace_atomically(vocab_out, lambda tmp: write_vocab_file(tmp, words))
+        outputs.append((vocab_out, lambda tmp: write_vocab_file(tmp, words)))
+    replace_all_atomically(outputs)
     return {"format": fmt, "rows": table.num_embeddings, "dim": table.embedding_dim,
             "vocab_file": str(vocab_out) if fmt == "npy" and vocab is not None else None,
             "row_numbers_as_words": vocab is None and fmt != "npy"}
@@ -270,39 +272,6 @@ def _named_rows(table: Table, vocab) -> list[str]:
                                       f"the word of row {vocab.find(str(i))}; it cannot be exported")
                 words[i] = str(i)
     return words
-
-
-def words_to_ids(table: Table, words, *, unknown: str = "error") -> tuple[np.ndarray, list[str]]:
-    """Rows of ``words`` (a nested list or flat list of str) in the same shape.
-
-    ``unknown``: ``error`` (KeyNotFoundError naming the word), ``skip`` (drop it; flat input
-    only) or ``unk`` (the table's unk row, ``embtool.unk_idx``)."""
-    vocab = table.vocab
-    if vocab is None:
-        raise ConfigError(f"{table.path}: the table has no vocabulary; give row numbers")
-    if unknown == "subword":
-        raise ConfigError("--unknown subword gives vectors, not rows: it does not apply to bags "
-                          "(use error, skip or unk)")
-    arr = np.array(words, dtype=object)
-    flat = [str(w) for w in arr.reshape(-1)]
-    ids = vocab.find_many(flat)
-    missing = np.flatnonzero(ids < 0)
-    if missing.size:
-        if unknown == "error":
-            w = flat[missing[0]]
-            more = f" (and {missing.size - 1} more)" if missing.size > 1 else ""
-            raise KeyNotFoundError(f"word {w!r} is not in the vocabulary of {table.path}{more}")
-        if unknown == "unk":
-            if UNK_KEY not in table.metadata:
-                raise ConfigError(f"{table.path}: no unk row (load with --unk-token); "
-                                  f"word {flat[missing[0]]!r} is unknown")
-            ids[missing] = int(table.metadata[UNK_KEY])
-        elif unknown == "skip":
-            if arr.ndim > 1:
-                raise ConfigError("--unknown skip needs a flat list of words")
-            keep = ids >= 0
-            return ids[keep], [w for w, k in zip(flat, keep) if k]
-    return ids.reshape(arr.shape), flat
 
 
 # -- words of a fastText table: subword vectors --------------------------------------------------
@@ -344,17 +313,19 @@ def subword_vectors(table: Table, words, *, unit: bool = False) -> np.ndarray:
 
 
 def lookup_words(table: Table, words, *, unknown: str | None = None, max_norm=None,
-                 norm_type=None, write_back: bool = False):
-    """Rows of ``words`` (``lookup --words``): ``(rows, ids, flat words)``.  Words not in the
+                 norm_type=None, padding_idx=None, write_back: bool = False):
+    """Rows of ``words`` (``lookup --words``): ``(rows, keys.WordRows)``.  Words not in the
     vocabulary follow ``unknown`` (``unknown_policy``); with ``subword`` they get their subword
     vector (gensim's ``kv[word]``) and id -1.  max_norm applies to the table's rows, as
     ``F.embedding`` (a subword vector is computed, not a row: it is returned as gensim gives it)."""
+    from .keys import WordRows, rows_for_words
     from .ops import lookup
 
     policy = unknown_policy(table, unknown)
     if policy != "subword":
-        ids, flat = words_to_ids(table, words, unknown=policy)
-        return lookup(table, ids, max_norm=max_norm, norm_type=norm_type, write_back=write_back), ids, flat
+        found = rows_for_words(table, words, unknown=policy)
+        return lookup(table, found.ids, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx,
+                      write_back=write_back), found
     arr = np.array(words, dtype=object)
     flat = [str(w) for w in arr.reshape(-1)]
     ids = table.vocab.find_many(flat)
@@ -362,18 +333,23 @@ def lookup_words(table: Table, words, *, unknown: str | None = None, max_norm=No
     out = np.empty((len(flat), table.embedding_dim), table.value_dtype)
     if known.any():
         out[known] = lookup(table, ids[known], max_norm=max_norm, norm_type=norm_type,
-                            write_back=write_back)
+                            padding_idx=padding_idx, write_back=write_back)
     if not known.all():
         out[~known] = subword_vectors(table, [w for w, k in zip(flat, known) if not k])
-    return out.reshape(arr.shape + (table.embedding_dim,)), ids.reshape(arr.shape), flat
+    return out.reshape(arr.shape + (table.embedding_dim,)), WordRows(ids.reshape(arr.shape), flat)
 
 
-def query_items(table: Table, items, *, unknown: str | None = None) -> list:
-    """``similar``'s QUERY words as rows, or for words not in the vocabulary of a table with
-    n-grams (``unknown`` subword) as gensim's unit subword vectors, which ``most_similar`` uses
-    as they are."""
-    policy = unknown_policy(table, unknown)
+def query_items(table: Table, items, *, unknown: str | None = None, as_ids: bool = False) -> list:
+    """``similar``'s QUERY items as rows: row numbers (a table without a vocabulary, or
+    ``as_ids``), else words; for words not in the vocabulary of a table with n-grams (``unknown``
+    subword) gensim's unit subword vectors, which ``most_similar`` uses as they are; else an
+    error naming the closest entries."""
+    from .keys import rows_for_keys, unknown_word_message
+
     vocab = table.vocab
+    if vocab is None or as_ids:
+        return rows_for_keys(table, items, as_ids=True)
+    policy = unknown_policy(table, unknown)
     out = []
     for item in items:
         row = vocab.find(item)
@@ -382,5 +358,5 @@ def query_items(table: Table, items, *, unknown: str | None = None) -> list:
         elif policy == "subword":
             out.append(subword_vectors(table, [item], unit=True)[0].astype(np.float32))
         else:
-            raise KeyNotFoundError(f"word {item!r} is not in the vocabulary of {table.path}")
+            raise KeyNotFoundError(unknown_word_message(vocab, item, table.path))
     return out

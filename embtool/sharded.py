@@ -55,6 +55,7 @@ class Mapped(st.Store):
         self.write = False
         self.group = None
         self._own_group = False
+        self._member_lock = None
         self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
             self._load()
@@ -67,11 +68,6 @@ def shard_of(source, tensor: str) -> Table:
     """A task's shard as a ``Table``: the coordinator's own (in this process), or the file at the
     path ``source`` mapped here without a lock."""
     return source if isinstance(source, Table) else Table(Mapped(source), tensor)
-
-
-def raw_tensors(store: st.Store) -> dict[str, object]:
-    """Every tensor of a file as stored, to be written again (BF16 bits kept as BF16)."""
-    return {name: _as_written(store.array(name), info.dtype) for name, info in store.tensors.items()}
 
 
 def _stored(source, tensor: str) -> np.ndarray:
@@ -204,10 +200,10 @@ class ShardedTable:
 
     sharded = True
 
-    def __init__(self, index: Index, lock_fd: int, write: bool, executor):
+    def __init__(self, index: Index, group: st.Group, write: bool, executor):
         self.index = index
         self.path = index.path
-        self._lock_fd = lock_fd
+        self.group = group
         self.write = write
         self.executor = executor
         self.tensor = index.tensor
@@ -233,16 +229,16 @@ class ShardedTable:
         from .execute import executor
 
         path = Path(path)
-        fd = st._open_locked(path, write)
+        group = st.Group(path, write)
         try:
-            index = Index.parse(read_limited(fd, path), path)
+            index = Index.read(path)
             if tensor is not None and tensor != index.tensor:
                 raise FormatError(f"{path}: the sharded table's tensor is {index.tensor!r}, not {tensor!r}")
             run = executor(scheduler)
         except BaseException:
-            os.close(fd)
+            group.close()
             raise
-        return cls(index, fd, write, run)  # it owns the lock from here on (closed on failure)
+        return cls(index, group, write, run)  # it owns the lock from here on (closed on failure)
 
     def _open_shard(self, shard: Shard) -> Table:
         path = self.index.shard_path(shard)
@@ -382,14 +378,20 @@ class ShardedTable:
 
         return take
 
-    def search(self, queries, exclude, k, stop, *, chunk_rows=None, progress=None, observe=None):
-        """``embtool.similar.search`` over the shards, as tasks (see "Scans" below)."""
+    #: the row norms are kept per shard, by the tasks (``ScanJob.norms``)
+    norms = None
+
+    def search(self, queries, exclude, k, stop, *, norms=None, chunk_rows=None, progress=None,
+               observe=None, each=False):
+        """``embtool.similar.search`` (``search_each`` with ``each``) over the shards, as tasks
+        (see "Scans" below)."""
         if observe is not None:
             raise EmbtoolError("internal error: a sharded search takes no observer (use scan)")
         queries = np.asarray(queries, np.float32).reshape(-1, self.embedding_dim)
         if stop == 0 or not len(queries):
             return np.full((len(queries), k), EMPTY, np.int64)
-        results = self.scan(search_task, queries, exclude, k, stop, chunk_rows=chunk_rows, progress=progress)
+        results = self.scan(search_each_task if each else search_task, queries, exclude, k, stop,
+                            chunk_rows=chunk_rows, progress=progress)
         return merge_best([best for best, _ in results], k, len(queries))
 
     def scan(self, task, queries, exclude, k, stop, *, chunk_rows=None, progress=None) -> list:
@@ -434,9 +436,9 @@ class ShardedTable:
 
     # -- closing ------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        if self.group is not None:
+            self.group.close()
+            self.group = None
 
     def __enter__(self):
         return self
@@ -490,6 +492,14 @@ class ScanJob:
 def search_task(job: ScanJob):
     """Task: the best ``k`` keys of each query over the job's rows."""
     return job.search(job.rows()), None
+
+
+def search_each_task(job: ScanJob):
+    """Task: ``search_each``'s best ``k`` keys of each query over the job's rows."""
+    from .similar import search_each
+
+    return search_each(job.rows(), job.queries, job.exclude, job.k, job.stop, chunk_rows=job.step,
+                       start=job.start), None
 
 
 def _plan(ranges, workers: int, stop: int, step: int) -> list[tuple[int, int, list]]:
@@ -717,7 +727,7 @@ def shard_file_task(job) -> None:
     tensor, mapped from the source file by path."""
     source, tensors, lo, hi, path, meta = job
     mapped = Mapped(source)
-    st.write_file(path, {name: _as_written(mapped.array(name)[lo:hi], dtype) for name, dtype in tensors}, meta)
+    st.write_file(path, {name: st.as_stored(mapped.array(name)[lo:hi], dtype) for name, dtype in tensors}, meta)
 
 
 class _Call:
@@ -785,18 +795,10 @@ def create_sharded(index_path, tensors: Mapping[str, object], config: Config, *,
         stored = to_storage(np.asarray(weight), weight_dtype)
         n, dim = stored.shape
         ranges = plan_rows(n, shards, rows_per_shard)
-        writer = _write_each(ranges, {"weight": lambda lo, hi: _as_written(stored[lo:hi], weight_dtype)},
+        writer = _write_each(ranges, {"weight": lambda lo, hi: st.as_stored(stored[lo:hi], weight_dtype)},
                              InProcess())
     return write_sharded(index_path, "weight", (n, dim), weight_dtype, meta, ranges, writer,
                          vocab=vocab or None, force=force)
-
-
-def _as_written(arr: np.ndarray, dtype: str):
-    """Raw bits to be written as ``dtype`` (numpy has no BF16 or F8 type: their bits are uint16
-    and uint8 arrays)."""
-    if dtypes.FROM_NUMPY.get(arr.dtype.name) != dtype:
-        return st.ChunkedTensor(dtype, arr.shape, lambda: iter([np.ascontiguousarray(arr)]))
-    return arr
 
 
 # --------------------------------------------------------------------------------------------
@@ -840,7 +842,7 @@ def shard_table(source, index_path, *, shards: int | None = None, rows_per_shard
         else:
             def rows_of(name):
                 src, dtype = sources[name], infos[name]
-                return lambda lo, hi: _as_written(np.asarray(src[lo:hi]), dtype)
+                return lambda lo, hi: st.as_stored(np.asarray(src[lo:hi]), dtype)
 
             writer = _write_each(ranges, {name: rows_of(name) for name in infos}, InProcess())
         index = write_sharded(index_path, t.tensor, (n, dim), t.dtype, dict(t.metadata), ranges, writer,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import store as st
+from . import vfs
 from .config import PREFIX, TABLE_DTYPES, Config
 from .errors import ConfigError, FormatError
 from .sniff import SHARDED_TABLE_FORMAT, sniff
@@ -220,35 +221,33 @@ def write_index(index: Index) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
-            if st._sync_enabled():
-                os.fsync(f.fileno())
-        try:  # the mode of the index it replaces, or that of a new file
-            mode = index.path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o666 & ~st._umask()
-        os.chmod(tmp, mode)
+            vfs.current().sync(f.fileno())
 
     st.replace_atomically(index.path, write)
-    st._fsync_dir(index.path)
+    vfs.current().sync_dir(index.path.parent)
 
 
 def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
     """``freeze`` / ``unfreeze`` of a table file or of a sharded table (the index's metadata,
     under its exclusive lock); returns whether the flag changed."""
     if not is_index(path):
-        from .config import set_frozen as set_frozen_file
-
-        return set_frozen_file(path, frozen, tensor)
+        return st.set_frozen(path, frozen, tensor)
     path = Path(path)
-    fd = st._open_locked(path, write=True)
-    try:
-        index = Index.parse(read_limited(fd, path), path)
+    with st.Group(path, write=True):
+        index = Index.read(path)
         if tensor is not None and tensor != index.tensor:
             raise FormatError(f"{path}: the sharded table's tensor is {index.tensor!r}, not {tensor!r}")
         cfg = Config.from_metadata(index.metadata, index.shape[0], path)
         if cfg.frozen == frozen and PREFIX + "format_version" in index.metadata:
             return False
         write_index(replace(index, metadata={**index.metadata, **replace(cfg, frozen=frozen).to_metadata()}))
-    finally:
-        os.close(fd)
     return True
+
+
+def checkpoint(path) -> dict:
+    """``embtool checkpoint`` of a table file or of a sharded table (its group: the index, the
+    shards and their one log)."""
+    if not is_index(path):
+        return st.checkpoint(path)
+    with st.Group(Path(path), write=True) as g:
+        return g.checkpoint()

@@ -20,17 +20,16 @@ the shards and the index together.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
 
 from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
-from .errors import ConfigError, StateError
+from .errors import ConfigError
 from .optim import state_names
-from .sharded import Change, ShardedTable, raw_tensors, shard_of, write_shard_temp
+from .sharded import Change, ShardedTable, shard_of, write_shard_temp
 from .table import check_trainable
-from .training import META_TENSOR, _check_batch, _Work, resolve_optimizer
+from .training import META_TENSOR, _check_batch, _check_state, _Work, resolve_optimizer
 
 
 def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_optimizer=False,
@@ -42,7 +41,8 @@ def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_o
     if table.dtype != "F32":
         raise ConfigError(f"{table.path}: tensor {table.tensor!r} is {table.dtype}; training needs an "
                           "F32 weight (torch.optim keeps float32 state and arithmetic)")
-    spec, count, fresh = resolve_optimizer(table, optimizer, hparams or {}, reset_optimizer)
+    home = _TableState(table)
+    spec, count, fresh = resolve_optimizer(home, optimizer, hparams or {}, reset_optimizer)
     cfg = table.config
     if cfg.sparse and cfg.scale_grad_by_freq:
         raise ConfigError(f"{table.path}: {SPARSE_SCALE_MESSAGE}")
@@ -51,11 +51,7 @@ def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_o
     names = state_names(spec)
     existing = table.optimizer_tensors()
     if not fresh:
-        for name in names:
-            info = existing.get(name)
-            if info is None or info.dtype != "F32" or info.shape != table.shape:
-                raise StateError(f"{table.path}: optimizer state tensor {name} is missing or not F32 "
-                                 f"{list(table.shape)}; reset the optimizer state (--reset-optimizer)")
+        _check_state(home, names)
     sparse_rows = spec.row_sparse(cfg.sparse)
     rewrite = not sparse_rows or (fresh and bool(names or existing))
     records, final = _records(spec, count, cfg, checked)
@@ -88,7 +84,7 @@ def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_o
             "table": str(table.path), "tensor": table.tensor, "optimizer": spec.name,
             "hparams": spec.hparams, "step": final, "steps_applied": len(records),
             "rows_touched": _rows_touched(checked, cfg), "grad_norm": records[-1]["grad_norm"] if records else 0.0,
-            "reset": bool(reset_optimizer), "rows_written": written,
+            "reset": bool(reset_optimizer), "state_file": None, "rows_written": written,
             "write": "rewrite" if rewrite else "in-place",
         }
         change.commit()
@@ -97,6 +93,17 @@ def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_o
         raise
     summary["steps"] = records
     return summary
+
+
+class _TableState:
+    """``training``'s ``StateHome`` for a sharded table: the state lives in the shards (``optim.*``
+    tensors, described as one tensor each) and its description in the index's metadata."""
+
+    def __init__(self, table: ShardedTable):
+        self.table = table
+        self.where = table.path
+        self.metadata = table.metadata
+        self.tensors = table.optimizer_tensors
 
 
 def _local(ids: np.ndarray, grad: np.ndarray, lo: int, hi: int):
@@ -121,12 +128,23 @@ def _records(spec, count, cfg, checked):
         rg = embedding_backward(local.reshape(ids.shape), grad, num_embeddings=uniq.size, padding_idx=local_pad,
                                 scale_grad_by_freq=cfg.scale_grad_by_freq, sparse=cfg.sparse)
         count = _next_step(spec, count)
-        coalesced = rg.coalesce()
-        v = coalesced.values
-        norm = float(math.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64))) if v.size else 0.0
-        records.append({"step": count, "rows_touched": int(coalesced.rows.size), "grad_norm": norm,
+        grad_rows = np.unique(rg.rows) if rg.sparse else rg.rows  # as training's records count them
+        records.append({"step": count, "rows_touched": int(grad_rows.size), "grad_norm": _step_norm(spec, rg),
                         "rows_renormed": 0})
     return records, count
+
+
+def _step_norm(spec, rg) -> float:
+    """The gradient norm ``optim.step`` reports, summed as it sums it: plain SGD keeps the
+    backward's layout (entries or segments); every other step coalesces the gradient and its
+    kernels read the rows, whose norm ``RowGrad.norm`` then sums as one array (the same
+    dispatch as ``optim.step``)."""
+    if spec.name == "sgd" and spec.momentum == 0 and (
+            rg.sparse or (rg.segments is not None and spec.row_sparse(False))):
+        return rg.norm()
+    grad = rg.coalesce()
+    grad.values  # noqa: B018 - materialised, as the step's kernels do
+    return grad.norm()
 
 
 def _rows_touched(checked, cfg) -> int:
@@ -138,35 +156,47 @@ def _rows_touched(checked, cfg) -> int:
     return int(rows.size)
 
 
+class _ShardState:
+    """``training``'s ``StateHome`` for a shard: its optimizer state lives in the shard."""
+
+    def __init__(self, shard):
+        self.array = shard.store.array
+
+
 def train_shard_task(job):
     """Task: the steps on one shard.  Returns ``(rows, temp, renormed, changed)``: the changed
     rows of the weight and state (local rows, values) or the name of the new shard file it
     wrote, the rows renormed per step, and the number of weight rows changed."""
     source, tensor, local, spec, count, fresh, cfg, names, sparse_rows, rewrite, drop = job
     shard = shard_of(source, tensor)
-    work = _Work.compact(shard, spec, names, fresh, local) if sparse_rows else \
-        _Work.full(shard, spec, names, fresh)
-    records, _ = work.run(spec, count, cfg, local)
+    home = _ShardState(shard)
+    work = _Work.compact(shard, home, spec, names, fresh, local) if sparse_rows else \
+        _Work.full(shard, home, spec, names, fresh)
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (and as training's)
+        records, _ = work.run(spec, count, cfg, local)
     renormed = [r["rows_renormed"] for r in records]
     changed = int(work.weight_changed.sum())
     if not rewrite:
-        return work.changed_rows(shard, names), None, renormed, changed
-    tensors = raw_tensors(shard.store)
+        return {tensor: work.weight_rows(), **work.state_rows(names)}, None, renormed, changed
+    tensors = shard.store.raw_tensors()
     for name in drop:
         tensors.pop(name, None)
-    tensors.update(work.rewrite_tensors(shard, names))
+    tensors.update({tensor: work.weight_tensor(shard), **work.state_tensors(names, shard.shape)})
     return None, write_shard_temp(shard.path, tensors, shard.metadata), renormed, changed
 
 
 def train_step(path, batches, *, tensor=None, optimizer=None, hparams=None, reset_optimizer=False,
-               progress=None) -> dict:
+               state=None, progress=None) -> dict:
     """``embtool.training.train_step`` for a table file or a sharded table's index."""
     from .sharded import is_index
     from .training import train_step as train_file
 
     if not is_index(path):
         return train_file(path, batches, tensor=tensor, optimizer=optimizer, hparams=hparams,
-                          reset_optimizer=reset_optimizer, progress=progress)
+                          reset_optimizer=reset_optimizer, state=state, progress=progress)
+    if state is not None:
+        raise ConfigError(f"{path}: a sharded table keeps its optimizer state in its shards; "
+                          "--state is for table files")
     with ShardedTable.open(path, tensor=tensor, write=True) as table:
         return train(table, batches, optimizer=optimizer, hparams=hparams,
                      reset_optimizer=reset_optimizer, progress=progress)

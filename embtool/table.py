@@ -17,6 +17,7 @@ defaults unless the caller overrides it.
 """
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 from typing import Mapping
 
@@ -29,7 +30,8 @@ from .config import (FORMAT_VERSION, PREFIX, TABLE_DTYPES, Config,  # noqa: F401
 from .dtypes import FROM_NUMPY, bf16_to_f32, describe_widening, f32_to_bf16, to_storage  # noqa: F401
 from .dtypes import value_dtype as numpy_dtype  # noqa: F401
 from .dtypes import widen as from_storage  # noqa: F401
-from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError, StateError
+from .errors import (ConfigError, EmbtoolError, FormatError, IndexRangeError, KeyNotFoundError,
+                     OutputExistsError, StateError)
 
 VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
 
@@ -53,6 +55,7 @@ class Table:
         self.is_embtool = PREFIX + "format_version" in store.metadata
         self._vocab = None
         self._values = None
+        self._norms = None
         #: how the stored tensor is read (widened, vocabulary-quantised ...), for summaries
         self.notes: list[str] = [n for n in (describe_widening(self.dtype),) if n]
         self._model2vec()
@@ -135,6 +138,12 @@ class Table:
         """The weight as values: a zero-copy view, except BF16 (widened copy)."""
         return from_storage(self.raw, self.dtype)
 
+    def streamed(self):
+        """The weight for reading piece by piece (a streamed search): a zero-copy view, or for
+        BF16, float8 and integer tables an array-like whose slices are widened as they are
+        taken, never the whole table at once."""
+        return self.weight() if self.dtype in ("F32", "F64", "F16") else _Widened(self.raw, self.dtype)
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (flat int64, range-checked by the caller) as values, a copy."""
         return from_storage(np.take(self.raw, ids, axis=0), self.dtype)
@@ -149,9 +158,11 @@ class Table:
         """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors, or read from a model
         folder's tokenizer) or None."""
         if self._vocab is None and self.has_vocab:
-            from .vocab import Vocab
+            from .vocab import Vocab, check_arrays
 
-            self._vocab = Vocab(*(self.store.array(n) for n in VOCAB_TENSORS))
+            arrays = [self.store.array(n) for n in VOCAB_TENSORS]
+            check_arrays(*arrays, where=str(self.path))  # once per open: O(N)
+            self._vocab = Vocab(*arrays)
             if len(self._vocab) != self.num_embeddings:
                 raise FormatError(f"{self.path}: vocabulary has {len(self._vocab)} words for "
                                   f"{self.num_embeddings} rows")
@@ -161,10 +172,131 @@ class Table:
 
             found = read_vocabulary(self.files.tokenizer, self.num_embeddings)
             self._vocab = Vocab.from_arrays(encode_vocab_rows(found.words))
+        elif self._vocab is None and any(n in self.store.tensors for n in VOCAB_TENSORS):
+            missing = [n for n in VOCAB_TENSORS if n not in self.store.tensors]
+            raise FormatError(f"{self.path}: incomplete vocabulary: no {', '.join(missing)}")
         return self._vocab
 
     def optimizer_tensors(self) -> dict[str, st.TensorInfo]:
         return {n: t for n, t in self.store.tensors.items() if n.startswith("optim.")}
+
+    # -- a mapping from words (or row ids) to vectors -------------------------------------------
+    def __repr__(self) -> str:
+        if self.store.fd < 0:
+            return f"<embtool.Table {str(self.path)!r} (closed)>"
+        try:
+            vocab = "no vocabulary" if self.vocab is None else f"{len(self.vocab):,} words"
+        except EmbtoolError as exc:  # a repr never fails
+            vocab = f"unreadable vocabulary ({exc})"
+        frozen = ", frozen" if self.config.frozen else ""
+        return (f"<embtool.Table {str(self.path)!r} tensor={self.tensor!r} "
+                f"{self.num_embeddings:,} x {self.embedding_dim} {self.dtype}, {vocab}{frozen}>")
+
+    def __len__(self) -> int:
+        return self.num_embeddings
+
+    def __iter__(self):
+        """The keys: the words in row order, or the row ids of a table without a vocabulary."""
+        return iter(range(self.num_embeddings)) if self.vocab is None else iter(self.vocab)
+
+    def __contains__(self, key) -> bool:
+        try:
+            self.row_of(key)
+        except (EmbtoolError, TypeError):
+            return False
+        return True
+
+    def __getitem__(self, key) -> np.ndarray:
+        """``t["king"]`` or ``t[5]``: one row (D,); ``t[["king", 7]]``, an id array, or a slice:
+        rows (n, D).  Values are copies in the table's value dtype (BF16 widened to float32)."""
+        if isinstance(key, slice):
+            return np.array(self.streamed()[key])
+        if not isinstance(key, (list, tuple, np.ndarray)):
+            return self.rows(np.array([self.row_of(key)], np.int64))[0]
+        keys = np.asarray(key, dtype=None if isinstance(key, np.ndarray) else object)
+        if keys.dtype.kind in "iu":
+            ids = keys.reshape(-1).astype(np.int64)
+            for i in ids[(ids < 0) | (ids >= self.num_embeddings)][:1]:
+                self.row_of(int(i))  # raises, naming the id
+        else:
+            ids = np.array([self.row_of(k) for k in keys.reshape(-1)], np.int64)
+        return self.rows(ids).reshape(*keys.shape, self.embedding_dim)
+
+    def row_of(self, key) -> int:
+        """The row of a word, or a row id checked against the table's size."""
+        if isinstance(key, (Integral, np.integer)) and not isinstance(key, bool):
+            if not 0 <= key < self.num_embeddings:
+                raise IndexRangeError(f"row {key} is out of range for a table of "
+                                      f"{self.num_embeddings} rows")
+            return int(key)
+        if isinstance(key, str):
+            if self.vocab is None:
+                raise KeyNotFoundError(f"{self.path} has no vocabulary: give row ids, not {key!r}")
+            row = self.vocab.find(key)
+            if row < 0:
+                raise KeyNotFoundError(f"word {key!r} is not in the vocabulary of {self.path}")
+            return row
+        raise TypeError(f"a key is a word or a row id, not {type(key).__name__}")
+
+    @property
+    def norms(self):
+        """The row norms of the weight, kept between queries (``embtool.norms.RowNorms``)."""
+        if self._norms is None:
+            from .norms import RowNorms
+
+            self._norms = RowNorms(self.store, self.tensor)
+        return self._norms
+
+    def most_similar(self, positive=None, negative=None, topn=10, restrict_vocab=None):
+        """gensim's ``KeyedVectors.most_similar``: the ``topn`` keys closest by cosine to the
+        mean of the unit ``positive`` rows minus the ``negative`` ones, best first, as
+        ``[(word or row id, score), ...]``; input rows are left out.
+
+        Keys are words or row ids; a 1-D array is used as a raw vector; ``(key, weight)``
+        replaces the default weight of +1 (positive) / -1 (negative).  ``restrict_vocab=N``
+        searches the first N rows.  Unlike gensim, ``topn=None`` ranks every row (gensim
+        returns the raw array of scores).
+        """
+        return self.most_similar_many([{"positive": positive, "negative": negative}], topn=topn,
+                                      restrict_vocab=restrict_vocab)[0]
+
+    def most_similar_many(self, queries, topn=10, restrict_vocab=None):
+        """``most_similar`` for many queries in one pass over the table, with the results of
+        one call per query.  A query is a key, a list of positive keys, or a dict with
+        ``positive`` and ``negative`` keys."""
+        from .similar import most_similar_many
+
+        resolved = []
+        for query in queries:
+            if isinstance(query, dict):
+                unknown = set(query) - {"positive", "negative"}
+                if unknown:
+                    raise ConfigError(f"a query has keys positive and negative, not {sorted(unknown)}")
+                pos, neg = query.get("positive"), query.get("negative")
+            else:
+                pos, neg = query, None
+            resolved.append((self._query_items(pos), self._query_items(neg)))
+        found = most_similar_many(self.streamed(), self.vocab, resolved, topn=topn,
+                                  restrict_vocab=restrict_vocab, norms=self.norms)
+        if self.vocab is None:
+            return found
+        return [[(self.vocab.word(r), s) for r, s in result] for result in found]
+
+    def _query_items(self, value):
+        """Keys of a ``most_similar`` argument as row ids (vectors and weights kept)."""
+        if value is None:
+            return []
+        if isinstance(value, (str, Integral, np.integer)) or (
+                isinstance(value, np.ndarray) and value.ndim == 1):
+            value = [value]
+        items = []
+        for item in value:
+            if isinstance(item, tuple) and len(item) == 2 and not isinstance(item[1], str):
+                key, weight = item
+                items.append((key if isinstance(key, np.ndarray) else self.row_of(key), weight))
+            else:
+                items.append(item if isinstance(item, np.ndarray) else self.row_of(item))
+        return items
 
     # -- writing ------------------------------------------------------------------------------
     def require_writable(self) -> None:
@@ -172,68 +304,65 @@ class Table:
             raise EmbtoolError(f"{self.path}: internal error: table opened read-only")
 
     def update(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
-               metadata: Mapping[str, str] | None = None) -> None:
-        """Change some rows of some tensors and/or the metadata as one crash-safe transaction.
+               metadata: Mapping[str, str] | None = None, *, tx: st.Transaction | None = None) -> None:
+        """Change some rows of some tensors and/or the metadata as one crash-safe transaction
+        (or as part of ``tx``, committed by the caller).
 
         ``rows`` maps a tensor name to (row ids, new values in the tensor's value dtype).  The
-        write is O(k) in place through the journal when the header has room for the new metadata;
+        write is O(k) in place through the log when the header has room for the new metadata;
         otherwise the file is rewritten atomically.
         """
         self.require_writable()
-        rows = dict(rows or {})
-        new_meta = dict(self.metadata)
-        if metadata:
-            new_meta.update(metadata)
-        patches = []
-        header = self.store.header_patch(new_meta) if metadata else None
-        if metadata and header is None:
-            self._rewrite_with(rows, new_meta)
+        if tx is None:
+            with self.store.transaction() as own:
+                self.update(rows, metadata, tx=own)
+            if self.store.fd >= 0:
+                self.config = Config.from_metadata(self.store.metadata, self.num_embeddings, self.path)
             return
-        for name, (ids, values) in rows.items():
+        if rows:
+            self._rows_changing()
+        meta = _merged(self.metadata, metadata) if metadata else None
+        stored = {}
+        for name, (ids, values) in (rows or {}).items():
             dtype = self.store.tensors[name].dtype
-            stored = to_storage(values, dtype) if dtype in TABLE_DTYPES else np.asarray(values)
-            patches += self.store.patch_rows(name, np.asarray(ids), stored)
-        if header is not None:
-            patches.append(header)
-        self.store.patch(patches)
-        if header is not None:
-            self.store.reload()
-            self.config = Config.from_metadata(self.store.metadata, self.num_embeddings, self.path)
-
-    def _rewrite_with(self, rows, metadata) -> None:
-        tensors: dict[str, object] = {}
-        for name in self.store.tensors:
-            arr = self.store.array(name)
-            if name in rows:
-                arr = np.array(arr)
-                ids, values = rows[name]
-                dtype = self.store.tensors[name].dtype
-                arr[np.asarray(ids)] = to_storage(values, dtype) if dtype in TABLE_DTYPES else values
-            tensors[name] = _as_written(arr, self.store.tensors[name].dtype)
-        self.store.rewrite(tensors, metadata)
+            stored[name] = (ids, to_storage(values, dtype) if dtype in TABLE_DTYPES else np.asarray(values))
+        tx.update(self.store, stored, meta)
 
     def rewrite(self, tensors: Mapping[str, object | None], metadata: Mapping[str, str] | None = None,
-                *, progress=None) -> None:
+                *, progress=None, tx: st.Transaction | None = None) -> None:
         """Rewrite the file atomically with some tensors replaced (``None`` removes one); the
-        table is closed afterwards.  Values for table-dtype tensors are given as values."""
+        table is closed afterwards (or, with ``tx``, the replacement is part of that transaction).
+        Values for table-dtype tensors are given as values."""
         self.require_writable()
-        out: dict[str, object] = {}
-        for name in self.store.tensors:
-            if name not in tensors:
-                out[name] = _as_written(self.store.array(name), self.store.tensors[name].dtype)
+        self._rows_changing()
+        out = {name: value for name, value in self.store.raw_tensors().items() if name not in tensors}
         for name, value in tensors.items():
             if value is None:
                 continue
             if isinstance(value, st.ChunkedTensor):
                 out[name] = value
             elif name in self.store.tensors and self.store.tensors[name].dtype == "BF16":
-                out[name] = _as_written(f32_to_bf16(value), "BF16")
+                out[name] = st.as_stored(f32_to_bf16(value), "BF16")
             else:
                 out[name] = value
-        meta = dict(self.metadata)
-        if metadata:
-            meta.update(metadata)
-        self.store.rewrite(out, meta, progress=progress)
+        meta = _merged(self.metadata, metadata)
+        if tx is not None:
+            tx.replace(self.path, out, meta, progress=progress)
+            return
+        try:
+            with self.store.transaction() as own:
+                own.replace(self.path, out, meta, progress=progress)
+        finally:
+            self.close()
+
+    def _rows_changing(self) -> None:
+        """Before any row changes (under the exclusive lock): drop the cached row norms."""
+        if self._norms is not None:
+            self._norms.forget()
+        else:
+            from .norms import invalidate
+
+            invalidate(self.store.fd)
 
     def close(self) -> None:
         self.store.close()
@@ -245,11 +374,24 @@ class Table:
         self.close()
 
 
-def _as_written(arr: np.ndarray, dtype: str):
-    """Keep the stored dtype of raw bits on a rewrite (BF16 bits are uint16 in numpy)."""
-    if FROM_NUMPY.get(arr.dtype.name) != dtype:
-        return st.ChunkedTensor(dtype, arr.shape, lambda: st._tensor_chunks(arr))
-    return arr
+def _merged(metadata: Mapping[str, str], changes: Mapping[str, str | None] | None) -> dict[str, str]:
+    """``metadata`` with ``changes`` applied (a value of None removes the key)."""
+    out = {**metadata, **(changes or {})}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+class _Widened:
+    """Rows of a stored tensor converted to values when indexed (``Table.streamed``)."""
+    ndim = 2
+
+    def __init__(self, raw, dtype: str):
+        self.raw, self.stored = raw, dtype
+        self.shape = raw.shape
+        self.dtype = numpy_dtype(dtype)
+
+    def __getitem__(self, key):
+        return from_storage(self.raw[key], self.stored)
+
 
 
 def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",
@@ -270,7 +412,7 @@ def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype:
     weight = out["weight"]
     if not isinstance(weight, st.ChunkedTensor):
         stored = to_storage(np.asarray(weight), weight_dtype)
-        out["weight"] = _as_written(stored, weight_dtype)
+        out["weight"] = st.as_stored(stored, weight_dtype)
     meta = dict(extra_metadata or {})
     meta.update(config.to_metadata())
     st.write_file(path, out, meta, progress=progress)

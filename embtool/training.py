@@ -1,5 +1,5 @@
 """``train-step`` on a table file: forward renorm, embedding backward and a torch.optim step, with
-the optimizer state kept in the table.
+the optimizer state kept in the table, or in a file of its own written with it (``StateHome``).
 
 ``train_step(path, batches, ...)`` opens the table for writing (an exclusive lock: concurrent
 steps are serialised, none is lost), refuses a frozen or non-F32 table, checks every batch against
@@ -7,7 +7,7 @@ it, then computes all the steps in memory and writes the result as **one** crash
 
 * row-sparse steps (``OptimizerSpec.row_sparse``: plain SGD, Adagrad without weight decay,
   SparseAdam) work on a compact copy of the rows the batches name, and write back only the rows
-  that changed, in place through the journal: O(k) for k rows, whatever the table's size;
+  that changed, logged and then written in place: O(k) for k rows, whatever the table's size;
 * every other step (Adam, AdamW, SGD with momentum, ...) may change every row: the table is
   rewritten atomically;
 * the first step of an optimizer that keeps state adds the ``optim.*`` tensors, and
@@ -27,6 +27,7 @@ the output's dtype.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +35,19 @@ import numpy as np
 
 from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
 from .errors import ConfigError, FormatError, ShapeError, StateError
-from .inputs import check_ids, read_array, read_ids
+from .ids import check_ids
+from .inputs import read_array, read_ids
 from .ops import STREAM_BYTES, embedding_renorm_
+from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
 from .optim import OptimizerSpec, init_state, state_names, step
-from .store import ChunkedTensor
+from .store import PRIMARY_KEY, ChunkedTensor, Store, read_header
 from .table import PREFIX, Table, check_trainable
 
 #: the tensor the optimizer state belongs to (the state tensors' names are per file)
 META_TENSOR = PREFIX + "optim.tensor"
+#: in a table whose optimizer state is kept in a file of its own: that file, relative to the table
+STATE_FILE = META_STATE_FILE
+OPTIM_KEYS = (META_NAME, META_HPARAMS, META_STEP, META_TENSOR)
 
 
 @dataclass
@@ -131,35 +137,119 @@ def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
 # The optimizer: options vs the stored state
 
 
-def resolve_optimizer(table: Table, name: str | None, given: dict, reset: bool) -> tuple[OptimizerSpec, int, bool]:
-    """``(spec, step_count, fresh)`` for a step on ``table``.
+class StateHome:
+    """Where a table's optimizer state lives: inside the table (``optim.*`` tensors and
+    ``embtool.optim.*`` metadata), or in a safetensors file of its own (``train-step --state``) that
+    holds both, so that the table stays a plain state_dict file.  The table names that file
+    (``embtool.optim.state_file``) and the file names the table as its primary
+    (``embtool.primary``): both are written under the table's lock, in one transaction.
+
+    ``requested`` is the ``--state`` path (None: wherever the state is now)."""
+
+    def __init__(self, table: Table, requested=None, reset: bool = False):
+        self.table = table
+        self.store: Store | None = None
+        self.old: Path | None = None  # a state file to remove (the state moves)
+        named = table.metadata.get(STATE_FILE)
+        current = _beside(table.path, named) if named else None
+        self.path = current if requested is None else Path(requested)
+        if requested is not None and not _same(self.path, current):
+            if current is not None and not reset:
+                raise StateError(f"{table.path}: its optimizer state lives in {current}, not {self.path}; "
+                                 f"reset it (--reset-optimizer) to start again in {self.path}")
+            if current is None and _inside(table) and not reset:
+                raise StateError(f"{table.path}: its optimizer state is inside the table; reset it "
+                                 f"(--reset-optimizer) to keep the state in {self.path} instead")
+            if self.path.exists() and not self._ours(self.path):
+                raise StateError(f"{self.path} already exists and is not the optimizer state of "
+                                 f"{table.path}; choose another --state file")
+            self.old = current if current is not None and current.exists() and self._ours(current) else None
+        if self.path is not None and self.path.exists():
+            if not self._ours(self.path):
+                raise StateError(f"{self.path} is not the optimizer state of {table.path} (its "
+                                 f"{PRIMARY_KEY} names another file)")
+            self.store = table.store.group.open(self.path)
+        elif self.path is not None and requested is None and not reset:
+            raise StateError(f"{table.path}: its optimizer state file {self.path} is missing; reset the "
+                             "optimizer state (--reset-optimizer) to start over")
+
+    def _ours(self, path: Path) -> bool:
+        named = read_header(path).metadata.get(PRIMARY_KEY)
+        return bool(named) and _same(_beside(path, named), self.table.path)
+
+    @property
+    def external(self) -> bool:
+        return self.path is not None
+
+    @property
+    def where(self) -> Path:
+        return self.path if self.external else self.table.path
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        if not self.external:
+            return self.table.metadata
+        return self.store.metadata if self.store is not None else {}
+
+    def tensors(self) -> dict:
+        holder = self.store if self.external else self.table.store
+        return {} if holder is None else {n: t for n, t in holder.tensors.items() if n.startswith("optim.")}
+
+    def array(self, name: str) -> np.ndarray:
+        return (self.store if self.external else self.table.store).array(name)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+def _beside(path: Path, name: str) -> Path:
+    return Path(os.path.normpath(Path(path).parent / name))
+
+
+def _same(a: Path | None, b: Path | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def _inside(table: Table) -> bool:
+    return bool(table.optimizer_tensors()) or META_NAME in table.metadata
+
+
+def resolve_optimizer(home: StateHome, name: str | None, given: dict, reset: bool) -> tuple[OptimizerSpec, int, bool]:
+    """``(spec, step_count, fresh)`` for a step on ``home.table``.
 
     The optimizer is ``name``, else the stored one, else SGD; hyper-parameters not given are the
     stored ones (same optimizer) or torch's defaults.  A request that differs from the stored state
     is a StateError naming the difference, unless ``reset`` (which restarts the state and the step
     count: ``fresh`` is then true, as it is when the table has no optimizer yet)."""
+    table, where = home.table, home.where
     given = {k: v for k, v in given.items() if v is not None}
-    stored = OptimizerSpec.from_metadata(table.metadata)
-    state_tensors = sorted(table.optimizer_tensors())
+    stored = OptimizerSpec.from_metadata(home.metadata)
+    state_tensors = sorted(home.tensors())
     if stored is None or reset:
         if stored is None and state_tensors and not reset:
-            raise StateError(f"{table.path}: tensors {', '.join(state_tensors)} but no optimizer "
+            raise StateError(f"{where}: tensors {', '.join(state_tensors)} but no optimizer "
                              "metadata; reset the optimizer state (--reset-optimizer) to start over")
         return OptimizerSpec(name or (stored[0].name if stored else "sgd"), **given), 0, True
     spec, count = stored
-    owner = table.metadata.get(META_TENSOR, table.tensor)
+    owner = home.metadata.get(META_TENSOR, table.tensor)
     if owner != table.tensor:
-        raise StateError(f"{table.path}: the optimizer state belongs to tensor {owner!r}, not "
+        raise StateError(f"{where}: the optimizer state belongs to tensor {owner!r}, not "
                          f"{table.tensor!r}; reset it (--reset-optimizer) to train {table.tensor!r}")
     name = name or spec.name
     if name != spec.name:
-        raise StateError(f"{table.path}: the optimizer state is {spec.name}'s (step {count}), not "
+        raise StateError(f"{where}: the optimizer state is {spec.name}'s (step {count}), not "
                          f"{name}'s; reset it (--reset-optimizer) to change optimizer")
     requested = OptimizerSpec(name, **{**spec.hparams, **given})
     changed = [k for k in spec.hparams if _differs(spec.hparams[k], requested.hparams[k])]
     if changed:
         diffs = ", ".join(f"{k}={requested.hparams[k]!r} (stored {spec.hparams[k]!r})" for k in changed)
-        raise StateError(f"{table.path}: {spec.name} state (step {count}) was made with other "
+        raise StateError(f"{where}: {spec.name} state (step {count}) was made with other "
                          f"hyper-parameters: {diffs}; reset it (--reset-optimizer) to change them")
     return spec, count, False
 
@@ -175,32 +265,48 @@ def _differs(a, b) -> bool:
 
 
 def train_step(path, batches: list[Batch], *, tensor: str | None = None, optimizer: str | None = None,
-               hparams: dict | None = None, reset_optimizer: bool = False, progress=None) -> dict:
+               hparams: dict | None = None, reset_optimizer: bool = False, state=None, progress=None) -> dict:
     """Apply ``batches`` (in order) to the table at ``path`` as one transaction; the summary
     (see ``train``).  Without ``tensor``, a file whose optimizer state names its tensor trains that
     one (the ``optim.*`` tensors are 2-D too, so the default pick would be ambiguous)."""
     if tensor is None and Path(path).is_file():
-        from .store import read_header
-
-        tensor = read_header(path).metadata.get(META_TENSOR)
+        tensor = _stored_tensor(Path(path))
     with Table.open(path, tensor=tensor, write=True) as table:
         return train(table, batches, optimizer=optimizer, hparams=hparams,
-                     reset_optimizer=reset_optimizer, progress=progress)
+                     reset_optimizer=reset_optimizer, state=state, progress=progress)
+
+
+def _stored_tensor(path: Path) -> str | None:
+    meta = read_header(path).metadata
+    if STATE_FILE in meta:
+        state = _beside(path, meta[STATE_FILE])
+        meta = read_header(state).metadata if state.is_file() else {}
+    return meta.get(META_TENSOR)
 
 
 def train(table: Table, batches: list[Batch], *, optimizer: str | None = None, hparams: dict | None = None,
-          reset_optimizer: bool = False, progress=None) -> dict:
-    """``train_step`` on a table opened for writing.  Returns the summary: ``step`` (the optimizer's
-    step count after the call), ``rows_touched`` (distinct rows given a gradient), ``grad_norm``
-    (L2 norm of the last step's gradient), ``rows_written`` and ``write`` (``in-place`` or
-    ``rewrite``), and ``steps``: per step ``step``, ``rows_touched``, ``grad_norm``,
-    ``rows_renormed``."""
+          reset_optimizer: bool = False, state=None, progress=None) -> dict:
+    """``train_step`` on a table opened for writing.  ``state``: keep the optimizer state in that
+    safetensors file instead of the table (see ``StateHome``; later steps find it by themselves).
+
+    Returns the summary: ``step`` (the optimizer's step count after the call), ``rows_touched``
+    (distinct rows given a gradient), ``grad_norm`` (L2 norm of the last step's gradient),
+    ``rows_written`` and ``write`` (``in-place`` or ``rewrite``), ``state_file`` (or None), and
+    ``steps``: per step ``step``, ``rows_touched``, ``grad_norm``, ``rows_renormed``."""
     table.require_writable()
     check_trainable(table)
     if table.dtype != "F32":
         raise ConfigError(f"{table.path}: tensor {table.tensor!r} is {table.dtype}; training needs an "
                           "F32 weight (torch.optim keeps float32 state and arithmetic)")
-    spec, count, fresh = resolve_optimizer(table, optimizer, hparams or {}, reset_optimizer)
+    home = StateHome(table, state, reset_optimizer)
+    try:
+        return _train(table, home, batches, optimizer, hparams, reset_optimizer, progress)
+    finally:
+        home.close()
+
+
+def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+    spec, count, fresh = resolve_optimizer(home, optimizer, hparams or {}, reset_optimizer)
     cfg = table.config
     if cfg.sparse and cfg.scale_grad_by_freq:
         raise ConfigError(f"{table.path}: {SPARSE_SCALE_MESSAGE}")
@@ -208,28 +314,58 @@ def train(table: Table, batches: list[Batch], *, optimizer: str | None = None, h
     checked = [_check_batch(b, table) for b in batches]
     names = state_names(spec)
     if not fresh:
-        _check_state(table, names)
-    work = _Work.compact(table, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
-        _Work.full(table, spec, names, fresh)
-    records, count = work.run(spec, count, cfg, checked)
+        _check_state(home, names)
+    work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
+        _Work.full(table, home, spec, names, fresh)
+    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
+        records, count = work.run(spec, count, cfg, checked)
     meta = {**spec.to_metadata(count), META_TENSOR: table.tensor}
-    existing = set(table.optimizer_tensors())
     summary = {
         "table": str(table.path), "tensor": table.tensor, "optimizer": spec.name, "hparams": spec.hparams,
         "step": count, "steps_applied": len(records), "rows_touched": work.rows_touched(),
         "grad_norm": records[-1]["grad_norm"] if records else 0.0, "reset": bool(reset_optimizer),
+        "state_file": str(home.path) if home.external else None,
     }
-    if work.every_row or (fresh and (names or existing)):
-        tensors = work.rewrite_tensors(table, names)
-        tensors.update({n: None for n in existing - set(names)})
-        summary.update(rows_written=int(work.weight_changed.sum()), write="rewrite")
-        table.rewrite(tensors, meta, progress=progress)
+    if home.external:
+        _write_external(table, home, work, names, meta, fresh, summary, progress)
     else:
-        rows = work.changed_rows(table, names)
-        summary.update(rows_written=int(rows[table.tensor][0].size), write="in-place")
-        table.update(rows, meta)
+        existing = set(home.tensors())
+        if work.every_row or (fresh and (names or existing)):
+            tensors = {table.tensor: work.weight_tensor(table), **work.state_tensors(names, table.shape)}
+            tensors.update({n: None for n in existing - set(names)})
+            summary.update(rows_written=int(work.weight_changed.sum()), write="rewrite")
+            table.rewrite(tensors, meta, progress=progress)
+        else:
+            rows = {table.tensor: work.weight_rows(), **work.state_rows(names)}
+            summary.update(rows_written=int(rows[table.tensor][0].size), write="in-place")
+            table.update(rows, meta)
     summary["steps"] = records
     return summary
+
+
+def _write_external(table: Table, home: StateHome, work, names, meta, fresh, summary, progress) -> None:
+    """One transaction over the table and its state file (the table's lock and log cover both)."""
+    table_meta = {STATE_FILE: os.path.relpath(home.path, table.path.parent),
+                  **{k: None for k in OPTIM_KEYS if k in table.metadata}}
+    if all(table.metadata.get(k) == v for k, v in table_meta.items()):
+        table_meta = None
+    state_meta = {**meta, PRIMARY_KEY: os.path.relpath(table.path, home.path.parent)}
+    inside = set(table.optimizer_tensors())
+    with table.store.transaction() as tx:
+        if work.every_row or inside:
+            summary.update(rows_written=int(work.weight_changed.sum()), write="rewrite")
+            table.rewrite({table.tensor: work.weight_tensor(table), **{n: None for n in inside}}, table_meta,
+                          tx=tx, progress=progress)
+        else:
+            rows = work.weight_rows()
+            summary.update(rows_written=int(rows[0].size), write="in-place")
+            table.update({table.tensor: rows}, table_meta, tx=tx)
+        if fresh or work.every_row or home.store is None:
+            tx.replace(home.path, work.state_tensors(names, table.shape), state_meta, progress=progress)
+        else:
+            tx.update(home.store, work.state_rows(names), state_meta)
+        if home.old is not None:
+            tx.remove(home.old)
 
 
 def _check_batch(b: Batch, table: Table) -> tuple[np.ndarray, np.ndarray]:
@@ -245,15 +381,16 @@ def _check_batch(b: Batch, table: Table) -> tuple[np.ndarray, np.ndarray]:
     return ids, np.ascontiguousarray(grad, dtype=np.float32)
 
 
-def _check_state(table: Table, names: list[str]) -> None:
+def _check_state(home: StateHome, names: list[str]) -> None:
+    tensors, shape = home.tensors(), home.table.shape
     for name in names:
-        info = table.store.tensors.get(name)
+        info = tensors.get(name)
         if info is None:
-            raise StateError(f"{table.path}: optimizer state tensor {name} is missing; reset the "
+            raise StateError(f"{home.where}: optimizer state tensor {name} is missing; reset the "
                              "optimizer state (--reset-optimizer)")
-        if info.dtype != "F32" or info.shape != table.shape:
-            raise StateError(f"{table.path}: optimizer state tensor {name} is {info.dtype} "
-                             f"{list(info.shape)}, expected F32 {list(table.shape)}")
+        if info.dtype != "F32" or info.shape != shape:
+            raise StateError(f"{home.where}: optimizer state tensor {name} is {info.dtype} "
+                             f"{list(info.shape)}, expected F32 {list(shape)}")
 
 
 class _Work:
@@ -273,13 +410,13 @@ class _Work:
         self.touched = np.zeros(n, bool)
 
     @classmethod
-    def full(cls, table, spec, names, fresh):
+    def full(cls, table, home, spec, names, fresh):
         weight = np.array(table.raw)
-        state = init_state(spec, table.shape) if fresh else {n: np.array(table.store.array(n)) for n in names}
+        state = init_state(spec, table.shape) if fresh else {n: np.array(home.array(n)) for n in names}
         return cls(None, weight, state, True, None)
 
     @classmethod
-    def compact(cls, table, spec, names, fresh, checked):
+    def compact(cls, table, home, spec, names, fresh, checked):
         parts = [ids.reshape(-1) for ids, _ in checked]
         rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
         weight = np.take(table.raw, rows, axis=0)
@@ -287,7 +424,7 @@ class _Work:
             state = init_state(spec, weight.shape)
             fill = {n: v[0, 0] for n, v in init_state(spec, (1, 1)).items()}
         else:
-            state = {n: np.take(table.store.array(n), rows, axis=0) for n in names}
+            state = {n: np.take(home.array(n), rows, axis=0) for n in names}
             fill = None
         return cls(rows, weight, state, False, fill)
 
@@ -324,7 +461,8 @@ class _Work:
                     self.state[name][up.rows] = values
                 self.weight_changed[up.rows] = True
                 self.state_changed[up.rows] = True
-            grad_rows = np.unique(rg.rows) if rg.sparse else rg.rows  # rows of the coalesced gradient
+            # rows of the coalesced gradient (a row-sparse update names exactly those)
+            grad_rows = up.rows if up.rows is not None else np.unique(rg.rows) if rg.sparse else rg.rows
             self.touched[grad_rows] = True
             records.append({"step": count, "rows_touched": int(grad_rows.size),
                             "grad_norm": up.grad_norm, "rows_renormed": int(renormed)})
@@ -333,22 +471,31 @@ class _Work:
     def rows_touched(self) -> int:
         return int(self.touched.sum())
 
-    def changed_rows(self, table, names) -> dict:
-        """``Table.update``'s rows: the changed rows of the weight and of each state tensor."""
-        w, s = self.weight_changed, self.state_changed
-        out = {table.tensor: (self.rows[w], self.weight[w])}
-        out.update({n: (self.rows[s], self.state[n][s]) for n in names})
-        return out
+    def weight_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The changed rows of the weight: (rows, values), for ``Table.update``."""
+        return _selected(self.weight_changed, self.rows, self.weight)
 
-    def rewrite_tensors(self, table, names) -> dict:
-        """``Table.rewrite``'s tensors: the new weight and state, streamed for a compact copy."""
+    def state_rows(self, names) -> dict:
+        return {n: _selected(self.state_changed, self.rows, self.state[n]) for n in names}
+
+    def weight_tensor(self, table):
+        """The whole new weight, streamed for a compact copy (for a rewrite)."""
         if self.every_row:
-            return {table.tensor: self.weight, **self.state}
-        w, s = self.weight_changed, self.state_changed
-        out = {table.tensor: _patched(table.raw, None, self.rows[w], self.weight[w])}
-        for n in names:
-            out[n] = _patched(None, self.state_fill[n], self.rows[s], self.state[n][s], shape=table.shape)
-        return out
+            return self.weight
+        w = self.weight_changed
+        return _patched(table.raw, None, self.rows[w], self.weight[w])
+
+    def state_tensors(self, names, shape) -> dict:
+        if self.every_row:
+            return dict(self.state)
+        s = self.state_changed
+        return {n: _patched(None, self.state_fill[n], self.rows[s], self.state[n][s], shape=shape) for n in names}
+
+
+def _selected(mask, rows, values):
+    """``(rows[mask], values[mask])``, without copying when every row is selected (a step
+    usually changes every row it computed on)."""
+    return (rows, values) if mask.all() else (rows[mask], values[mask])
 
 
 def _patched(base, fill, rows, values, shape=None) -> ChunkedTensor:

@@ -231,6 +231,109 @@ def decode_spans(data, offsets, ids=None, errors="strict") -> list[str]:
     return [data[offsets[i]:offsets[i + 1]].tobytes().decode("utf-8", errors) for i in ids]
 
 
+# -- validation of stored tensors --------------------------------------------------------------
+
+def check_arrays(data, offsets, order, where: str) -> None:
+    """Refuse vocabulary tensors that break the layout (module doc), naming the tensor and what
+    is wrong: dtypes and shapes, offsets out of order or past the end of the bytes, words that are
+    not UTF-8, an order naming a row twice or out of range, a row without a word whose span is not
+    empty, an order that is not sorted (a binary search over it gives wrong answers).
+    O(N + bytes), vectorised: done once per open table."""
+    for name, arr, dtype in ((BYTES, data, np.uint8), (OFFSETS, offsets, np.int64),
+                             (ORDER, order, np.int64)):
+        if arr.dtype != dtype or arr.ndim != 1:
+            raise FormatError(f"{where}: {name} must be a 1-D {np.dtype(dtype).name} tensor, not "
+                              f"{arr.ndim}-D {arr.dtype}")
+    n = len(offsets) - 1
+    if n < 0 or len(order) > n:
+        raise FormatError(f"{where}: {ORDER} has {len(order)} entries for {max(n, 0)} rows in "
+                          f"{OFFSETS} (at most one a row)")
+    if offsets[0] != 0 or offsets[-1] != len(data):
+        raise FormatError(f"{where}: {OFFSETS} must start at 0 and end at the length of {BYTES} "
+                          f"({len(data)}), not run from {offsets[0]} to {offsets[-1]}")
+    if n and (offsets.min() < 0 or offsets.max() > len(data)):
+        i = int(np.argmax((offsets < 0) | (offsets > len(data))))
+        raise FormatError(f"{where}: {OFFSETS} entry {i} is {offsets[i]}, outside {BYTES} "
+                          f"(0 to {len(data)})")
+    lengths = np.diff(offsets)
+    if (lengths < 0).any():
+        i = int(np.argmax(lengths < 0))
+        raise FormatError(f"{where}: {OFFSETS} decreases at entry {i + 1} ({offsets[i]} then "
+                          f"{offsets[i + 1]})")
+    _check_utf8(data, offsets, lengths, where)
+    if len(order) and (order.min() < 0 or order.max() >= n):
+        i = int(np.argmax((order < 0) | (order >= n)))
+        raise FormatError(f"{where}: {ORDER} entry {i} is {order[i]}, not a row (0 to {n - 1})")
+    times = np.bincount(order, minlength=n)
+    if (times > 1).any():
+        raise FormatError(f"{where}: {ORDER} names row {int(np.argmax(times > 1))} more than once")
+    wordless = np.flatnonzero((times == 0) & (lengths > 0))
+    if wordless.size:
+        raise FormatError(f"{where}: row {int(wordless[0])} is not in {ORDER} (a row without a "
+                          f"word) but has {int(lengths[wordless[0]])} bytes in {BYTES}")
+    k = _first_unsorted(data, offsets, lengths, order)
+    if k is not None:
+        a, b = int(order[k]), int(order[k + 1])
+        wa, wb = (data[offsets[r]:offsets[r + 1]].tobytes().decode("utf-8") for r in (a, b))
+        if wa == wb:
+            raise DuplicateWordError(f"{where}: duplicate word {wa!r} at rows {min(a, b)} and "
+                                     f"{max(a, b)}")
+        raise FormatError(f"{where}: {ORDER} is not sorted by word: entry {k} (row {a}, {wa!r}) "
+                          f"comes before entry {k + 1} (row {b}, {wb!r})")
+
+
+def _check_utf8(data, offsets, lengths, where) -> None:
+    raw = np.asarray(data).tobytes()
+    try:
+        raw.decode("utf-8")
+        bad = None
+    except UnicodeDecodeError as e:
+        bad = e.start
+    # each word must be UTF-8 by itself: none may start inside another word's character
+    starts = offsets[:-1][lengths > 0]
+    inside = np.flatnonzero((data[starts] & 0xC0) == 0x80) if starts.size else starts[:0]
+    if inside.size and (bad is None or starts[inside[0]] < bad):
+        bad = int(starts[inside[0]])
+    if bad is not None:
+        row = int(np.searchsorted(offsets, bad, side="right") - 1)
+        raise FormatError(f"{where}: {BYTES}: the word of row {row} is not valid UTF-8 (byte {bad})")
+
+
+def _first_unsorted(data, offsets, lengths, order) -> int | None:
+    """First position k where word ``order[k]`` is not strictly below word ``order[k+1]`` (the
+    order of ``sort_spans``: bytes, a prefix first), comparing 8 bytes at a time: the first 8
+    bytes of every word are read in row order (sequential memory), later ones only for the
+    neighbours still tied."""
+    if len(order) < 2:
+        return None
+    padded = np.concatenate((np.asarray(data, np.uint8), np.zeros(8, np.uint8)))
+    first = np.zeros(len(offsets) - 1, np.uint64)
+    have = np.minimum(lengths, 8)
+    for j in range(8):  # byte j of every word, big-endian into one key
+        byte = padded[offsets[:-1] + j].astype(np.uint64)
+        byte[have <= j] = 0
+        first |= byte << np.uint64(56 - 8 * j)
+    keys = first[order]
+    a, b = order[:-1], order[1:]
+    pairs = np.arange(len(order) - 1)
+    ka, kb = keys[:-1], keys[1:]
+    bad = []
+    level = 0
+    while pairs.size:
+        bad.append(pairs[ka > kb])
+        equal = ka == kb
+        level += 1
+        longer = np.maximum(lengths[a[pairs]], lengths[b[pairs]]) > 8 * level
+        done = equal & ~longer  # equal up to zero padding: the shorter word comes first
+        bad.append(pairs[done][lengths[a[pairs[done]]] >= lengths[b[pairs[done]]]])
+        pairs = pairs[equal & longer]
+        if pairs.size:
+            ka = _chunk_keys(padded, offsets, lengths, a[pairs], level)
+            kb = _chunk_keys(padded, offsets, lengths, b[pairs], level)
+    bad = np.concatenate(bad)
+    return int(bad.min()) if bad.size else None
+
+
 # -- the index ----------------------------------------------------------------------------
 
 class Vocab:

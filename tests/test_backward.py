@@ -221,3 +221,19 @@ def test_rowgrad_repr_and_dim():
     rg = embedding_backward(np.array([1, 1, 2]), np.ones((3, 4), np.float32), num_embeddings=3)
     assert isinstance(rg, RowGrad) and rg.embedding_dim == 4 and "dense" in repr(rg)
     assert rg.values.tolist() == [[2.0] * 4, [1.0] * 4]
+
+
+@pytest.mark.parametrize("sparse,scale,padding_idx", [(True, False, None), (True, False, 3),
+                                                      (False, False, None), (False, True, 3)])
+@pytest.mark.parametrize("rows", [6, 100_000])  # mostly repeated rows / mostly rows of one entry
+def test_norm_is_the_norm_of_the_coalesced_gradient(sparse, scale, padding_idx, rows):
+    rng = np.random.default_rng(rows)
+    idx = rng.integers(0, rows, (400, 3))
+    grad = rng.standard_normal((400, 3, 8)).astype(np.float32)
+
+    def rowgrad():
+        return embedding_backward(idx, grad, num_embeddings=rows, sparse=sparse, scale_grad_by_freq=scale,
+                                  padding_idx=padding_idx)
+
+    v = rowgrad().coalesce().values
+    assert rowgrad().norm() == pytest.approx(np.sqrt(np.einsum("ij,ij->", v, v, dtype=np.float64)), rel=1e-12)

@@ -1,5 +1,5 @@
-"""load-pretrained / export / lookup --words through the real command line, on the sample files
-and on generated ones, against gensim when it is importable."""
+"""load-pretrained / export / lookup --words through the command line (in-process), on the sample
+files and on generated ones, against gensim when it is importable."""
 from __future__ import annotations
 
 import gzip
@@ -12,7 +12,7 @@ import pytest
 
 from embtool.table import Table
 
-from helpers import assert_single_error_line, run
+from helpers import assert_single_error_line, invoke
 
 SAMPLES = Path(__file__).parent.parent / "sample_data"
 
@@ -31,7 +31,7 @@ def test_load_samples_like_gensim(tmp_path, gensim, name, fmt, rows, dim):
     from gensim.models import KeyedVectors
 
     out = tmp_path / "t.safetensors"
-    r = run("load-pretrained", SAMPLES / name, out)
+    r = invoke("load-pretrained", SAMPLES / name, out)
     assert r.code == 0, r.err
     assert f"loaded {rows} x {dim}" in r.err and f"({fmt}" in r.err
     w, words, cfg = table_state(out)
@@ -44,12 +44,12 @@ def test_load_samples_like_gensim(tmp_path, gensim, name, fmt, rows, dim):
 
 def test_npy_with_vocab_and_model_tensor(tmp_path):
     out = tmp_path / "t.safetensors"
-    r = run("load-pretrained", SAMPLES / "small.npy", out, "--vocab", SAMPLES / "small.vocab.txt", "--no-freeze")
+    r = invoke("load-pretrained", SAMPLES / "small.npy", out, "--vocab", SAMPLES / "small.vocab.txt", "--no-freeze")
     assert r.code == 0, r.err
     w, words, cfg = table_state(out)
     assert np.array_equal(w, np.load(SAMPLES / "small.npy")) and words[:3] == ["the", ",", "."]
     assert cfg["frozen"] is False
-    r = run("load-pretrained", SAMPLES / "small-model.safetensors", out, "--force",
+    r = invoke("load-pretrained", SAMPLES / "small-model.safetensors", out, "--force",
             "--tensor", "model.embed_tokens.weight", "--vocab", SAMPLES / "small.vocab.txt")
     assert r.code == 0, r.err
     from safetensors import safe_open
@@ -64,17 +64,17 @@ def test_npy_with_vocab_and_model_tensor(tmp_path):
 
 def test_quirks_file(tmp_path):
     out = tmp_path / "q.safetensors"
-    r = run("load-pretrained", SAMPLES / "quirks.txt", out)
+    r = invoke("load-pretrained", SAMPLES / "quirks.txt", out)
     assert r.code == 0, r.err
     assert "skipped 1 duplicate rows (kept first), 1 blank lines" in r.err
     assert "repaired BOM, 2 CRLF, 1 trailing spaces, 1 words with spaces" in r.err
     w, words, _ = table_state(out)
     assert words == ["the", "of", ". . .", "new\u00a0york", "and"]
-    r = run("load-pretrained", SAMPLES / "quirks.txt", out, "--force", "--on-duplicate", "last")
+    r = invoke("load-pretrained", SAMPLES / "quirks.txt", out, "--force", "--on-duplicate", "last")
     w_last, _, _ = table_state(out)
     assert not np.array_equal(w_last[1], w[1])
     before = out.read_bytes()
-    r = run("load-pretrained", SAMPLES / "quirks.txt", out, "--force", "--on-duplicate", "error")
+    r = invoke("load-pretrained", SAMPLES / "quirks.txt", out, "--force", "--on-duplicate", "error")
     assert_single_error_line(r, "duplicate", "'of'")
     assert out.read_bytes() == before
 
@@ -82,7 +82,7 @@ def test_quirks_file(tmp_path):
 def test_stdin_and_limit_and_dtype(tmp_path):
     out = tmp_path / "t.safetensors"
     data = (SAMPLES / "small.glove.txt").read_bytes()
-    r = run("load-pretrained", "-", out, "--limit", 7, "--dtype", "float16", input=data)
+    r = invoke("load-pretrained", "-", out, "--limit", 7, "--dtype", "float16", input=data)
     assert r.code == 0, r.err
     with Table.open(out) as t:
         assert t.shape == (7, 10) and t.dtype == "F16"
@@ -90,98 +90,98 @@ def test_stdin_and_limit_and_dtype(tmp_path):
 
 def test_padding_and_unk_tokens(tmp_path):
     out = tmp_path / "t.safetensors"
-    r = run("load-pretrained", SAMPLES / "small.glove.txt", out, "--padding-token", "<pad>",
+    r = invoke("load-pretrained", SAMPLES / "small.glove.txt", out, "--padding-token", "<pad>",
             "--unk-token", "the")
     assert r.code == 0, r.err
     w, words, cfg = table_state(out)
     assert words[-1] == "<pad>" and cfg["padding_idx"] == 200 and not w[200].any()
-    r = run("lookup", out, "-w", "of", "zzzz", "--unknown", "unk", "-f", "npy")
+    r = invoke("lookup", out, "-w", "of", "zzzz", "--unknown", "unk", "-f", "npy")
     got = np.load(io.BytesIO(r.stdout_bytes))
     assert np.array_equal(got, w[[words.index("of"), 0]])
-    r = run("lookup", out, "-w", "of", "zzzz", "--unknown", "skip")
+    r = invoke("lookup", out, "-w", "of", "zzzz", "--unknown", "skip")
     assert len(json.loads(r.out)) == 1
-    assert_single_error_line(run("lookup", out, "-w", "of", "zzzz"), "'zzzz' is not in the vocabulary")
+    assert_single_error_line(invoke("lookup", out, "-w", "of", "zzzz"), "'zzzz' is not in the vocabulary")
 
 
 def test_lookup_words_shapes_and_sources(tmp_path):
     out = tmp_path / "t.safetensors"
-    run("load-pretrained", SAMPLES / "small.glove.txt", out)
+    invoke("load-pretrained", SAMPLES / "small.glove.txt", out)
     w, words, _ = table_state(out)
-    r = run("lookup", out, "--words", '[["the", "of"], ["and", "the"]]', "-f", "npy")
+    r = invoke("lookup", out, "--words", '[["the", "of"], ["and", "the"]]', "-f", "npy")
     ids = [[words.index(x) for x in row] for row in [["the", "of"], ["and", "the"]]]
     assert np.array_equal(np.load(io.BytesIO(r.stdout_bytes)), w[np.array(ids)])
-    r = run("lookup", out, "--words", "-f", "csv", input="the of\n")
+    r = invoke("lookup", out, "--words", "-f", "csv", input="the of\n")
     assert r.out.splitlines()[1].startswith("0,the,")
     (tmp_path / "words.txt").write_text("of\nthe\n")
-    r = run("lookup", out, "--words-file", tmp_path / "words.txt", "-f", "npy")
+    r = invoke("lookup", out, "--words-file", tmp_path / "words.txt", "-f", "npy")
     assert np.array_equal(np.load(io.BytesIO(r.stdout_bytes)), w[[words.index("of"), 0]])
     no_vocab = tmp_path / "nv.safetensors"
-    run("init", no_vocab, "-n", 3, "-d", 2)
-    assert_single_error_line(run("lookup", no_vocab, "-w", "the"), "no vocabulary")
+    invoke("init", no_vocab, "-n", 3, "-d", 2)
+    assert_single_error_line(invoke("lookup", no_vocab, "-w", "the"), "no vocabulary")
 
 
 @pytest.mark.parametrize("fmt,suffix", [("glove", ".txt"), ("word2vec", ".vec"),
                                         ("word2vec-binary", ".bin"), ("npy", ".npy")])
 def test_export_round_trip_is_bit_identical(tmp_path, fmt, suffix):
     t1 = tmp_path / "t1.safetensors"
-    run("load-pretrained", SAMPLES / "glove.6B.50d.10k.txt.gz", t1, "--limit", 2000)
+    invoke("load-pretrained", SAMPLES / "glove.6B.50d.10k.txt.gz", t1, "--limit", 2000)
     out = tmp_path / f"out{suffix}"
-    r = run("export", t1, out)
+    r = invoke("export", t1, out)
     assert r.code == 0 and f"as {fmt}" in r.err, r.err
     t2 = tmp_path / "t2.safetensors"
     extra = ["--vocab", tmp_path / "out.vocab.txt"] if fmt == "npy" else []
-    assert run("load-pretrained", out, t2, *extra).code == 0
+    assert invoke("load-pretrained", out, t2, *extra).code == 0
     a, b = table_state(t1), table_state(t2)
     assert np.array_equal(a[0].view(np.uint32), b[0].view(np.uint32)) and a[1] == b[1]
 
 
 def test_export_compressed_and_errors(tmp_path):
     t1 = tmp_path / "t1.safetensors"
-    run("load-pretrained", SAMPLES / "quirks.txt", t1)
-    r = run("export", t1, tmp_path / "q.vec")
+    invoke("load-pretrained", SAMPLES / "quirks.txt", t1)
+    r = invoke("export", t1, tmp_path / "q.vec")
     assert_single_error_line(r, "row 2", "contains a space")
     assert not (tmp_path / "q.vec").exists()
     t2 = tmp_path / "t2.safetensors"
-    run("load-pretrained", SAMPLES / "small.glove.txt", t2)
+    invoke("load-pretrained", SAMPLES / "small.glove.txt", t2)
     gz = tmp_path / "s.txt.gz"
-    assert run("export", t2, gz).code == 0
+    assert invoke("export", t2, gz).code == 0
     assert gzip.decompress(gz.read_bytes()).splitlines()[0].startswith(b"the ")
-    assert_single_error_line(run("export", t2, gz), "already exists")
-    assert_single_error_line(run("export", t2, tmp_path / "x.dat"), "give --format")
+    assert_single_error_line(invoke("export", t2, gz), "already exists")
+    assert_single_error_line(invoke("export", t2, tmp_path / "x.dat"), "give --format")
 
 
 def test_load_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("a 1 2 3\nb 1 2\nc 1 2 3\n")
     out = tmp_path / "t.safetensors"
-    r = run("load-pretrained", bad, out)
+    r = invoke("load-pretrained", bad, out)
     assert_single_error_line(r, "bad.txt", "line 2")
     assert not out.exists()
     bad.write_text("a 1 2 3\nb 1 x 3\n")
-    assert_single_error_line(run("load-pretrained", bad, out), "bad.txt", "line 2")
+    assert_single_error_line(invoke("load-pretrained", bad, out), "bad.txt", "line 2")
     bad.write_text("a 1 nan 3\n")
-    assert_single_error_line(run("load-pretrained", bad, out), "line 1")
-    assert run("load-pretrained", bad, out, "--allow-nonfinite").code == 0
+    assert_single_error_line(invoke("load-pretrained", bad, out), "line 1")
+    assert invoke("load-pretrained", bad, out, "--allow-nonfinite").code == 0
     fasttext_bin = tmp_path / "model.bin"
     fasttext_bin.write_bytes(bytes.fromhex("ba164f2f") + b"\x0c\x00\x00\x00" + b"\0" * 64)
-    assert_single_error_line(run("load-pretrained", fasttext_bin, tmp_path / "f.safetensors"), "fastText")
+    assert_single_error_line(invoke("load-pretrained", fasttext_bin, tmp_path / "f.safetensors"), "fastText")
     (tmp_path / "v.txt").write_text("".join(f"w{i}\n" for i in range(201)))
-    r = run("load-pretrained", SAMPLES / "small.npy", tmp_path / "n.safetensors", "--vocab", tmp_path / "v.txt")
+    r = invoke("load-pretrained", SAMPLES / "small.npy", tmp_path / "n.safetensors", "--vocab", tmp_path / "v.txt")
     assert_single_error_line(r, "v.txt, line 201: token 'w200' names row 200, past the tensor's 200 rows")
     existing = tmp_path / "e.safetensors"
-    run("init", existing, "-n", 2, "-d", 2)
+    invoke("init", existing, "-n", 2, "-d", 2)
     before = existing.read_bytes()
-    assert_single_error_line(run("load-pretrained", SAMPLES / "small.glove.txt", existing), "already exists")
+    assert_single_error_line(invoke("load-pretrained", SAMPLES / "small.glove.txt", existing), "already exists")
     assert existing.read_bytes() == before
 
 
 def test_info_shows_vocab(tmp_path):
     out = tmp_path / "t.safetensors"
-    run("load-pretrained", SAMPLES / "small.glove.txt", out)
-    facts = json.loads(run("info", out, "--json").out)
+    invoke("load-pretrained", SAMPLES / "small.glove.txt", out)
+    facts = json.loads(invoke("info", out, "--json").out)
     assert facts["table"]["vocab"]["size"] == 200 and facts["table"]["vocab"]["sample"][:2] == ["the", ","]
-    assert "200 words: the , ." in run("info", out).out
-    stats = run("info", out, "--stats")  # the neighbour sample is named by words
+    assert "200 words: the , ." in invoke("info", out).out
+    stats = invoke("info", out, "--stats")  # the neighbour sample is named by words
     assert stats.code == 0 and "row 0 the: " in stats.out
-    facts = json.loads(run("info", out, "--stats", "--json").out)
+    facts = json.loads(invoke("info", out, "--stats", "--json").out)
     assert facts["stats"]["neighbours"][0]["word"] == "the"

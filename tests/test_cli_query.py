@@ -1,4 +1,4 @@
-"""similar / evaluate / EmbeddingBag lookups / info --stats through the real command line,
+"""similar / evaluate / EmbeddingBag lookups / info --stats through the command line (in-process),
 against gensim and PyTorch when they are importable."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from embtool.table import Table
 
-from helpers import assert_single_error_line, make_table, run
+from helpers import assert_single_error_line, invoke, make_table
 
 SAMPLES = Path(__file__).parent.parent / "sample_data"
 GLOVE = SAMPLES / "glove.6B.50d.10k.txt.gz"
@@ -20,7 +20,7 @@ GLOVE = SAMPLES / "glove.6B.50d.10k.txt.gz"
 @pytest.fixture(scope="module")
 def glove(tmp_path_factory):
     p = tmp_path_factory.mktemp("glove") / "glove.safetensors"
-    assert run("load-pretrained", GLOVE, p).code == 0
+    assert invoke("load-pretrained", GLOVE, p).code == 0
     return p
 
 
@@ -33,7 +33,7 @@ def kv():
 
 
 def sim(*args):
-    r = run("similar", *args)
+    r = invoke("similar", *args)
     assert r.code == 0, r.err
     return json.loads(r.out)
 
@@ -71,46 +71,46 @@ def test_similar_formats_and_table_without_vocab(tmp_path):
     scores = unit @ unit[3]
     scores[3] = -np.inf
     assert [r["id"] for r in res] == list(np.argsort(-scores)[:2]) and "word" not in res[0]
-    r = run("similar", p, "3", "-k", 2, "-f", "csv")
+    r = invoke("similar", p, "3", "-k", 2, "-f", "csv")
     assert r.out.splitlines()[0] == "id,score"
-    r = run("similar", p, "3", "-k", 2, "-f", "jsonl")
+    r = invoke("similar", p, "3", "-k", 2, "-f", "jsonl")
     assert len(r.out.splitlines()) == 2
 
 
 def test_similar_errors(glove, tmp_path):
-    assert_single_error_line(run("similar", glove, "qwertyuiop"), "'qwertyuiop' is not in the vocabulary")
-    assert run("similar", glove).code == 2
-    assert_single_error_line(run("similar", glove, "--ids", 10_000), "row 10000 is out of range")
+    assert_single_error_line(invoke("similar", glove, "qwertyuiop"), "'qwertyuiop' is not in the vocabulary")
+    assert invoke("similar", glove).code == 2
+    assert_single_error_line(invoke("similar", glove, "--ids", 10_000), "row 10000 is out of range")
     np.save(tmp_path / "bad.npy", np.zeros(7, np.float32))
-    r = run("similar", glove, "--vector", tmp_path / "bad.npy")
+    r = invoke("similar", glove, "--vector", tmp_path / "bad.npy")
     assert r.code == 1 and r.err.startswith("Error: ") and len(r.err.strip().splitlines()) == 1
 
 
 def test_evaluate_matches_gensim(glove, kv):
-    r = run("evaluate", glove, "--analogies", SAMPLES / "questions-words.sample.txt")
+    r = invoke("evaluate", glove, "--analogies", SAMPLES / "questions-words.sample.txt")
     ours = json.loads(r.out)
     score, sections = kv.evaluate_word_analogies(str(SAMPLES / "questions-words.sample.txt"))
     assert ours["accuracy"] == score
     assert [(s["section"], s["correct"], s["incorrect"]) for s in ours["sections"]] == \
         [(s["section"], len(s["correct"]), len(s["incorrect"])) for s in sections]
-    r = run("evaluate", glove, "--pairs", SAMPLES / "wordsim353.tsv")
+    r = invoke("evaluate", glove, "--pairs", SAMPLES / "wordsim353.tsv")
     ours = json.loads(r.out)
     pearson, spearman, oov = kv.evaluate_word_pairs(str(SAMPLES / "wordsim353.tsv"))
     assert abs(ours["pearson"] - pearson.statistic) < 1e-9
     assert abs(ours["spearman"] - spearman.statistic) < 1e-9
     assert abs(ours["oov_ratio"] - oov) < 1e-9
-    both = json.loads(run("evaluate", glove, "--analogies", SAMPLES / "questions-words.sample.txt",
+    both = json.loads(invoke("evaluate", glove, "--analogies", SAMPLES / "questions-words.sample.txt",
                           "--pairs", SAMPLES / "wordsim353.tsv").out)
     assert set(both) == {"analogies", "pairs"}
 
 
 def test_evaluate_errors(glove, tmp_path):
-    assert run("evaluate", glove).code == 2
+    assert invoke("evaluate", glove).code == 2
     bad = tmp_path / "q.txt"
     bad.write_text("king queen man woman\n")
-    assert_single_error_line(run("evaluate", glove, "--analogies", bad), "q.txt", "line 1")
+    assert_single_error_line(invoke("evaluate", glove, "--analogies", bad), "q.txt", "line 1")
     p = make_table(tmp_path / "nv.safetensors", np.ones((3, 2), np.float32))
-    assert_single_error_line(run("evaluate", p, "--pairs", SAMPLES / "wordsim353.tsv"), "vocabulary")
+    assert_single_error_line(invoke("evaluate", p, "--pairs", SAMPLES / "wordsim353.tsv"), "vocabulary")
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def bag_table(tmp_path):
 
 
 def bag(*args):
-    r = run("lookup", *args, "-f", "npy")
+    r = invoke("lookup", *args, "-f", "npy")
     assert r.code == 0, r.err
     return np.load(io.BytesIO(r.stdout_bytes))
 
@@ -172,7 +172,7 @@ def test_bag_per_sample_weights_and_last_offset(bag_table, torch):
 def test_bad_bags(bag_table, args, needle):
     p, _ = bag_table
     before = p.read_bytes()
-    r = run("lookup", p, *args)
+    r = invoke("lookup", p, *args)
     assert_single_error_line(r, needle)
     assert p.read_bytes() == before
 
@@ -183,9 +183,9 @@ def test_info_stats(tmp_path):
     w[7] = w[2]
     w[9, 1] = np.nan
     p = make_table(tmp_path / "s.safetensors", w)
-    facts = json.loads(run("info", p, "--stats", "--json").out)
+    facts = json.loads(invoke("info", p, "--stats", "--json").out)
     s = facts["stats"]
     assert s["zero_rows"]["count"] == 1 and s["nonfinite_rows"]["count"] == 1
     assert s["duplicate_rows"]["count"] == 1
-    r = run("info", p, "--stats")
+    r = invoke("info", p, "--stats")
     assert r.code == 0 and "histogram" in r.out

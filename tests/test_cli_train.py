@@ -1,6 +1,6 @@
-"""``embtool train-step`` through the real entry point: torch trajectories of 100 steps with one
-process per step, --batches, --json, and every error path (one ``Error:`` line, exit 1, the table's
-bytes unchanged) or usage error (exit 2).
+"""``embtool train-step`` through the command line: torch trajectories of 100 steps with one real
+process per step, --batches, --json, and (in-process) every error path (one ``Error:`` line,
+exit 1, the table's bytes unchanged) or usage error (exit 2).
 
 Tolerances as in test_training.py: 3 steps within 4 ulp, 100 steps within 1e-5 relative per
 tensor, plain SGD on a sparse table bit for bit.
@@ -16,7 +16,7 @@ import pytest
 
 from embtool import kernels
 from golden.make_train_cli import CASES, SNAPSHOTS, case_batches, case_weight, torch_trajectory
-from helpers import assert_single_error_line, make_table, run
+from helpers import assert_single_error_line, invoke, make_table, run
 from test_optim import compare
 from test_training import case_table, check_against, golden_snapshots, live_torch, snapshot
 
@@ -113,7 +113,7 @@ def test_json_summary_and_stderr_line(tmp_path):
                    max_norm=1.0)
     (tmp_path / "ids.json").write_text("[[1, 0, 4], [4, 4, 9]]")
     np.save(tmp_path / "g.npy", np.full((2, 3, D), 0.5, np.float32))
-    r = run("train-step", p, "-i", tmp_path / "ids.json", "--grad", tmp_path / "g.npy", "--json",
+    r = invoke("train-step", p, "-i", tmp_path / "ids.json", "--grad", tmp_path / "g.npy", "--json",
             "--optimizer", "sparse-adam", "--lr", "0.1", "--betas", "0.5", "0.75")
     assert r.code == 0, r.err
     out = json.loads(r.out)
@@ -129,7 +129,7 @@ def test_json_summary_and_stderr_line(tmp_path):
         "file rewritten (4 rows changed)"]
     w = snapshot(p)["weight"]
     assert np.linalg.norm(w[0]) < 1.0 and np.array_equal(w[2], np.ones(D, np.float32))
-    r = run("train-step", p, "-i", tmp_path / "ids.json", "--grad", tmp_path / "g.npy")
+    r = invoke("train-step", p, "-i", tmp_path / "ids.json", "--grad", tmp_path / "g.npy")
     assert r.code == 0 and r.out == "" and "rows written in place" in r.err
 
 
@@ -222,22 +222,22 @@ def test_errors_leave_every_table_unchanged(files, case):
     args = make_args(files)
     tables = [files[k] for k in ("dense", "sparse", "frozen", "sgf_sparse", "half")]
     before = [t.read_bytes() for t in tables]
-    r = run("train-step", files[args[0]], *args[1:])
+    r = invoke("train-step", files[args[0]], *args[1:])
     assert_single_error_line(r, *map(str, needles))
     assert [t.read_bytes() for t in tables] == before
 
 
 def test_mismatched_stored_optimizer(files):
     p = files["dense"]
-    assert run("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adam",
+    assert invoke("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adam",
                "--lr", "0.01").code == 0
     before = p.read_bytes()
-    r = run("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--lr", "0.02")
+    r = invoke("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--lr", "0.02")
     assert_single_error_line(r, "lr=0.02 (stored 0.01)", "--reset-optimizer")
-    r = run("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adagrad")
+    r = invoke("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adagrad")
     assert_single_error_line(r, "the optimizer state is adam's (step 1), not adagrad's")
     assert p.read_bytes() == before
-    r = run("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adagrad",
+    r = invoke("train-step", p, "-i", files["ids"], "--grad", files["grad"], "--optimizer", "adagrad",
             "--reset-optimizer", "--json")
     assert r.code == 0 and json.loads(r.out)["step"] == 1
     assert snapshot(p).keys() == {"weight", "optim.sum", "step"}
@@ -254,11 +254,12 @@ def test_mismatched_stored_optimizer(files):
 ])
 def test_usage_errors_exit_2(files, args, needle):
     before = files["dense"].read_bytes()
-    r = run("train-step", files["dense"], *args, cwd=files["dir"])
+    args = [str(files["dir"] / a) if a.endswith((".npz", ".json", ".npy")) else a for a in args]
+    r = invoke("train-step", files["dense"], *args)
     assert r.code == 2 and needle in r.err and "Traceback" not in r.err
     assert files["dense"].read_bytes() == before
 
 
 def test_train_step_is_listed_in_help():
-    r = run("--help")
+    r = invoke("--help")
     assert r.code == 0 and "train-step" in r.out

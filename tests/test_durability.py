@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from embtool import store as st
+from embtool import wal
 from embtool.table import Table
 
 from helpers import kill_at_random_instants, make_table
@@ -19,10 +19,10 @@ from helpers import kill_at_random_instants, make_table
 pytestmark = pytest.mark.slow
 
 COMMANDS = {
-    "renorm (journal)": (["renorm", "{p}", "--max-norm", "1.0"], {}),
+    "renorm (in place, logged)": (["renorm", "{p}", "--max-norm", "1.0"], {}),
     "renorm (rewrite)": (["renorm", "{p}", "--max-norm", "1.0"], {"EMBTOOL_REWRITE_BYTES": "0"}),
     # without fsync a write is still atomic against a killed process
-    "renorm (journal, EMBTOOL_SYNC=off)": (["renorm", "{p}", "--max-norm", "1.0"], {"EMBTOOL_SYNC": "off"}),
+    "renorm (in place, EMBTOOL_SYNC=off)": (["renorm", "{p}", "--max-norm", "1.0"], {"EMBTOOL_SYNC": "off"}),
     "lookup --write-back": (["lookup", "{p}", "-i", "{ids}", "--max-norm", "1.0", "--write-back",
                              "-f", "npy", "-o", os.devnull, "--force"], {}),
     "freeze": (["freeze", "{p}"], {}),
@@ -30,7 +30,7 @@ COMMANDS = {
 
 
 def snapshot(path):
-    """Everything a command may change: weight bits and metadata (opening recovers a journal)."""
+    """Everything a command may change: weight bits and metadata (opening recovers an interrupted write)."""
     from safetensors import safe_open
 
     with Table.open(path) as t:
@@ -67,7 +67,7 @@ def test_sigkill_at_random_instants(tmp_path, name):
 
     def prepare():
         shutil.copyfile(base, p)
-        st.journal_path(p).unlink(missing_ok=True)
+        wal.log_path(p).unlink(missing_ok=True)  # the log is about the file copied over
 
     outcomes, killed_running = kill_at_random_instants(
         lambda: start(args, extra_env), prepare, lambda: snapshot(p), before, after, duration, seed=name)

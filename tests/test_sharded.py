@@ -323,7 +323,7 @@ def pair(tmp_path):
 
 @on_both("dtype", ["F32", "BF16", "F16"], [])
 def test_renorm_write_back_and_freeze_write_the_same_bytes(pair, dtype, scheduler, tmp_path, monkeypatch):
-    from embtool.config import set_frozen as set_frozen_file
+    from embtool.store import set_frozen as set_frozen_file
     from embtool.ops import renorm
     from embtool.sharded import set_frozen
 
@@ -443,7 +443,8 @@ def test_write_commands_change_the_same_bytes(glove, tmp_path, where, request):
     for args in WRITES:
         fill = {"ids": tmp_path / "ids.npy", "grad": tmp_path / "grad.npy"}
         one = invoke(*[a.format(t=tmp_path / "g.safetensors", **fill) for a in args])
-        many = invoke(*[a.format(t=tmp_path / "g3.index.json", **fill) for a in args], *extra)
+        own = extra if args[0] not in ("freeze", "unfreeze") else []  # no per-shard work there
+        many = invoke(*[a.format(t=tmp_path / "g3.index.json", **fill) for a in args], *own)
         assert one.code == 0 and many.code == 0, (args, one.err, many.err)
         out_one, out_many = one.out.replace(str(tmp_path / "g.safetensors"), "T"), \
             many.out.replace(str(tmp_path / "g3.index.json"), "T")

@@ -244,3 +244,131 @@ def test_chunks_are_multiples_of_four_rows():
     w = np.zeros((10, 300), np.float32)
     assert similar.chunk_size(w) % 4 == 0 and similar.chunk_size(w, 7) == 4
     assert similar.chunk_size(w) * 300 * 4 <= similar.CHUNK_BYTES
+
+
+def random_queries(rng, n, count, vectors=True):
+    queries = []
+    for trial in range(count):
+        pos = [int(x) for x in rng.integers(6, n, int(rng.integers(1, 4)))]
+        neg = [int(x) for x in rng.integers(6, n, int(rng.integers(0, 3)))]
+        if trial % 4 == 0:
+            pos = [(pos[0], float(rng.uniform(0.1, 3)))] + pos[1:]
+        if vectors and trial % 5 == 0:
+            pos.append(rng.standard_normal(40).astype(np.float32) * 4)
+        queries.append((pos, neg))
+    return queries
+
+
+@pytest.mark.parametrize("topn,restrict", [(1, None), (10, None), (7, 500), (None, 300)])
+def test_many_queries_give_the_results_of_one_call_each(backend, topn, restrict):
+    """Matrix products over each chunk, then rescoring: bit for bit the single-query results."""
+    rng = np.random.default_rng(40)
+    w = rng.standard_normal((3000, 40)).astype(np.float32)
+    w[5] = 0
+    w[700:710] = w[700]  # exact ties
+    queries = random_queries(rng, 3000, 60) + [([700], []), ([w[700]], [])]
+    got = similar.most_similar_many(w, None, queries, topn=topn, restrict_vocab=restrict, chunk_rows=1000)
+    for (pos, neg), result in zip(queries, got):
+        want = most_similar(w, None, pos, neg, topn=topn, restrict_vocab=restrict)
+        assert [r for r, _ in result] == [r for r, _ in want]
+        assert np.array_equal([s for _, s in result], [s for _, s in want], equal_nan=True)
+
+
+def test_many_queries_match_live_gensim(gensim):
+    rng = np.random.default_rng(41)
+    w = rng.standard_normal((5000, 40)).astype(np.float32)
+    kv = keyed_vectors(gensim, w)
+    queries = random_queries(rng, 5000, 200, vectors=False)
+    got = similar.most_similar_many(w, None, queries, topn=12)
+
+    def key(x):
+        return (f"w{x[0]}", x[1]) if isinstance(x, tuple) else f"w{x}"
+
+    for (pos, neg), result in zip(queries, got):
+        want = kv.most_similar([key(x) for x in pos], [key(x) for x in neg], topn=12)
+        assert_same_ranking(result, [kv.get_index(k) for k, _ in want], np.array([s for _, s in want]))
+
+
+def test_uncertain_proposals_are_answered_by_a_single_query_pass(monkeypatch):
+    rng = np.random.default_rng(42)
+    w = rng.standard_normal((2000, 24)).astype(np.float32)
+    queries = random_queries(rng, 2000, 20, vectors=False)
+    want = similar.most_similar_many(w, None, queries, topn=5)
+    calls = []
+    real_each = similar.search_each
+    monkeypatch.setattr(similar, "search_each", lambda *a, **k: calls.append(len(a[1])) or real_each(*a, **k))
+    monkeypatch.setattr(similar, "margin", lambda dim: 10.0)
+    assert similar.most_similar_many(w, None, queries, topn=5) == want
+    assert calls == [20]
+
+
+def test_known_norms_give_the_same_results(backend):
+    rng = np.random.default_rng(43)
+    w = rng.standard_normal((1500, 30)).astype(np.float32)
+    w[9] = 0
+    norms = np.linalg.norm(w, axis=1)
+    queries = random_queries(rng, 1500, 10, vectors=False)
+    for topn in (3, None):
+        got = similar.most_similar_many(w, None, queries, topn=topn, norms=norms, chunk_rows=200)
+        want = similar.most_similar_many(w, None, queries, topn=topn, chunk_rows=64)
+        for a, b in zip(got, want, strict=True):
+            assert [r for r, _ in a] == [r for r, _ in b]
+            assert np.array_equal([s for _, s in a], [s for _, s in b], equal_nan=True)
+
+
+def test_queries_of_rows_are_computed_together_as_one_at_a_time():
+    """``mean_units`` (all queries at once) is ``unit_query``'s item-by-item loop bit for bit."""
+    rng = np.random.default_rng(44)
+    w = (rng.standard_normal((400, 33)) * rng.uniform(0.01, 50, (400, 1))).astype(np.float32)
+    lists = []
+    for _ in range(80):
+        m = int(rng.integers(1, 11))
+        lists.append([(int(r), float(rng.choice([1.0, -1.0, rng.uniform(-3, 3)])))
+                      for r in rng.integers(0, 400, m)])
+    units, exclude = similar.unit_queries(w, lists)
+    for items, unit, ex in zip(lists, units, exclude):
+        want, want_ex = similar.unit_query(w, items)
+        assert np.array_equal(unit, want)
+        assert ex[ex >= 0].tolist() == want_ex.tolist()
+
+
+def test_with_known_norms_scores_are_gensims_bit_for_bit(gensim):
+    """Known norms: one matrix-vector product over all rows, as gensim computes it."""
+    rng = np.random.default_rng(45)
+    w = rng.standard_normal((2003, 64)).astype(np.float32)
+    kv = keyed_vectors(gensim, w)
+    norms = np.linalg.norm(w, axis=1)
+    for row in (0, 17, 2002):
+        want = kv.most_similar(f"w{row}", topn=20)
+        got = most_similar(w, None, row, topn=20, norms=norms)
+        assert [r for r, _ in got] == [kv.get_index(k) for k, _ in want]
+        assert [s for _, s in got] == [s for _, s in want]
+
+
+def test_one_query_is_merged_in_pieces(monkeypatch, backend):
+    rng = np.random.default_rng(46)
+    w = rng.standard_normal((1000, 8)).astype(np.float32)
+    norms = np.linalg.norm(w, axis=1)
+    want = most_similar(w, None, [4], topn=30, norms=norms)
+    monkeypatch.setattr(similar, "SELECT_SCORES", 96)
+    assert most_similar(w, None, [4], topn=30, norms=norms) == want
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_selection_above_the_kth_score_is_the_kernels(backend, seed):
+    """``similar._select`` (kernel until k numbers are known, then only the rows at or above the
+    k-th score) gives the top-k kernel's keys exactly, ties, NaN, -0.0 and exclusions included."""
+    rng = np.random.default_rng(100 + seed)
+    q, k = int(rng.integers(1, 5)), int(rng.integers(1, 9))
+    exclude = rng.integers(-1, 60, (q, int(rng.integers(0, 4))))
+    got = np.full((q, k), np_topk.EMPTY, np.int64)
+    want = got.copy()
+    start = 0
+    for _ in range(int(rng.integers(1, 6))):
+        n = int(rng.integers(0, 25))
+        pool = SCORE_POOL if seed % 2 else np.round(rng.standard_normal(8), 1).astype(np.float32)
+        s = np.ascontiguousarray(rng.choice(pool, (q, n)))
+        similar._select(s, start, exclude, got)
+        kernels.get("topk.select", backend=backend)(s, start, exclude, want)
+        start += n
+    assert np.array_equal(got, want)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from embtool import store as st
+from embtool import vfs, wal
 from embtool.errors import FormatError
 from embtool.table import Config, Table, create
 
@@ -79,7 +80,7 @@ def test_bf16_is_widened_exactly(tmp_path, torch):
 DAMAGED = {
     "truncated": (lambda p: p.write_bytes(b"\x10\x00\x00"), "truncated safetensors file"),
     "header beyond file": (lambda p: raw_file(p, {"weight": {}}, length=10_000), "beyond the end of the file"),
-    "bad json": (lambda p: raw_file(p, b'{"weight": [1,'), "not valid JSON"),
+    "bad json": (lambda p: raw_file(p, b'{"weight": [1,'), "invalid JSON"),
     "not an object": (lambda p: raw_file(p, b"[1, 2]"), "not a JSON object"),
     "offsets out of bounds": (
         lambda p: raw_file(p, {"weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}}, b"\0" * 8),
@@ -168,7 +169,6 @@ def test_freeze_patches_the_header_in_place(tmp_path):
     h = st.read_header(p)
     assert after[h.data_start:] == before[h.data_start:]  # no data byte rewritten
     assert h.metadata["embtool.frozen"] == "true"
-    assert not st.journal_path(p).exists()
 
 
 def test_freeze_of_a_foreign_file_without_header_room_rewrites_it(tmp_path):
@@ -185,57 +185,56 @@ def test_freeze_of_a_foreign_file_without_header_room_rewrites_it(tmp_path):
         assert f.metadata()["k"] == "v" and f.metadata()["embtool.frozen"] == "true"
 
 
-def _crash_after_journal(monkeypatch):
-    calls = {"n": 0}
-    real = st._apply
+class _DiesWhile(vfs.OS):
+    """Writes as the OS does until the chosen operation, which it does half of before "dying"."""
 
-    def crashing(fd, patches):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            # apply half of the first row of the first patch, then "die"
-            p = patches[0]
-            os.pwrite(fd, bytes(memoryview(p.data).cast("B"))[: p.row_bytes // 2],
-                      p.base + int(p.rows[0]) * p.row_bytes)
+    def __init__(self, what):
+        self.what = what
+
+    def scatter(self, fd, base, row_bytes, rows, data):
+        if self.what != "apply":
+            return super().scatter(fd, base, row_bytes, rows, data)
+        os.pwrite(fd, bytes(memoryview(data).cast("B"))[:row_bytes // 2], base + int(rows[0]) * row_bytes)
+        raise SystemExit("killed")
+
+    def pwrite(self, fd, data, offset):
+        parts = data if isinstance(data, list) else [data]
+        if self.what == "log" and len(parts) > 1:  # a frame: write all but its last bytes
+            blob = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+            os.pwrite(fd, blob[:-5], offset)
             raise SystemExit("killed")
-        return real(fd, patches)
-
-    monkeypatch.setattr(st, "_apply", crashing)
+        return super().pwrite(fd, data, offset)
 
 
-def test_complete_journal_is_replayed(tmp_path, monkeypatch):
+def _update_dies_while(p, what, rows):
+    with vfs.using(_DiesWhile(what)):
+        t = Table.open(p, write=True)
+        with pytest.raises(SystemExit):
+            t.update({"weight": (np.array(rows), np.full((len(rows), 4), -1, np.float32))})
+        t.close()
+
+
+def test_committed_transaction_is_finished_by_the_next_opener(tmp_path):
     w = np.arange(40, dtype=np.float32).reshape(10, 4)
     p = make_table(tmp_path / "t.safetensors", w)
-    _crash_after_journal(monkeypatch)
-    t = Table.open(p, write=True)
-    with pytest.raises(SystemExit):
-        t.update({"weight": (np.array([2, 7]), np.full((2, 4), -1, np.float32))})
-    t.close()
-    monkeypatch.undo()
-    assert st.journal_path(p).exists()
+    _update_dies_while(p, "apply", [2, 7])
+    assert wal.log_path(p).exists()
     with Table.open(p) as t2:  # a reader finishes the interrupted write first
         expect = w.copy()
         expect[[2, 7]] = -1
         assert np.array_equal(t2.weight(), expect)
-    assert not st.journal_path(p).exists()
+    with open(wal.log_path(p), "rb") as f:  # and marks it applied
+        assert wal.up_to_date(wal.read_state(f.fileno()), vfs.current().boot_id())
 
 
-def test_torn_journal_is_dropped(tmp_path, monkeypatch):
+def test_torn_transaction_is_dropped(tmp_path):
     w = np.arange(40, dtype=np.float32).reshape(10, 4)
     p = make_table(tmp_path / "t.safetensors", w)
-    before = p.read_bytes()
-    _crash_after_journal(monkeypatch)
-    t = Table.open(p, write=True)
-    with pytest.raises(SystemExit):
-        t.update({"weight": (np.array([2]), np.full((1, 4), -1, np.float32))})
-    t.close()
-    monkeypatch.undo()
-    # undo the half-applied patch, then tear the journal: as if killed while writing the journal
-    p.write_bytes(before)
-    j = st.journal_path(p)
-    j.write_bytes(j.read_bytes()[:-5])
+    _update_dies_while(p, "log", [2])
+    size = wal.log_path(p).stat().st_size
     with Table.open(p) as t2:
         assert np.array_equal(t2.weight(), w)
-    assert not j.exists()
+    assert wal.log_path(p).stat().st_size < size  # the torn frame is gone
 
 
 COUNTER = """

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import store as st
 from embtool.training import Batch, train_step
 from golden.make_train import make_batches
 from helpers import kill_at_random_instants, make_table
@@ -48,7 +47,7 @@ def state_of(path: Path):
 
 
 @pytest.mark.parametrize("name,hparams,opts", [
-    ("sparse-adam", dict(lr=0.01), dict(sparse=True, padding_idx=3)),  # in place through the journal
+    ("sparse-adam", dict(lr=0.01), dict(sparse=True, padding_idx=3)),  # in place through the log
     ("adam", dict(lr=0.01, amsgrad=True), dict(padding_idx=3)),  # a rewrite per step
 ])
 def test_concurrent_processes_lose_no_update(tmp_path, name, hparams, opts):
@@ -77,47 +76,70 @@ def test_concurrent_processes_lose_no_update(tmp_path, name, hparams, opts):
     assert state_of(p) == state_of(q)
 
 
-def start(args):
+def start(args, env=None):
     return subprocess.Popen([sys.executable, "-m", "embtool", "train-step", *map(str, args)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
 
 KILL_CASES = {
-    # steady-state sparse step: weight and two state tensors patched in place (journal)
-    "sparse-adam in place": (dict(sparse=True, padding_idx=0), ["--optimizer", "sparse-adam"], True),
+    # steady-state sparse step: weight and two state tensors patched in place (logged)
+    "sparse-adam in place": (dict(sparse=True, padding_idx=0), ["--optimizer", "sparse-adam"], True, {}),
     # every row changes: atomic rewrite of weight and state
-    "adam rewrite": (dict(padding_idx=0), ["--optimizer", "adam", "--amsgrad"], True),
+    "adam rewrite": (dict(padding_idx=0), ["--optimizer", "adam", "--amsgrad"], True, {}),
     # the first step of a stateful optimizer adds the optim.* tensors (streamed rewrite)
-    "adagrad first step": (dict(sparse=True), ["--optimizer", "adagrad"], False),
+    "adagrad first step": (dict(sparse=True), ["--optimizer", "adagrad"], False, {}),
+    # the state in a file of its own: rows of two files in one transaction
+    "sparse-adam --state": (dict(sparse=True), ["--optimizer", "sparse-adam", "--state", "{folder}/s.safetensors"],
+                            True, {}),
+    # every commit also checkpoints: kills land in checkpoints too
+    "adagrad, checkpoint after each step": (dict(sparse=True), ["--optimizer", "adagrad"], True,
+                                            {"EMBTOOL_CHECKPOINT_BYTES": "0"}),
 }
+
+
+def folder_state(folder: Path):
+    """``state_of`` the table, and of its state file if it has one."""
+    p = folder / "t.safetensors"
+    snap = state_of(p)
+    if (folder / "s.safetensors").exists():
+        from embtool.store import Store
+
+        with Store(folder / "s.safetensors") as s:
+            snap += tuple(sorted((n, s.array(n).tobytes()) for n in s.tensors))
+            snap += (("state step", s.metadata["embtool.optim.step"]),)
+    return snap
 
 
 @pytest.mark.parametrize("case", sorted(KILL_CASES))
 def test_sigkill_at_random_instants(tmp_path, case):
-    opts, options, warm = KILL_CASES[case]
+    opts, options, warm, env = KILL_CASES[case]
     rng = np.random.default_rng(1)
     rows = 100_000
-    base = make_table(tmp_path / "base.safetensors", rng.standard_normal((rows, 32)).astype(np.float32), **opts)
+    base, run = tmp_path / "base", tmp_path / "run"
+    base.mkdir()
+    make_table(base / "t.safetensors", rng.standard_normal((rows, 32)).astype(np.float32), **opts)
     ids, grad = tmp_path / "ids.npy", tmp_path / "grad.npy"
     np.save(ids, rng.integers(0, rows, 40_000))
     np.save(grad, rng.standard_normal((40_000, 32)).astype(np.float32))
-    args = ["-i", ids, "--grad", grad, *options]
+
+    def args(folder):
+        return [folder / "t.safetensors", "-i", ids, "--grad", grad, *[str(o).format(folder=folder) for o in options]]
+
     if warm:  # a first step creates the state: the killed step is a later one
-        assert start([base, *args]).wait(timeout=300) == 0
-    p = tmp_path / "t.safetensors"
+        assert start(args(base)).wait(timeout=300) == 0
 
     def fresh_copy():
-        for leftover in [st.journal_path(p), *tmp_path.glob(".t.safetensors.*.tmp")]:
-            leftover.unlink(missing_ok=True)
-        shutil.copyfile(base, p)
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(base, run)
 
     fresh_copy()
-    before = state_of(p)
+    before = folder_state(run)
     t0 = time.perf_counter()
-    assert start([p, *args]).wait(timeout=300) == 0
+    assert start(args(run), env).wait(timeout=300) == 0
     duration = time.perf_counter() - t0
-    after = state_of(p)
+    after = folder_state(run)
     assert after != before
     outcomes, killed_running = kill_at_random_instants(
-        lambda: start([p, *args]), fresh_copy, lambda: state_of(p), before, after, duration, seed=case)
+        lambda: start(args(run), env), fresh_copy, lambda: folder_state(run), before, after, duration, seed=case,
+        trials=10)  # every write operation is also killed deterministically in test_store_powerloss
     print(case, outcomes, f"{killed_running} killed mid-run, full run {duration:.2f}s")

@@ -1,12 +1,17 @@
 """The ``embtool`` command: click commands over the library, and the one error boundary.
 
-Every command module registers its commands on ``cli``; ``main`` turns library errors into one
+Every command module registers its commands on ``cli``; ``run`` turns library errors into one
 ``Error: ...`` line and exit code 1, usage errors into exit code 2, and never shows a traceback
 (set ``EMBTOOL_DEBUG=1`` to see one for an unexpected internal error).
+
+A closed pipe (``embtool export T - | head``) ends a command as it ends ``cat``: killed by
+SIGPIPE, silently, status 141 in the shell (``main`` restores the signal's default action, which
+Python replaces by an exception); in-process (``run``) the same case returns 141.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
@@ -29,22 +34,26 @@ def cli():
     """
 
 
-from . import tables  # noqa: E402,F401  (registers the commands)
-for _module in ("pretrained", "train", "query", "shards"):
-    try:
-        __import__(f"{__name__}.{_module}")
-    except ModuleNotFoundError as _exc:  # a command group not present in this build
-        if _exc.name != f"{__name__}.{_module}":
-            raise
+from . import tables, pretrained, train, query, shards  # noqa: E402,F401  (register the commands, in order)
+
+#: the shell's status for a process killed by SIGPIPE (128 + 13)
+SIGPIPE_STATUS = 141
+
+
+#: characters that end a line for str.splitlines(); a message quoting a word or a file name
+#: shows them escaped, so that an error is always one line
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 def _fail(message: str, code: int = 1) -> int:
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {message.translate(_LINE_BREAKS)}", err=True)
     return code
 
 
 def main(argv=None) -> None:
     """The ``embtool`` entry point: run the command line and exit with its status."""
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     sys.exit(run(argv))
 
 
@@ -68,10 +77,13 @@ def run(argv=None) -> int:
     except EmbtoolError as exc:
         return _fail(str(exc))
     except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours; keep Python from complaining.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        # The reader went away (`| head`) where SIGPIPE is ignored: status as if killed by it;
+        # stdout goes nowhere so that Python's final flush does not complain.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is no file (in-process runs)
+            pass
+        return SIGPIPE_STATUS
     except KeyboardInterrupt:
         click.echo("Interrupted", err=True)
         return 130

@@ -4,16 +4,20 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import info, scheduler_option, tensor_option
+from .common import examples, force_option, info, scheduler_option, tensor_option
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "embtool shard glove.safetensors glove.index.json --shards 8",
+    "embtool shard big.safetensors big.index.json --rows-per-shard 1000000 --scheduler tcp://10.0.0.1:8786",
+    "embtool shard big.index.json big16.index.json --shards 16",
+))
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
 @click.option("-k", "--shards", type=click.IntRange(min=1), metavar="K", help="Split into K shards of nearly equal rows.")
 @click.option("--rows-per-shard", type=click.IntRange(min=1), metavar="N", help="Split into shards of N rows.")
 @tensor_option
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@force_option("OUT")
 @scheduler_option
 def shard(table, out, shards, rows_per_shard, tensor, force):
     """Split TABLE by rows into the sharded table OUT (NAME.index.json, its shard files and
@@ -28,11 +32,13 @@ def shard(table, out, shards, rows_per_shard, tensor, force):
          + (f", words in {done['vocab']}" if done["vocab"] else ""))
 
 
-@cli.command()
+@cli.command(epilog=examples(
+    "embtool unshard glove.index.json glove.safetensors",
+    "embtool unshard big.index.json big.safetensors --force",
+))
 @click.argument("index", type=click.Path(dir_okay=False))
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@scheduler_option
+@force_option("OUT")
 def unshard(index, out, force):
     """Join the sharded table INDEX into the one table file OUT, bit for bit (for a table embtool
     wrote, the same bytes as before it was sharded)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import info, progress, scheduler_option, tensor_option
+from .common import examples, info, output_options, progress, scheduler_option, tensor_option
 
 #: embtool.optim.NAMES, repeated here so that `embtool --help` does not import numpy
 OPTIMIZERS = ("sgd", "adagrad", "sparse-adam", "adam", "adamw")
@@ -14,7 +14,12 @@ def _flag(name: str, help_text: str):
     return click.option(f"--{name}/--no-{name}", default=None, help=help_text)
 
 
-@cli.command("train-step")
+@cli.command("train-step", epilog=examples(
+    "embtool train-step emb.safetensors -i ids.json --grad grad.npy --optimizer adam --lr 0.01",
+    "embtool train-step emb.safetensors -i ids.npy --grad grad.npy -f json",
+    "embtool train-step emb.safetensors --batches steps.npz --optimizer sparse-adam -f jsonl >> log.jsonl",
+    "embtool train-step big.index.json -i ids.npy --grad grad.npy --scheduler tcp://10.0.0.1:8786",
+))
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.option("-i", "--input", "input_path", metavar="IDS",
               help="Indices of any shape from IDS or - (stdin): JSON nested lists, whitespace integers, .npy.")
@@ -38,18 +43,23 @@ def _flag(name: str, help_text: str):
 @click.option("--reset-optimizer", is_flag=True,
               help="Drop the stored optimizer state and start again at step 0 (options not given "
                    "take torch's defaults).")
+@click.option("--state", "state_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Keep the optimizer state in FILE (a safetensors file written with the table, "
+                   "atomically), not in the table: the table stays a plain state_dict.")
 @tensor_option
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
+@output_options(("json", "jsonl"), default=None)
 @scheduler_option
-def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, tensor, as_json, **hparams):
+def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, state_file, tensor, out,
+               **hparams):
     """One torch.optim step on TABLE from indices IDS and upstream gradient GRAD.
 
     As nn.Embedding + torch.optim: max_norm renorms the looked-up rows first, the backward honours
     padding_idx, scale_grad_by_freq and the table's sparse flag, and the optimizer's state lives
-    in the table (optim.* tensors). Sparse steps write only the touched rows, in place; others
-    rewrite the file atomically.
+    in the table (optim.* tensors) or, with --state, in a file of its own. Sparse steps log and
+    write only the touched rows; others rewrite the file atomically. The summary goes to stderr;
+    -f json gives it on stdout.
     """
-    from ..render import Output, render_object
+    from ..render import render_object
     from ..shardtrain import train_step as do_train_step
     from ..training import read_batch, read_batches
 
@@ -66,10 +76,9 @@ def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer
         steps = [read_batch(input_path, grad_path)]
     with progress(None, "train-step", unit="bytes") as advance:
         summary = do_train_step(table, steps, tensor=tensor, optimizer=optimizer, hparams=hparams,
-                                reset_optimizer=reset_optimizer, progress=advance)
+                                reset_optimizer=reset_optimizer, state=state_file, progress=advance)
     info(_summary_line(summary))
-    if as_json:
-        render_object(summary, Output())
+    render_object(summary, out)
 
 
 def _summary_line(s: dict) -> str:

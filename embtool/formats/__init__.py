@@ -5,10 +5,8 @@ gensim's behaviour on these files and every real-world quirk handled here are de
 docs/semantics.md §7; the choices made where gensim's behaviour is an accident are listed in the
 docstrings of ``text``, ``binary``, ``detect`` and ``write``.
 """
-from embtool.formats.detect import FORMATS
-from embtool.formats.loaded import DUPLICATE_POLICIES, UNICODE_ERRORS, LoadedVectors, LoadReport
-from embtool.formats.read import DTYPES, read_vectors
-from embtool.formats.write import WRITE_FORMATS, write_vectors, write_vocab_file
+from embtool.formats.loaded import LoadedVectors, LoadReport
+from embtool.formats.read import read_vectors
+from embtool.formats.write import write_vectors, write_vocab_file
 
-__all__ = ["DTYPES", "DUPLICATE_POLICIES", "FORMATS", "UNICODE_ERRORS", "WRITE_FORMATS",
-           "LoadReport", "LoadedVectors", "read_vectors", "write_vectors", "write_vocab_file"]
+__all__ = ["LoadReport", "LoadedVectors", "read_vectors", "write_vectors", "write_vocab_file"]

@@ -40,8 +40,9 @@ def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, repo
         if k:
             grow.ensure(done + k)
             block = grow.table[done:done + k]
-            raw = sliding_window_view(arr, nvec)[we[:k] + 1].view("<f4")
-            with np.errstate(over="ignore"):
+            raw = (sliding_window_view(arr, nvec)[we[:k] + 1].view("<f4") if nvec
+                   else np.zeros((k, 0), "<f4"))  # zero-width records: a word and a space
+            with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
                 block[:] = raw
             if dtype == "bfloat16":
                 round_bfloat16(block)

@@ -7,22 +7,23 @@
    checkpoint indexes, tokenizer.json files and pickles are refused naming what they are
    (``embtool.sniff``).
 2. A UTF-8 BOM is skipped (and reported) when the encoding is UTF-8.
-3. A header is a first line of exactly two non-negative integers ``count dim`` (``dim >= 1``;
-   separated by ASCII whitespace, as gensim's ``split()``).  With a header, the file is
-   ``word2vec`` text when the next non-blank line is a word and ``dim`` numbers (or there is no
-   next line), ``word2vec-binary`` when binary bytes follow (control bytes other than tab, LF,
-   VT, FF, CR, or bytes that are not UTF-8) or the bytes fit the binary record layout, and
-   otherwise the first line is taken as a GloVe row.
+3. A header is a first line of exactly two non-negative integers ``count dim`` (separated by
+   ASCII whitespace, as gensim's ``split()``; ``dim`` 0 for zero-width rows, as gensim writes
+   them; ``count`` and ``dim`` at most ``MAX_COUNT`` and ``MAX_DIM``: in auto mode larger ones
+   make no header).  With a header, the file is ``word2vec`` text when the next non-blank line
+   is a word and ``dim`` numbers (or there is no next line), ``word2vec-binary`` when binary
+   bytes follow (control bytes other than tab, LF, VT, FF, CR, or bytes that are not UTF-8) or
+   the bytes fit the binary record layout, and otherwise the first line is taken as a GloVe row.
 4. Without a header the file is ``glove``; NUL bytes without a header (binary data, UTF-16
    text) are an error.
 """
 from __future__ import annotations
 
-import codecs
 from dataclasses import dataclass
 
 from embtool import sniff
 from embtool.errors import ConfigError, FormatError
+from embtool.formats.source import text_encoding
 from embtool.sniff import BOM, FASTTEXT_MAGIC, NPY_MAGIC  # noqa: F401 (the one home of magic bytes)
 
 FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy")
@@ -33,6 +34,14 @@ _CONTROL = frozenset(range(0, 9)) | frozenset(range(14, 32))
 SNIFF = 1 << 16
 #: non-blank lines of the first block used to infer a GloVe file's dimension.
 DIM_SAMPLE_LINES = 1000
+#: the widest dimension a word2vec header may give: far above any real embedding (the widest
+#: have some thousands of values), and one row (4 MiB of float32) is always allocatable, where a
+#: damaged header would otherwise ask for terabytes before the first row is read.
+MAX_DIM = 1 << 20
+#: the most rows a header may announce (a table has at most 2**63 - 1 rows).
+MAX_COUNT = 2**63 - 1
+#: header numbers have at most this many digits (int64; a longer number is not converted).
+_MAX_DIGITS = 19
 
 
 @dataclass
@@ -45,18 +54,22 @@ class Detected:
 
 
 def is_utf8(encoding: str) -> bool:
-    try:
-        return codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
-    except LookupError:
-        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    """Whether ``encoding`` is UTF-8 (ConfigError when it is no text encoding at all)."""
+    return text_encoding(encoding).name in ("utf-8", "utf-8-sig")
 
 
 def parse_header(line: bytes) -> tuple[int, int] | None:
-    """``(count, dim)`` when ``line`` is exactly two non-negative ASCII integers."""
+    """``(count, dim)`` when ``line`` is exactly two non-negative ASCII integers (a number of
+    more than 19 digits is given as ``2**63``, beyond every limit, without converting it)."""
     parts = line.split()
     if len(parts) == 2 and all(p.isdigit() for p in parts):
-        return int(parts[0]), int(parts[1])
+        count, dim = (int(p) if len(p.lstrip(b"0")) <= _MAX_DIGITS else 2**63 for p in parts)
+        return count, dim
     return None
+
+
+def _shown(number: bytes) -> str:
+    return number.decode() if len(number) <= 30 else f"{number[:12].decode()}... ({len(number)} digits)"
 
 
 def looks_binary(sample: bytes) -> bool:
@@ -87,17 +100,30 @@ def _binary_records_fit(head: bytes, pos: int, count: int, dim: int, whole: bool
     return whole and not head[pos:].strip(b"\r\n")
 
 
-def _is_row(line: bytes, dim: int) -> bool:
-    """``line`` is a word followed by ``dim`` numbers."""
+def number(token: bytes, encoding: str = "utf-8") -> float | None:
+    """The value of a field, or None when it is not a number: the one number rule of vector
+    text.  A field is a number exactly when Python ``float()`` accepts it (as gensim's
+    ``numpy.float32(str)`` does): ``1_000``, ``+1``, ``.5``, ``nan``, ``Infinity``, ``1e50``, a
+    tab or other whitespace around it, and non-ASCII digits in the file's encoding included;
+    ``0x1p3`` and ``1,5`` are not numbers."""
+    try:
+        return float(token)
+    except ValueError:
+        try:
+            return float(token.decode(encoding))
+        except (ValueError, UnicodeError, LookupError):
+            return None
+
+
+def _is_row(line: bytes, dim: int, encoding: str = "utf-8") -> bool:
+    """``line`` is a word followed by ``dim`` numbers (for ``dim`` 0: a word without spaces, as
+    gensim writes zero-width rows)."""
+    if dim == 0:
+        return b" " not in line
     fields = line.split(b" ")
     if len(fields) < dim + 1:
         return False
-    try:
-        for tok in fields[len(fields) - dim:]:
-            float(tok)
-    except ValueError:
-        return False
-    return True
+    return all(number(tok, encoding) is not None for tok in fields[len(fields) - dim:])
 
 
 def _first_line(head: bytes, start: int) -> tuple[bytes, int]:
@@ -140,10 +166,13 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
     start = len(BOM) if bom else 0
     line, after = _first_line(head, start)
     header = parse_header(line)
-    if header is not None and header[1] < 1:
+    if header is not None and (header[0] > MAX_COUNT or header[1] > MAX_DIM):
         if fmt in ("word2vec", "word2vec-binary"):
-            raise FormatError(f"{name}, line 1: header gives dimension 0")
-        header = None
+            what, k, most = (("count", 0, MAX_COUNT) if header[0] > MAX_COUNT
+                             else ("dimension", 1, MAX_DIM))
+            raise FormatError(f"{name}, line 1: the header's {what} {_shown(line.split()[k])} is "
+                              f"larger than {most} (a damaged header?)")
+        header = None  # auto: not a header, a GloVe row
     if fmt in ("word2vec", "word2vec-binary") and header is None:
         shown = line[:60].decode("utf-8", "replace")
         raise FormatError(f"{name}, line 1: expected a header 'count dim' (two integers) for "
@@ -154,7 +183,7 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
         return Detected(fmt, bom, header, after, 1)
     if header is not None:
         nxt = _next_nonblank(head, after)
-        if nxt is None or _is_row(nxt, header[1]):
+        if nxt is None or _is_row(nxt, header[1], encoding):
             return Detected("word2vec", bom, header, after, 1)
         if looks_binary(head[after:after + SNIFF]) or _binary_records_fit(
                 head, after, header[0], header[1], whole):

@@ -143,13 +143,7 @@ def decode_keys(data, offsets, where, *, name, encoding, unicode_errors, where_k
     utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
     enc = "utf-8" if utf8 else encoding
     if n and (chunk == 10).any():  # only binary files can have such words: decode one by one
-        words = []
-        for i in range(n):
-            try:
-                words.append(data[offsets[i]:offsets[i + 1]].tobytes().decode(enc, unicode_errors))
-            except UnicodeDecodeError as e:
-                raise FormatError(f"{name}, {where_kind} {int(where[i])}: word is not valid {enc} "
-                                  f"({e.reason})") from None
+        words = _decode_each(data, offsets, where, name, enc, unicode_errors, where_kind)
         new_data, new_offsets = _vocab.encode_words(words)
         return new_data, new_offsets, 0
     joined = np.insert(chunk, offsets[1:-1] - lo, 10).tobytes() if n else b""
@@ -167,15 +161,29 @@ def decode_keys(data, offsets, where, *, name, encoding, unicode_errors, where_k
         raise FormatError(
             f"{name}, {where_kind} {int(where[row])}: word is not valid {enc} ({e.reason}); "
             "pass unicode_errors='replace' or 'ignore', or the file's encoding") from None
+    except UnicodeError:  # a decoder that names no position (punycode, idna, utf-16's BOM)
+        _decode_each(data, offsets, where, name, enc, unicode_errors, where_kind)
+        raise FormatError(f"{name}: the words are not valid {enc}") from None
     bad = 0
     if unicode_errors != "strict":
         bad = len(np.unique(np.searchsorted(seps, np.array(_errors_seen.positions, np.int64))))
     words = text.split("\n") if n else []
     if len(words) != n:  # an encoding whose decoder does not keep b"\n" as "\n"
-        words = [data[offsets[i]:offsets[i + 1]].tobytes().decode(enc, unicode_errors)
-                 for i in range(n)]
+        words = _decode_each(data, offsets, where, name, enc, unicode_errors, where_kind)
     new_data, new_offsets = _vocab.encode_words(words)
     return new_data, new_offsets, bad
+
+
+def _decode_each(data, offsets, where, name, enc, unicode_errors, where_kind) -> list[str]:
+    """The words decoded one by one; the first that does not decode is a FormatError."""
+    words = []
+    for i in range(len(offsets) - 1):
+        try:
+            words.append(data[offsets[i]:offsets[i + 1]].tobytes().decode(enc, unicode_errors))
+        except UnicodeError as e:
+            raise FormatError(f"{name}, {where_kind} {int(where[i])}: word is not valid {enc} "
+                              f"({getattr(e, 'reason', e)})") from None
+    return words
 
 
 def dedupe(data, offsets, where, on_duplicate, *, name, where_kind="line"):

@@ -20,6 +20,8 @@ DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dty
 BYTES_PER_WORK = 32
 #: bytes read first for format detection (more if the first lines are longer).
 HEAD = 1 << 16
+#: the most bytes allocated for the table before the size of a stream is known.
+FIRST_ALLOCATION = 256 << 20
 
 
 def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding="utf-8",
@@ -103,8 +105,8 @@ def _check_options(fmt, limit, dtype, unicode_errors, on_duplicate, dim, encodin
                           f"not {on_duplicate!r}")
     if limit is not None and (not isinstance(limit, (int, np.integer)) or limit < 0):
         raise ConfigError(f"limit must be a non-negative integer, not {limit!r}")
-    if dim is not None and (not isinstance(dim, (int, np.integer)) or dim < 1):
-        raise ConfigError(f"dim must be a positive integer, not {dim!r}")
+    if dim is not None and (not isinstance(dim, (int, np.integer)) or not 1 <= dim <= _detect.MAX_DIM):
+        raise ConfigError(f"dim must be an integer from 1 to {_detect.MAX_DIM}, not {dim!r}")
     _detect.is_utf8(encoding)  # raises ConfigError on an unknown encoding
 
 
@@ -135,7 +137,9 @@ def _capacity(src, found, n, reader, dim) -> int:
     if src.plain_file:
         estimate = src.size // per_row + 1
         return estimate if found.header is not None else int(estimate * 1.02) + 64
-    return max(1 << 16, 4 * (n // per_row))
+    # a stream of unknown size: a guess, at most FIRST_ALLOCATION bytes (a header's count or
+    # dim may be wrong or hostile; the table grows as rows actually arrive)
+    return max(1, min(max(1 << 16, 4 * (n // per_row)), FIRST_ALLOCATION // (8 * max(dim or 1, 1))))
 
 
 def _read_npy(src, limit, dtype, allow_nonfinite, report) -> LoadedVectors:
@@ -157,7 +161,7 @@ def _read_npy(src, limit, dtype, allow_nonfinite, report) -> LoadedVectors:
         report.limit_reached = limit < arr.shape[0]
         arr = arr[:limit]
     store = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
         table = np.array(arr, dtype=store, order="C", copy=True)
     if dtype == "bfloat16":
         table_before = np.isfinite(table)

@@ -8,11 +8,13 @@ streams work like files; the first block is used for format detection.
 from __future__ import annotations
 
 import bz2
+import codecs
 import gzip
 import io
 import lzma
 import os
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,8 @@ from embtool.errors import FormatError
 
 #: bytes per block read (the parser's working buffer; peak memory is the table plus this).
 BLOCK_SIZE = 32 << 20
+#: the first block of a stream (stdin, compressed data), doubled per block up to BLOCK_SIZE.
+FIRST_BLOCK = 1 << 20
 #: spare bytes after the data so kernels may read a fixed window past a token's end.
 PAD = 64
 
@@ -48,6 +52,57 @@ class _Prefixed(io.RawIOBase):
             self._prefix = self._prefix[k:]
             return k
         return self._stream.readinto(b)
+
+
+class _Decompressed(io.RawIOBase):
+    """A decompressing stream whose failures are one ``FormatError`` naming the file: damaged
+    data (a flipped bit: CRC, checksum or stream errors) or data that ends early (a truncated
+    file).  Each library reports these differently (zlib.error, gzip.BadGzipFile, OSError,
+    lzma.LZMAError, EOFError), so they are translated here, in one place."""
+
+    def __init__(self, stream, name: str, kind: str):
+        self._stream = stream
+        self._name = name
+        self._kind = kind
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        try:
+            return self._stream.readinto(b)
+        except EOFError:
+            raise FormatError(f"{self._name}: the {self._kind} data ends early (truncated "
+                              "file)") from None
+        except OSError as e:
+            if e.errno is not None:  # the disk, not the data
+                raise FormatError(f"{self._name}: cannot read ({e.strerror})") from None
+            raise FormatError(f"{self._name}: damaged {self._kind} data ({e})") from None
+        except (zlib.error, lzma.LZMAError, ValueError) as e:
+            raise FormatError(f"{self._name}: damaged {self._kind} data ({e})") from None
+
+    def close(self):
+        self._stream.close()
+        super().close()
+
+
+def text_encoding(encoding: str) -> codecs.CodecInfo:
+    """The codec of an ``--encoding`` name: an unknown name, or a codec that does not decode
+    bytes to text (rot13, hex, base64, zip...), is a ConfigError."""
+    from embtool.errors import ConfigError
+
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, ValueError):  # ValueError: a name with a NUL character
+        raise ConfigError(f"unknown encoding {encoding!r}") from None
+    try:  # bytes.decode refuses non-text codecs (b"" would skip the check)
+        b"0".decode(info.name)
+    except UnicodeError:
+        pass
+    except LookupError:
+        raise ConfigError(f"{encoding!r} is not a text encoding (it does not decode bytes to "
+                          "text)") from None
+    return info
 
 
 @dataclass
@@ -104,7 +159,8 @@ def open_source(source) -> Source:
                           "(zstd -d) or pipe it to -")
     kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
     prefixed = io.BufferedReader(_Prefixed(head, raw), 1 << 20)
-    stream = _OPENERS[kind](prefixed) if kind else prefixed
+    stream = (io.BufferedReader(_Decompressed(_OPENERS[kind](prefixed), name, kind), 1 << 20)
+              if kind else prefixed)
     return Source(name, stream, kind, size, raw)
 
 
@@ -128,7 +184,13 @@ class BlockReader:
     """
 
     def __init__(self, src: Source, block_size: int | None = None):
-        block_size = block_size or BLOCK_SIZE
+        self.max_block = block_size or BLOCK_SIZE
+        # Allocating (and zeroing) a 32 MB buffer costs more than parsing a small file: a plain
+        # file gets a buffer of its size; a stream starts at FIRST_BLOCK and doubles as it goes.
+        if src.plain_file:
+            block_size = min(self.max_block, max(src.size + 1, 1 << 16))
+        else:
+            block_size = min(self.max_block, FIRST_BLOCK)
         self.src = src
         self.buf = bytearray(block_size + PAD)
         self.cap = block_size
@@ -142,9 +204,8 @@ class BlockReader:
         while self.filled < self.cap and not self.eof:
             try:
                 k = self.src.stream.readinto(view[self.filled:self.cap])
-            except (OSError, EOFError, lzma.LZMAError) as e:
-                raise FormatError(f"{self.src.name}: cannot read ({self.src.compression or 'file'} "
-                                  f"error: {e})") from None
+            except OSError as e:  # decompression errors are FormatErrors already
+                raise FormatError(f"{self.src.name}: cannot read ({e.strerror or e})") from None
             if not k:
                 self.eof = True
             else:
@@ -158,6 +219,8 @@ class BlockReader:
             self.buf[:rest] = self.buf[self.taken:self.filled]
             self.offset += self.taken
             self.filled, self.taken = rest, 0
+            if not self.eof and self.cap < self.max_block:  # a stream that filled a block
+                self._grow(min(2 * self.cap, self.max_block))
         while True:
             self._fill()
             if self.filled == 0:
@@ -165,11 +228,14 @@ class BlockReader:
             n = self.filled if self.eof else self.buf.rfind(b"\n", 0, self.filled) + 1
             if n > 0:
                 break
-            grown = bytearray(2 * self.cap + PAD)
-            grown[:self.filled] = self.buf[:self.filled]
-            self.buf, self.cap = grown, 2 * self.cap
+            self._grow(2 * self.cap)
         self.taken = n
         return np.frombuffer(self.buf, np.uint8), n
+
+    def _grow(self, cap: int):
+        grown = bytearray(cap + PAD)
+        grown[:self.filled] = self.buf[:self.filled]
+        self.buf, self.cap = grown, cap
 
     def find(self, byte: bytes, start: int, end: int) -> int:
         return self.buf.find(byte, start, end)
@@ -186,9 +252,7 @@ class BlockReader:
         self.buf[:rest] = self.buf[keep:self.filled]
         self.offset += keep
         self.filled, self.taken = rest, 0
-        if rest > self.cap // 2:
-            grown = bytearray(2 * self.cap + PAD)
-            grown[:rest] = self.buf[:rest]
-            self.buf, self.cap = grown, 2 * self.cap
+        if rest > self.cap // 2 or (not self.eof and self.cap < self.max_block):
+            self._grow(2 * self.cap)
         self._fill()
         return np.frombuffer(self.buf, np.uint8), self.filled

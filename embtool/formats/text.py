@@ -13,13 +13,16 @@ Behaviours chosen where gensim's are accidents (docs/semantics.md §7.6):
 * a header count larger than the rows is an error unless ``limit`` is met; a smaller one reads
   ``count`` rows as gensim does and reports (and warns about) the rows ignored after them;
 * ``limit`` counts rows read from the file; duplicates dropped afterwards may leave fewer;
+* one number rule (``detect.number``): a field is a number exactly when Python ``float()``
+  accepts its token, which is what gensim's ``numpy.float32(str)`` does: ``1_000``, ``+1``,
+  ``.5``, ``3.``, ``nan``, ``Infinity``, ``1e50`` (overflow, counted), a tab or other non-space
+  whitespace around a value and non-ASCII digits are all read as gensim reads them; ``0x1p3``
+  and ``1,5`` are errors, as in gensim.  The kernels decide the common spellings themselves and
+  leave every other token to this rule;
 * a row's key is everything before its last ``dim`` fields (GloVe 840B); but when the field just
-  before the vector is itself a number, the row is refused as having too many values, and an
-  empty field (leading space, two spaces in a row) is refused rather than read as an empty word;
-* a value is accepted exactly when Python ``float()`` accepts its token, which is what gensim's
-  ``numpy.float32(str)`` does: ``1_000``, ``+1``, ``.5``, ``3.``, ``nan``, ``Infinity``, ``1e50``
-  (overflow, counted), a tab or other non-space whitespace around a value and non-ASCII digits
-  are all read as gensim reads them; ``0x1p3`` and ``1,5`` are errors, as in gensim;
+  before the vector is itself a number (by the same rule: ``b 0.5 1 2 3 4`` and ``b nan 1 2 3 4``
+  alike), the row is refused as having too many values, and an empty field (leading space, two
+  spaces in a row) is refused rather than read as an empty word;
 * a GloVe file's dimension is the most common field count of its first 1000 rows (see
   ``detect.infer_dim``), unless given.
 """
@@ -29,8 +32,8 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import FormatError
-from embtool.kernels._numpy.parse import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW
-from embtool.formats.detect import LINE_WS
+from embtool.formats.detect import LINE_WS, number
+from embtool.kernels._numpy.parse import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO_MANY
 
 #: bytes per parallel chunk of a block.
 CHUNK = 1 << 20
@@ -140,16 +143,21 @@ class TextParser:
         ke = np.empty(want, np.int64)
         ln = np.empty(want, np.int64)
         st = np.empty(want, np.uint8)
-        counts = self.parse_rows(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
+        parse = self.parse_rows if dim else parse_zero_width_rows
+        counts = parse(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
         ln += line_base
         rep = self.report
         rep.crlf_lines += int(counts[0])
         rep.trailing_space_lines += int(counts[1])
         rep.spaced_keys += int(np.count_nonzero(st & SPACED_KEY))
-        for r in np.flatnonzero((st != 0) & (st != SPACED_KEY)):
-            self._resolve_row(arr, n, int(r), int(st[r]), int(ks[r]), int(ln[r]), out)
+        for r in np.flatnonzero(st != 0):
+            status = int(st[r])
+            if status & SPACED_KEY and self._number_ends_key(arr, int(ks[r]), int(ke[r])):
+                status = TOO_MANY  # the kernels' test of the field is a fast path of the rule
+            if status != SPACED_KEY:
+                self._resolve_row(arr, n, int(r), status, int(ks[r]), int(ln[r]), out)
         if staging is not None:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):  # nan/inf and overflow are counted
                 table[r0:r0 + want] = staging
             self._count_nonfinite(table[r0:r0 + want], staging, ln)
         elif self.dtype == "bfloat16":
@@ -161,6 +169,12 @@ class TextParser:
         return ln
 
     # -- rows the kernel left to us ----------------------------------------------------------
+    def _number_ends_key(self, arr, start, key_end) -> bool:
+        """The field just before the vector is a number (by ``detect.number``): the row has too
+        many values rather than a key with spaces."""
+        key = arr[start:key_end].tobytes()
+        return number(key[key.rfind(b" ") + 1:], self.encoding) is not None
+
     def _line(self, arr, n, start):
         end = self.reader.find(b"\n", start, n)
         return arr[start:n if end < 0 else end].tobytes().rstrip(LINE_WS)
@@ -174,15 +188,12 @@ class TextParser:
         toks = fields[len(fields) - self.dim:]
         vals = []
         for j, tok in enumerate(toks):
-            try:
-                vals.append(float(tok))
-            except ValueError:
-                try:  # Python float() also takes non-ASCII digits and whitespace, as gensim does
-                    vals.append(float(tok.decode(self.encoding)))
-                except (ValueError, UnicodeDecodeError):
-                    shown = tok[:40].decode("utf-8", "replace")
-                    raise FormatError(f"{where}: value {j + 1} of {self.dim} is not a number: "
-                                      f"{shown!r}") from None
+            value = number(tok, self.encoding)
+            if value is None:
+                shown = tok[:40].decode("utf-8", "replace")
+                raise FormatError(f"{where}: value {j + 1} of {self.dim} is not a number: "
+                                  f"{shown!r}")
+            vals.append(value)
         with np.errstate(over="ignore", invalid="ignore"):
             out[r] = vals
         bad = np.flatnonzero(~np.isfinite(out[r]))
@@ -228,6 +239,32 @@ class TextParser:
     def keys(self):
         """``(key bytes, offsets, line numbers)`` of every parsed row."""
         return join_spans(self.key_parts, self.len_parts, self.line_parts)
+
+
+def parse_zero_width_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end,
+                          line_no, status):
+    """``parse_rows`` for rows of width 0 (a word2vec header ``N 0``, as gensim writes them:
+    ``word \n``): the key is the whole stripped line.  The kernels assume at least one value; a
+    zero-width file has no values to parse fast, so plain Python is enough."""
+    crlf = trailing = 0
+    for c in range(len(bounds) - 1):
+        lines = bytes(buf[bounds[c]:bounds[c + 1]]).split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        pos, row = int(bounds[c]), int(row0[c])
+        for k, line in enumerate(lines):
+            key = line.rstrip(LINE_WS)
+            if key and row < max_rows:
+                cr = line.endswith(b"\r")
+                crlf += cr
+                trailing += len(line) - len(key) > cr
+                key_start[row], key_end[row] = pos, pos + len(key)
+                line_no[row] = line0[c] + k + 1
+                status[row] = (EMPTY_FIELD if key.startswith(b" ") or b"  " in key
+                               else SPACED_KEY if b" " in key else 0)
+                row += 1
+            pos += len(line) + 1
+    return np.array([crlf, trailing], np.int64)
 
 
 def join_spans(byte_parts, len_parts, where_parts):

@@ -61,6 +61,10 @@ def write_vectors(dest, words, vectors, *, format, progress=None) -> None:
         raise FormatError(f"{len(words)} words for {len(vectors)} rows")
     key_data, key_off = _check_words(words, text=format != "word2vec-binary")
     n, dim = vectors.shape
+    if dim == 0 and format == "glove":
+        raise FormatError("GloVe text cannot hold rows of width 0 (it has no header to say so, "
+                          "and a line without values is no row); use word2vec, word2vec-binary "
+                          "or npy")
     with _open(dest) as f:
         if format != "glove":
             f.write(f"{n} {dim}\n".encode("ascii"))
@@ -151,7 +155,7 @@ def _write_text(f, vectors, key_data, key_off, progress):
 
 
 def _write_binary(f, vectors, key_data, key_off, progress):
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # float32 as gensim writes it, nan included
         values = vectors.astype("<f4", copy=False)
     for lo, hi in _blocks(len(values)):
         raw = np.ascontiguousarray(values[lo:hi]).tobytes()

@@ -1,0 +1,136 @@
+"""The store's I/O layer: every write, sync, truncation, rename and unlink of a table file, of its
+log and of a temporary file goes through one object, ``current()``.
+
+Tests replace it (``using(fs)``) by one that counts the operations, stops at a chosen one as a
+power cut would, and then rebuilds the files as a disk could hold them: what an fsync covered,
+plus any part of the rest (SQLite's VFS and its crash tests).  Reads do not go through it: they
+use ``os.pread`` and ``mmap`` on the files and see what the writes left in the page cache, which is
+what every process of a running system sees.
+"""
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import sys
+from pathlib import Path
+
+#: above this many rows a scatter goes through one writable map instead of one pwrite per row
+MAP_ROWS = 64
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def sync_enabled() -> bool:
+    """``EMBTOOL_SYNC=off`` skips every fsync/fdatasync (as SQLite's ``synchronous=OFF``): a write
+    stays atomic against a killed process (the page cache survives it), but a power cut or an OS
+    crash may then lose committed transactions or leave a torn table.  The default, ``full``,
+    survives those too."""
+    return os.environ.get("EMBTOOL_SYNC", "full").strip().lower() != "off"
+
+
+class OS:
+    """The real thing: system calls on the files."""
+
+    def open(self, path, flags: int, mode: int = 0o666) -> int:
+        return os.open(path, flags | CLOEXEC, mode)
+
+    def pwrite(self, fd: int, data, offset: int) -> None:
+        """Write ``data`` (bytes-like, or a list of them written back to back) at ``offset``."""
+        _pwrite(fd, data, offset)
+
+    def scatter(self, fd: int, base: int, row_bytes: int, rows, data) -> None:
+        """Write row ``rows[i]`` (of ``row_bytes`` bytes, the first at file offset ``base``) from
+        ``data[i * row_bytes:]``.  Many rows go through one writable shared map (a numpy scatter)
+        instead of a system call per row."""
+        if len(rows) <= MAP_ROWS:
+            data = memoryview(data).cast("B")
+            for i, r in enumerate(rows):
+                _pwrite(fd, data[i * row_bytes:(i + 1) * row_bytes], base + int(r) * row_bytes)
+            return
+        import numpy as np
+
+        rows = np.asarray(rows, np.int64)
+        first, last = int(rows.min()), int(rows.max())
+        start = base + first * row_bytes
+        lo = start // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY  # map only the span
+        wm = mmap.mmap(fd, base + (last + 1) * row_bytes - lo, offset=lo, access=mmap.ACCESS_WRITE)
+        try:
+            region = np.frombuffer(wm, np.uint8)[start - lo:].reshape(-1, row_bytes)
+            region[rows - first] = np.frombuffer(data, np.uint8).reshape(-1, row_bytes)
+            del region
+            if not sys.platform.startswith("linux"):
+                # Linux's fdatasync writes back pages dirtied through a shared map; elsewhere msync
+                wm.flush()
+        finally:
+            wm.close()
+
+    def truncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+    def sync(self, fd: int) -> None:
+        # fdatasync: the data and the size, not the timestamps (half the cost of fsync here)
+        if sync_enabled():
+            getattr(os, "fdatasync", os.fsync)(fd)
+
+    def sync_dir(self, folder) -> None:
+        """Make the names in ``folder`` durable (a created, renamed or removed file)."""
+        if not sync_enabled():
+            return
+        fd = os.open(folder, os.O_RDONLY | CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rename(self, src, dst) -> None:
+        os.replace(src, dst)
+
+    def unlink(self, path) -> None:
+        os.unlink(path)
+
+    def boot_id(self) -> bytes:
+        """16 bytes that change at every boot of the machine (b"" where unknown): page-cache
+        contents written before a crash of the OS are lost, and the log must then be replayed
+        from its start."""
+        return _BOOT_ID
+
+
+def _pwrite(fd: int, data, offset: int) -> None:
+    parts = data if isinstance(data, list) else [data]
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        # one system call for a whole frame; a short write continues where it stopped
+        n = os.pwritev(fd, views[:1024], offset) if len(views) > 1 else os.pwrite(fd, views[0], offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+def _read_boot_id() -> bytes:
+    try:
+        text = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return bytes.fromhex(text.replace("-", ""))[:16]
+    except (OSError, ValueError):
+        return b""
+
+
+_BOOT_ID = _read_boot_id()
+_current: OS = OS()
+
+
+def current() -> OS:
+    return _current
+
+
+@contextlib.contextmanager
+def using(fs: OS):
+    """Route the store's writes through ``fs`` for the duration (tests)."""
+    global _current
+    saved, _current = _current, fs
+    try:
+        yield fs
+    finally:
+        _current = saved
