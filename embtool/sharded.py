@@ -17,14 +17,18 @@ workers map the shards by path).  ``shard_table`` / ``unshard_table`` convert bo
 bit; ``create_sharded`` writes a new sharded table directly from values or a stream of row
 blocks (``init``, ``load-pretrained``), never holding a second copy of the table.
 
-Consistency: the index is the table's lock file.  A reader holds a shared ``flock`` on it for as
-long as it reads (its tasks included), a writer an exclusive one, so readers never see a mix of
-shards from before and after a write.
+Consistency: the index, its shards and its vocabulary file are one group of the store
+(``store.Group``; each shard names the index as its primary): one lock, the index's (a reader
+holds it shared for as long as it reads, its tasks included, a writer exclusively), and one
+write-ahead log, ``NAME.index.json-wal``.  A write that changes several shards (rows in place,
+whole shards replaced by files that tasks wrote, the index) is one transaction of that group
+(``Change``): every shard before, or every shard after, whatever instant a process is killed at,
+and the next opener recovers.  Readers never see a mix.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
@@ -35,9 +39,10 @@ from . import store as st
 from .config import PREFIX, TABLE_DTYPES, Config
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError
 from .kernels._numpy.topk import EMPTY
+from .norms import cache_dir
 from .shardindex import (SHARD_INDEX_KEY, Index, Shard, index_stem, is_index,  # noqa: F401 (re-exported)
                          plan_rows, read_limited, set_frozen, shard_file_names, shard_metadata,
-                         vocab_file_name, write_index)
+                         stage_index, vocab_file_name, write_index)
 from .table import VOCAB_TENSORS, Table, from_storage, to_storage
 
 OPTIM_PREFIX = "optim."
@@ -48,20 +53,19 @@ OPTIM_PREFIX = "optim."
 
 class Mapped(st.Store):
     """A shard file mapped read-only **without** taking its lock: tasks use it while the
-    coordinator that started them holds the table's lock (shared or exclusive)."""
+    coordinator that started them holds the table's lock (shared or exclusive).  With
+    ``keep_fd`` its descriptor stays open until ``close`` (the row-norms cache identifies the
+    file by it); else the map alone remains."""
 
-    def __init__(self, path):  # noqa: D107 - deliberately not Store.__init__ (no lock)
+    def __init__(self, path, keep_fd: bool = False):  # noqa: D107 - not Store.__init__ (no lock)
         self.path = Path(path)
         self.write = False
         self.group = None
         self._own_group = False
         self._member_lock = None
-        self.fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            self._load()
-        finally:
-            os.close(self.fd)
-            self.fd = -1
+        self._open()
+        if not keep_fd:
+            self._detach()
 
 
 def shard_of(source, tensor: str) -> Table:
@@ -203,7 +207,7 @@ class ShardedTable:
     def __init__(self, index: Index, group: st.Group, write: bool, executor):
         self.index = index
         self.path = index.path
-        self.group = group
+        self.group = group  # the lock and log of the index, its shards and vocabulary
         self.write = write
         self.executor = executor
         self.tensor = index.tensor
@@ -216,10 +220,10 @@ class ShardedTable:
         self._vocab = None
         self._vocab_store = None
         try:
+            if write:
+                sweep_task_files(index)
             for s in index.shards:
                 self.shards.append(self._open_shard(s))
-            if write:
-                sweep_new_files(index)
         except BaseException:
             self.close()
             raise
@@ -241,22 +245,27 @@ class ShardedTable:
         return cls(index, group, write, run)  # it owns the lock from here on (closed on failure)
 
     def _open_shard(self, shard: Shard) -> Table:
+        """Shard ``shard`` as a table, mapped under the group's lock (a writer also locks it)."""
         path = self.index.shard_path(shard)
         where = f"{self.path}: shard {shard.file}"
         try:
-            mapped = Mapped(path)
+            mapped = self.group.open(path)
         except FileNotFoundError:
             raise FormatError(f"{where} is missing") from None
-        if mapped.size != shard.nbytes:
-            raise FormatError(f"{where} has {mapped.size} bytes, the index says {shard.nbytes}: "
-                              "it was changed outside embtool")
-        info = mapped.tensors.get(self.tensor)
-        want = (shard.rows, self.embedding_dim)
-        if info is None or info.dtype != self.dtype or info.shape != want:
-            got = "no such tensor" if info is None else f"{info.dtype} {list(info.shape)}"
-            raise FormatError(f"{where}: tensor {self.tensor!r} should be {self.dtype} {list(want)}, "
-                              f"found {got}")
-        return Table(mapped, self.tensor)
+        try:
+            if mapped.size != shard.nbytes:
+                raise FormatError(f"{where} has {mapped.size} bytes, the index says {shard.nbytes}: "
+                                  "it was changed outside embtool")
+            info = mapped.tensors.get(self.tensor)
+            want = (shard.rows, self.embedding_dim)
+            if info is None or info.dtype != self.dtype or info.shape != want:
+                got = "no such tensor" if info is None else f"{info.dtype} {list(info.shape)}"
+                raise FormatError(f"{where}: tensor {self.tensor!r} should be {self.dtype} "
+                                  f"{list(want)}, found {got}")
+            return Table(mapped, self.tensor)
+        except BaseException:
+            mapped.close()
+            raise
 
     # -- reading ------------------------------------------------------------------------------
     @property
@@ -265,6 +274,25 @@ class ShardedTable:
 
     shape = Table.shape
     value_dtype = Table.value_dtype
+    # the user-facing side of ``Table`` (a mapping from words or row ids to vectors, gensim's
+    # most_similar) works on what both kinds of table have: rows, vocab, streamed, norms
+    __len__ = Table.__len__
+    __iter__ = Table.__iter__
+    __contains__ = Table.__contains__
+    __getitem__ = Table.__getitem__
+    row_of = Table.row_of
+    most_similar = Table.most_similar
+    most_similar_many = Table.most_similar_many
+    _query_items = Table._query_items
+
+    def __repr__(self) -> str:
+        if self.group is None:
+            return f"<embtool.ShardedTable {str(self.path)!r} (closed)>"
+        vocab = "no vocabulary" if not self.has_vocab else f"{self.num_embeddings:,} rows with words"
+        frozen = ", frozen" if self.config.frozen else ""
+        return (f"<embtool.ShardedTable {str(self.path)!r} tensor={self.tensor!r} "
+                f"{self.num_embeddings:,} x {self.embedding_dim} {self.dtype} in {len(self.shards)} "
+                f"shards, {vocab}{frozen}>")
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
@@ -321,7 +349,7 @@ class ShardedTable:
 
             path = self.index.vocab_path
             try:
-                self._vocab_store = Mapped(path)
+                self._vocab_store = Mapped(path)  # never written: no lock of its own needed
             except FileNotFoundError:
                 raise FormatError(f"{self.path}: vocabulary file {self.index.vocab} is missing") from None
             missing = [n for n in VOCAB_TENSORS if n not in self._vocab_store.tensors]
@@ -378,8 +406,12 @@ class ShardedTable:
 
         return take
 
-    #: the row norms are kept per shard, by the tasks (``ScanJob.norms``)
-    norms = None
+    @property
+    def norms(self):
+        """What a search is given as the table's row norms (``similar.search``'s ``norms``): the
+        shards' norms are kept per shard file (``embtool.norms``), by the tasks that read them
+        (``ScanJob``); the coordinator never holds them all."""
+        return _SHARD_NORMS
 
     def search(self, queries, exclude, k, stop, *, norms=None, chunk_rows=None, progress=None,
                observe=None, each=False):
@@ -391,21 +423,27 @@ class ShardedTable:
         if stop == 0 or not len(queries):
             return np.full((len(queries), k), EMPTY, np.int64)
         results = self.scan(search_each_task if each else search_task, queries, exclude, k, stop,
-                            chunk_rows=chunk_rows, progress=progress)
+                            chunk_rows=chunk_rows, progress=progress, norms=norms is not None)
         return merge_best([best for best, _ in results], k, len(queries))
 
-    def scan(self, task, queries, exclude, k, stop, *, chunk_rows=None, progress=None) -> list:
+    def scan(self, task, queries, exclude, k, stop, *, chunk_rows=None, progress=None,
+             norms: bool = False) -> list:
         """Run ``task`` (a module-level function of a ``ScanJob``) over rows ``0..stop-1`` in
-        whole chunks of ``embtool.similar``'s chunk grid; the results in row order."""
+        whole chunks of ``embtool.similar``'s chunk grid; the results in row order.  ``norms``:
+        the tasks use the shards' row norms kept by ``embtool.norms`` (and keep those they
+        compute)."""
         from .similar import chunk_size
 
         step = chunk_size(self.raw, chunk_rows)
         sources = self.sources()
+        tables = self.shard_sources() if norms and cache_dir() is not None else None
         queries, exclude = np.ascontiguousarray(queries), np.ascontiguousarray(exclude)
         jobs = []
         for lo, hi, shards in _plan(self.ranges, self.executor.workers(), stop, step):
             parts = [(self.ranges[i][0], self.ranges[i][1], sources[i]) for i in shards]
-            jobs.append(ScanJob(parts, self.tensor, self.dtype, self.shape, lo, hi, step, queries, exclude, k))
+            norm_parts = None if tables is None else [tables[i] for i in shards]
+            jobs.append(ScanJob(parts, self.tensor, self.dtype, self.shape, lo, hi, step, queries, exclude, k,
+                                stop, norm_parts))
         rows = None if progress is None else (lambda i: progress(jobs[i].stop - jobs[i].start))
         return self.executor.map(task, jobs, done=rows)
 
@@ -426,16 +464,21 @@ class ShardedTable:
             change.metadata.update(metadata)
         change.commit()
 
-    def _reload(self, replaced: set[int]) -> None:
-        """After a write: the new index, and new maps of the shard files that were replaced."""
-        with open(self.path, "rb") as f:
-            self.index = Index.parse(read_limited(f.fileno(), self.path), self.path)
-        self.config = Config.from_metadata(self.index.metadata, self.num_embeddings, self.path)
+    def _reload(self, index: Index, replaced) -> None:
+        """After a write: the new index, and new maps of the shard files that were replaced (the
+        old maps stay valid for views handed out before)."""
+        self.index = index
+        self.config = Config.from_metadata(index.metadata, self.num_embeddings, self.path)
         for i in replaced:
-            self.shards[i] = self._open_shard(self.index.shards[i])
+            self.shards[i].close()
+            self.shards[i] = self._open_shard(index.shards[i])
 
     # -- closing ------------------------------------------------------------------------------
     def close(self) -> None:
+        for t in self.shards:
+            t.close()
+        if self._vocab_store is not None:
+            self._vocab_store.close()
         if self.group is not None:
             self.group.close()
             self.group = None
@@ -463,7 +506,9 @@ class ShardedTable:
 class ScanJob:
     """One task of a scan: rows ``start..stop-1`` (whole chunks of ``step`` rows) of the table.
     ``parts``: ``(lo, hi, source)`` of the shards holding those rows (a mapped array in this
-    process, a path on a Dask worker)."""
+    process, a path on a Dask worker).  ``end``: the end of the whole scan; ``norm_parts`` (None:
+    norms not used): per part, the shard as a ``Table`` here or its path on a worker, whose row
+    norms ``embtool.norms`` keeps."""
     parts: list
     tensor: str
     dtype: str  # stored dtype of the table
@@ -474,6 +519,8 @@ class ScanJob:
     queries: np.ndarray
     exclude: np.ndarray
     k: int
+    end: int = 0
+    norm_parts: list | None = None
 
     def rows(self) -> ShardRows:
         """The job's rows as values, indexed by table row."""
@@ -482,24 +529,130 @@ class ScanJob:
         value = np.float32 if self.dtype == "BF16" else parts[0][2].dtype
         return ShardRows(parts, self.shape, value, convert)
 
-    def search(self, rows, observe=None) -> np.ndarray:
+    def search(self, rows, observe=None, norms=None) -> np.ndarray:
         from .similar import search
 
         return search(rows, self.queries, self.exclude, self.k, self.stop, chunk_rows=self.step,
-                      start=self.start, observe=observe)
+                      start=self.start, observe=observe, norms=norms)
 
 
 def search_task(job: ScanJob):
-    """Task: the best ``k`` keys of each query over the job's rows."""
-    return job.search(job.rows()), None
+    """Task: the best ``k`` keys of each query over the job's rows (with the shards' kept row
+    norms when every part has them; else computing them, and keeping those of the shards whose
+    chunks are all this job's)."""
+    rows = job.rows()
+    if job.norm_parts is None:
+        return job.search(rows), None
+    with _PartNorms(job) as norms:
+        known = norms.known()
+        if known is not None:
+            return job.search(rows, norms=known), None
+        best = job.search(rows, observe=norms.observe)
+        norms.keep(rows)
+        return best, None
 
 
 def search_each_task(job: ScanJob):
     """Task: ``search_each``'s best ``k`` keys of each query over the job's rows."""
     from .similar import search_each
 
-    return search_each(job.rows(), job.queries, job.exclude, job.k, job.stop, chunk_rows=job.step,
-                       start=job.start), None
+    rows = job.rows()
+    if job.norm_parts is None:
+        return search_each(rows, job.queries, job.exclude, job.k, job.stop, chunk_rows=job.step,
+                           start=job.start), None
+    with _PartNorms(job) as norms:
+        return search_each(rows, job.queries, job.exclude, job.k, job.stop, chunk_rows=job.step,
+                           start=job.start, norms=norms.known()), None
+
+
+class _SearchNorms:
+    """``similar.search``'s ``norms`` of a sharded table: a ``RowNorms``-like object that knows
+    none (the tasks look the shards' own up; a rescore computes those of its rows)."""
+
+    def get(self):
+        return None
+
+
+_SHARD_NORMS = _SearchNorms()
+
+
+class _Window:
+    """Row norms of rows ``base..`` indexed by table row (``known[lo:hi]`` in ``similar.search``),
+    and ``RowNorms.get`` of itself (known: nothing to keep)."""
+
+    def __init__(self, norms: np.ndarray, base: int):
+        self.norms, self.base = norms, base
+
+    def get(self):
+        return self
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return self.norms[key.start - self.base:key.stop - self.base]
+
+
+class _PartNorms:
+    """The row norms of a scan job's shards (``embtool.norms.RowNorms`` of each shard file): the
+    job's rows' norms when every part's are kept (``known``), else an observer of the search
+    that collects those it computes, and ``keep`` for the shards whose chunks are all this job's
+    (so that each shard is kept by one task, which reads most of it anyway)."""
+
+    def __init__(self, job: ScanJob):
+        self.job = job
+        self.opened = []  # shards mapped here (on a worker), closed at the end
+        self.tables = []
+        for src in job.norm_parts:
+            if isinstance(src, Table):
+                self.tables.append(src)
+            else:
+                t = Table(Mapped(src, keep_fd=True), job.tensor)
+                self.opened.append(t)
+                self.tables.append(t)
+        self.got = [t.norms.get() for t in self.tables]  # before the rows are read (racy rule)
+        self.seen = None
+
+    def known(self):
+        if any(n is None for n in self.got):
+            return None
+        job = self.job
+        pieces = [n[max(job.start, lo) - lo:min(job.stop, hi) - lo]
+                  for (lo, hi, _), n in zip(job.parts, self.got)]
+        return _Window(np.concatenate(pieces), job.start)
+
+    def observe(self, lo, rows, norms) -> None:
+        if self.seen is None:
+            self.seen = np.empty(self.job.stop - self.job.start, np.float32)
+        self.seen[lo - self.job.start:lo - self.job.start + len(rows)] = norms
+
+    def keep(self, rows: ShardRows) -> None:
+        """Keep the norms of each shard whose chunks (those starting in it) are all this job's:
+        those the search computed, and those of its rows outside the job (before its first
+        chunk: less than one chunk; past a restricted search's end), computed as
+        ``similar.search`` computes them."""
+        from .norms import row_norms
+        from .similar import as_f32
+
+        job = self.job
+        if self.seen is None:
+            return
+        for i, (lo, hi, _) in enumerate(job.parts):
+            first = -(-lo // job.step) * job.step  # the first chunk starting in the shard
+            if self.got[i] is not None or not (first >= min(hi, job.end) or
+                                                job.start <= first and min(hi, job.end) <= job.stop):
+                continue  # kept already, or some of its chunks are another job's
+            out = np.empty(hi - lo, np.float32)
+            a, b = max(lo, job.start), min(hi, job.stop)
+            out[a - lo:b - lo] = self.seen[a - job.start:b - job.start]
+            for x, y in ((lo, a), (b, hi)):
+                for c in range(x, y, job.step):  # chunk by chunk, as the search reads rows
+                    row_norms(as_f32(rows[c:min(c + job.step, y)]), out=out[c - lo:min(c + job.step, y) - lo])
+            self.tables[i].norms.keep(out)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for t in self.opened:
+            t.close()
 
 
 def _plan(ranges, workers: int, stop: int, step: int) -> list[tuple[int, int, list]]:
@@ -562,69 +715,83 @@ class Change:
             self.rows.setdefault(i, {})[tensor] = (ids[sel] - t.ranges[i][0], stored[sel])
 
     def replace_shard(self, i: int, temp: Path) -> None:
-        """Shard ``i`` becomes the complete file ``temp`` (written beside it by a task)."""
+        """Shard ``i`` becomes the complete file ``temp`` (written beside it by a task with
+        ``write_shard_temp``)."""
         self.files[i] = Path(temp)
 
     def discard(self) -> None:
+        """Remove the new shard files that no transaction has taken over."""
         for temp in self.files.values():
             temp.unlink(missing_ok=True)
         self.files = {}
-        self._sweep()
-
-    def _sweep(self) -> None:
-        sweep_new_files(self.table.index, {p.name for p in self.files.values()})
 
     def commit(self) -> None:
-        """Make the changes.  Each file is written crash-safe (shard rows through the shard's
-        journal, new shard files and the index by rename, the index last), one after the other."""
-        t = self.table
+        """Make the changes, all of them or none: **one transaction** of the table's group, so one
+        frame of its log holds the rows written in place, the renames of the new shard files over
+        their shards and the new index (in place, or replaced).  A process killed at any instant
+        leaves every shard before or every shard after; the next opener of the table finishes a
+        committed write (``store.Group``).  Then the table maps the shards that were replaced."""
+        t, index = self.table, self.table.index
+        sizes = {i: os.stat(temp).st_size for i, temp in self.files.items()}
+        new = Index(t.path, t.tensor, t.shape, t.dtype, self.metadata, index.vocab,
+                    [replace(s, nbytes=sizes.get(i, s.nbytes)) for i, s in enumerate(index.shards)])
+        replaced = sorted(self.files)
         try:
-            for i, tensors in sorted(self.rows.items()):
-                if i in self.files:
-                    continue
-                with st.Store(t.index.shard_path(t.index.shards[i]), write=True) as s:
-                    patches = []
+            with t.group.transaction() as tx:
+                for i in replaced:
+                    tx.adopt(index.shard_path(index.shards[i]), self.files.pop(i))  # the tx's now
+                for i, tensors in sorted(self.rows.items()):
+                    if i in replaced:
+                        continue
+                    shard = t.shards[i]
+                    shard._rows_changing()  # its cached row norms go first (embtool.norms)
                     for name, (local, stored) in tensors.items():
-                        patches += s.patch_rows(name, local, stored)
-                    s.patch(patches)
-            for i, temp in sorted(self.files.items()):
-                os.replace(temp, t.index.shard_path(t.index.shards[i]))
+                        tx.write_rows(shard.store, name, local, stored)
+                if new != index:
+                    stage_index(tx, new)
         except BaseException:
-            self.discard()
+            self.discard()  # files adopted are the transaction's: it removed them, or needs them
             raise
-        sizes = [t.index.shard_path(s).stat().st_size for s in t.index.shards]
-        new = Index(t.path, t.tensor, t.shape, t.dtype, self.metadata, t.index.vocab,
-                    [Shard(s.file, s.lo, s.hi, n) for s, n in zip(t.index.shards, sizes)])
-        if new != t.index:
-            write_index(new)
-        t._reload(set(self.files))
-        self.files = {}
-        self._sweep()
+        t._reload(new, replaced)
 
 
-def sweep_new_files(index: Index, keep=frozenset()) -> None:
-    """Remove new shard files that no write will use: those of tasks that did not finish (a
-    worker that died, a task run again elsewhere, a coordinator killed).  Called under the
-    table's exclusive lock, under which alone such files are written, so every one not in
-    ``keep`` (names) is abandoned."""
-    prefixes = tuple(p for s in index.shards for p in (f".{s.file}.", f"..{s.file}."))
+def sweep_task_files(index: Index) -> None:
+    """Remove new shard (and index) files that no write will use: complete files of tasks whose
+    write never committed (a killed coordinator; a task run twice).  Called by a writer under the
+    table's exclusive lock, after the group's recovery, when no logged write needs them: such
+    files are made only under that lock, so one that nobody holds locked is abandoned, even while
+    the process that wrote it (a Dask worker) lives on; one still locked is being written by a
+    task of a killed coordinator, and goes at a later write.  (``store``'s ``clean_temps``
+    removes those of processes that are gone.)"""
+    import fcntl
+
+    names = {s.file for s in index.shards} | {index.path.name}
     try:
-        names = os.listdir(index.folder)
+        found = os.listdir(index.folder)
     except OSError:
         return
-    for name in names:  # the new file, and the temporary file it was being written to
-        if name.startswith(prefixes) and (name.endswith(".new") or ".new." in name) and name not in keep:
-            (index.folder / name).unlink(missing_ok=True)
+    for name in found:
+        m = st._TEMP.match(name)
+        if m is None or m["name"] not in names:
+            continue
+        path = index.folder / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass  # locked: still being written
+        finally:
+            os.close(fd)
 
 
 def write_shard_temp(target: Path, tensors: Mapping[str, object], metadata: Mapping[str, str]) -> Path:
-    """A complete new file for shard ``target``, written beside it under a temporary name, for a
-    ``Change`` to put in its place (tasks on any worker write these)."""
-    import secrets
-
-    temp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
-    st.write_file(temp, tensors, metadata)
-    return temp
+    """A complete new file for shard ``target``, written and synced beside it under a temporary
+    name, for a ``Change`` to put in its place (tasks on any worker write these, in parallel)."""
+    return st.write_beside(target, tensors, metadata)
 
 
 def take_task(job) -> np.ndarray:

@@ -23,6 +23,12 @@ SHARD_ROWS_KEY = PREFIX + "shard.rows"
 SHARD_INDEX_KEY = PREFIX + "shard.index"
 #: the largest index file read (a million shards fit in less)
 MAX_INDEX_BYTES = 100 << 20
+#: an index is padded with spaces to a multiple of this, with at least ``INDEX_SLACK`` spare
+#: bytes, so that a write changing its metadata or a shard's size rewrites it in place
+INDEX_ALIGN, INDEX_SLACK = 4096, 1024
+#: how every index written here starts (``format`` first): ``is_index`` knows one by it even
+#: while a writer rewrites it in place (the bytes it begins with never change)
+INDEX_HEAD = b'{\n "format": "' + SHARDED_TABLE_FORMAT.encode() + b'",'
 
 
 # --------------------------------------------------------------------------------------------
@@ -31,8 +37,12 @@ MAX_INDEX_BYTES = 100 << 20
 
 def is_index(path) -> bool:
     """Whether ``path`` names a sharded table's index (``embtool.sniff`` tells it from a Hugging
-    Face ``*.safetensors.index.json`` and every other file; ``Index.read`` validates it)."""
+    Face ``*.safetensors.index.json`` and every other file; ``Index.read`` validates it, under the
+    table's lock)."""
     try:
+        with open(path, "rb") as f:
+            if f.read(len(INDEX_HEAD)) == INDEX_HEAD:
+                return True
         return sniff(path).name == "sharded-table"
     except OSError:
         return False
@@ -77,8 +87,10 @@ class Index:
     def ranges(self) -> list[tuple[int, int]]:
         return [(s.lo, s.hi) for s in self.shards]
 
-    def encode(self) -> bytes:
-        """The index file's bytes: JSON, one shard a line (``"format"`` first: ``is_index``)."""
+    def encode(self, size: int | None = None) -> bytes | None:
+        """The index file's bytes: JSON, one shard a line (``"format"`` first: ``is_index``),
+        padded with spaces to ``size`` bytes (None when it does not fit), or to a multiple of
+        ``INDEX_ALIGN`` with ``INDEX_SLACK`` spare bytes."""
         def j(value):
             return json.dumps(value, ensure_ascii=False)
 
@@ -90,7 +102,12 @@ class Index:
         lines.append(f' "vocab": {j(self.vocab)},')
         shards = [f'  {{"file": {j(s.file)}, "rows": [{s.lo}, {s.hi}], "bytes": {s.nbytes}}}' for s in self.shards]
         lines.append(' "shards": [\n' + ",\n".join(shards) + "\n ]")
-        return ("{\n" + "\n".join(lines) + "\n}\n").encode("utf-8")
+        text = ("{\n" + "\n".join(lines) + "\n}").encode("utf-8")
+        if size is None:
+            size = -(-(len(text) + 1 + INDEX_SLACK) // INDEX_ALIGN) * INDEX_ALIGN
+        if len(text) + 1 > size:
+            return None
+        return text + b" " * (size - len(text) - 1) + b"\n"
 
     @classmethod
     def parse(cls, raw: bytes, path) -> "Index":
@@ -208,13 +225,15 @@ def plan_rows(num_rows: int, shards: int | None = None, rows_per_shard: int | No
 
 def shard_metadata(index_path, lo: int, hi: int, num_rows: int) -> dict[str, str]:
     """A shard file's own metadata: an embtool table (default configuration: the table's is in the
-    index) that knows which rows of which index it holds."""
+    index) that knows which rows of which index it holds, and belongs to the index's group
+    (``embtool.primary``: opening a shard by itself takes the table's lock and recovers its log)."""
     return {PREFIX + "format_version": "1", SHARD_ROWS_KEY: f"{lo}:{hi}/{num_rows}",
-            SHARD_INDEX_KEY: Path(index_path).name}
+            SHARD_INDEX_KEY: Path(index_path).name, st.PRIMARY_KEY: Path(index_path).name}
 
 
 def write_index(index: Index) -> None:
-    """Write the index file atomically (temporary file, sync, rename, sync the folder)."""
+    """Write the index of a new table (temporary file, sync, rename, sync the folder): the table
+    exists from then on.  Changes of an existing index are ``stage_index`` in a transaction."""
     data = index.encode()
 
     def write(tmp):
@@ -227,20 +246,41 @@ def write_index(index: Index) -> None:
     vfs.current().sync_dir(index.path.parent)
 
 
+def stage_index(tx: st.Transaction, index: Index) -> None:
+    """Make ``index`` the table's index as part of ``tx`` (a transaction of the index's group):
+    rewritten in place when it fits the file's padded size, else a new file that replaces it."""
+    size = os.stat(index.path).st_size
+    data = index.encode(size)
+    if data is not None:
+        tx.write_bytes(index.path, 0, data)
+        return
+    data = index.encode()
+    fd, tmp = st.create_temp(index.path)
+    try:
+        vfs.current().pwrite(fd, data, 0)
+        os.fchmod(fd, os.stat(index.path).st_mode & 0o777)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    tx.adopt(index.path, tmp, fd)
+
+
 def set_frozen(path, frozen: bool, tensor: str | None = None) -> bool:
     """``freeze`` / ``unfreeze`` of a table file or of a sharded table (the index's metadata,
     under its exclusive lock); returns whether the flag changed."""
     if not is_index(path):
         return st.set_frozen(path, frozen, tensor)
     path = Path(path)
-    with st.Group(path, write=True):
+    with st.Group(path, write=True) as group:
         index = Index.read(path)
         if tensor is not None and tensor != index.tensor:
             raise FormatError(f"{path}: the sharded table's tensor is {index.tensor!r}, not {tensor!r}")
         cfg = Config.from_metadata(index.metadata, index.shape[0], path)
         if cfg.frozen == frozen and PREFIX + "format_version" in index.metadata:
             return False
-        write_index(replace(index, metadata={**index.metadata, **replace(cfg, frozen=frozen).to_metadata()}))
+        with group.transaction() as tx:
+            stage_index(tx, replace(index, metadata={**index.metadata, **replace(cfg, frozen=frozen).to_metadata()}))
     return True
 
 

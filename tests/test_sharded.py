@@ -277,6 +277,48 @@ def test_similar_and_evaluate_give_the_same_keys_and_scores(glove, scheduler, mo
         assert evaluate_pairs(many.weight(), many.vocab, pairs) == evaluate_pairs(one.weight(), v, pairs)
 
 
+def test_similar_keeps_and_uses_each_shards_row_norms(glove, scheduler, monkeypatch):
+    """With the row-norms cache (embtool.norms) each shard file gets its own entry, computed by
+    the task that scans it; later searches use them: the same keys and scores as the one file
+    (its norms cached too), single and batched, restricted or not."""
+    import embtool.sharded as sharded
+    from embtool.norms import cache_dir
+
+    for f in glove.iterdir():  # written long enough ago for their norms to be kept (norms.RACY_NS)
+        os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns - 10**10))
+    one, many = both(glove, "g", "g997", scheduler)
+    hits = []
+    known = sharded._PartNorms.known
+    monkeypatch.setattr(sharded._PartNorms, "known", lambda self: hits.append(known(self)) or hits[-1])
+    with one, many:
+        v = one.vocab
+        king, man, woman = (v.find(w) for w in ("king", "man", "woman"))
+        queries = [([king], []), ([king, woman], [man]), ([np.linspace(-1, 1, 50).astype(np.float32)], [])]
+        for kw in ({}, {"restrict_vocab": 4321}):
+            want = _neighbours(one.weight(), v, queries, norms=one.norms, **kw)
+            assert _neighbours(many.weight(), many.vocab, queries, norms=many.norms, **kw) == want, kw
+            assert _neighbours(many.weight(), many.vocab, queries, norms=many.norms, **kw) == want, kw
+            assert similar.most_similar_many(many.weight(), many.vocab, queries, topn=25, norms=many.norms,
+                                             **kw) == want
+        if scheduler is None:  # the workers keep theirs in their own cache directory
+            entries = list(cache_dir().glob("*.norms"))
+            assert len(entries) == len(many.shards) + 1  # each shard's, and the one file's
+            assert hits[0] is None and all(h is not None for h in hits[1:])
+    # chunks that straddle shards (each task keeps the shards whose chunks are all its own),
+    # against the one file scanned in the same chunks
+    monkeypatch.setattr(similar, "CHUNK_BYTES", 50 * 4 * 1500)
+    monkeypatch.setenv("EMBTOOL_CACHE_DIR", str(cache_dir().parent / "again"))
+    hits.clear()
+    one, many = both(glove, "g", "g997", scheduler)
+    with one, many:
+        want = _neighbours(one.weight(), one.vocab, queries, chunk_rows=1500)
+        for _ in range(2):
+            assert _neighbours(many.weight(), many.vocab, queries, norms=many.norms) == want
+        if scheduler is None:
+            assert len(list(cache_dir().glob("*.norms"))) == len(many.shards)
+            assert hits[0] is None and hits[-1] is not None
+
+
 @on_both("dtype", ["F32", "F16", "BF16"], [2])
 def test_stats_are_the_same(odd, dtype, scheduler, monkeypatch):
     one, many = both(odd, dtype, scheduler=scheduler)
