@@ -2,8 +2,10 @@
 LocalCluster of 2 worker processes (and on threads of this process), against the same table as one
 file in one process.
 
-Measured, best of ``--repeat`` runs after a warm-up (so the table is in the page cache and the
-kernels are compiled): ``similar`` of one query and of 100 queries (top 10), ``info --stats``,
+Measured, best of ``--repeat`` runs after a warm-up (so the table is in the page cache, the
+kernels are compiled and the row norms are kept, per table file, in a cache under the tables'
+folder, as the ``similar`` command keeps them): ``similar`` of one query and of 100 queries
+(top 10, the batch path of ``most_similar_many``), ``info --stats``,
 ``renorm`` of the whole table (``--dry-run``: the pass that finds the rows to change; a real renorm
 writes the same rows in both layouts), and a sparse ``train-step`` of 10k ids (SGD, written in
 place).  Goal on a 2-core machine: the scan-bound commands at least 1.6x faster on 2 workers than
@@ -12,7 +14,7 @@ one file in one process, and the sparse step no slower.  Nothing here asserts sp
 under ``flock``, and say whether the machine was busy).
 
 Usage: python benchmarks/bench_sharded.py [--rows 8000000] [--dim 128] [--shards 8] [--workers 2]
-       [--repeat 3] [--dir DIR] [--keep]
+       [--repeat 3] [--dir DIR] [--keep]   (or EMBTOOL_BENCH_ROWS=N for a smaller table)
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ GOAL_STEP = 1.0
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int, default=8_000_000)
+    ap.add_argument("--rows", type=int, default=int(os.environ.get("EMBTOOL_BENCH_ROWS", 8_000_000)))
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--shards", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
@@ -53,6 +55,7 @@ def main() -> None:
 
     folder = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(dir=Path(__file__).parent))
     folder.mkdir(parents=True, exist_ok=True)
+    os.environ["EMBTOOL_CACHE_DIR"] = str(folder / "cache")  # the workers inherit it
     one, index = folder / "one.safetensors", folder / "sharded.index.json"
     try:
         if not one.exists():
@@ -78,7 +81,7 @@ def run(args, one: Path, index: Path, address: str) -> None:
     from embtool.ops import renorm
     from embtool.sharded import ShardedTable
     from embtool.shardtrain import train_step
-    from embtool.similar import most_similar, search, unit_query
+    from embtool.similar import most_similar, most_similar_many
     from embtool.stats import table_stats
     from embtool.table import Table
     from embtool.training import Batch
@@ -89,12 +92,11 @@ def run(args, one: Path, index: Path, address: str) -> None:
     grad = rng.standard_normal((args.ids, args.dim), dtype=np.float32)
 
     def similar_one(t):
-        return lambda: most_similar(t.weight(), None, [int(rows[0])], topn=10)
+        return lambda: most_similar(t.weight(), None, [int(rows[0])], topn=10, norms=t.norms)
 
     def similar_100(t):
-        w = t.weight()
-        queries = np.stack([unit_query(w, [(int(r), 1.0)])[0] for r in rows])
-        return lambda: search(w, queries, rows.reshape(-1, 1), 10, args.rows)
+        queries = [([int(r)], []) for r in rows]
+        return lambda: most_similar_many(t.weight(), None, queries, topn=10, norms=t.norms)
 
     def stats(t):
         return lambda: table_stats(t.weight())

@@ -28,6 +28,8 @@ and the next opener recovers.  Readers never see a mix.
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -68,10 +70,38 @@ class Mapped(st.Store):
             self._detach()
 
 
+#: shard files mapped by this process's tasks (a Dask worker's), by path: (identity, Mapped)
+_MAPS: "OrderedDict[str, tuple[tuple, Mapped]]" = OrderedDict()
+_MAPS_LOCK = threading.Lock()
+#: how many maps a worker keeps (they cost address space only; the pages are the page cache's)
+MAX_MAPS = 256
+
+
+def mapped(path) -> Mapped:
+    """The shard file at ``path`` mapped here, reused from an earlier task of this process while
+    the file is the same (device, inode, size and modification time): a worker that scans a shard
+    again touches pages it has mapped already instead of faulting each one in anew.  (Writes
+    never move a tensor within a file, and rows written in place show through the map.)"""
+    path = str(path)
+    info = os.stat(path)
+    ident = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    with _MAPS_LOCK:
+        hit = _MAPS.get(path)
+        if hit is not None and hit[0] == ident:
+            _MAPS.move_to_end(path)
+            return hit[1]
+    m = Mapped(path)
+    with _MAPS_LOCK:
+        _MAPS[path] = (ident, m)
+        while len(_MAPS) > MAX_MAPS:
+            _MAPS.popitem(last=False)
+    return m
+
+
 def shard_of(source, tensor: str) -> Table:
     """A task's shard as a ``Table``: the coordinator's own (in this process), or the file at the
     path ``source`` mapped here without a lock."""
-    return source if isinstance(source, Table) else Table(Mapped(source), tensor)
+    return source if isinstance(source, Table) else Table(mapped(source), tensor)
 
 
 def _stored(source, tensor: str) -> np.ndarray:
@@ -79,7 +109,7 @@ def _stored(source, tensor: str) -> np.ndarray:
     coordinator's maps), or a shard path to map (tasks on other processes)."""
     if isinstance(source, np.ndarray):
         return source
-    return Mapped(source).array(tensor)
+    return mapped(source).array(tensor)
 
 
 # --------------------------------------------------------------------------------------------
@@ -859,7 +889,8 @@ def write_sharded(index_path, tensor: str, shape, dtype: str, metadata: Mapping[
     try:
         write_shards(jobs)
         if vocab is not None:
-            st.write_file(folder / vocab_name, dict(vocab), {SHARD_INDEX_KEY: index_path.name})
+            st.write_file(folder / vocab_name, dict(vocab), {SHARD_INDEX_KEY: index_path.name,
+                                                            st.PRIMARY_KEY: index_path.name})
         shards = [Shard(name, lo, hi, path.stat().st_size) for name, path, (lo, hi) in zip(names, paths, ranges)]
         index = Index(index_path, tensor, (int(shape[0]), int(shape[1])), dtype, dict(metadata), vocab_name, shards)
         write_index(index)

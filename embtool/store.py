@@ -778,6 +778,7 @@ class Transaction:
         self._temps: dict[str, tuple[int, tuple, Path]] = {}  # temp name -> (fd, key, target)
         self._stores: dict[str, Store] = {}
         self._replaced: set[str] = set()
+        self._headers: set[str] = set()  # members whose header a patch changes
 
     # -- staging ----------------------------------------------------------------------------
     def _member(self, store: Store) -> str:
@@ -798,6 +799,8 @@ class Transaction:
             if lo < 0 or p.base + (hi + 1) * p.row_bytes > store.size or \
                     len(memoryview(p.data).cast("B")) != len(p.rows) * p.row_bytes:
                 raise EmbtoolError(f"{store.path}: internal error: patch outside the file")
+            if p.base + lo * p.row_bytes < store.header.data_start:
+                self._headers.add(name)
             self.records.append(wal.Rows(name, store.size, p.base, p.row_bytes, p.rows, p.data))
 
     def write_rows(self, store: Store, tensor: str, rows, values) -> None:
@@ -933,7 +936,8 @@ class Transaction:
             if store.fd < 0:
                 continue
             if name not in self._replaced:
-                store.reload()  # its header may have changed
+                if name in self._headers:
+                    store.reload()  # its header changed (rows are seen through the map as they are)
             elif (g.folder / name).exists():
                 store._reopen()  # the new file at its path (under the same lock)
             else:
