@@ -45,7 +45,7 @@ from .norms import cache_dir
 from .shardindex import (SHARD_INDEX_KEY, Index, Shard, index_stem, is_index,  # noqa: F401 (re-exported)
                          plan_rows, read_limited, set_frozen, shard_file_names, shard_metadata,
                          stage_index, vocab_file_name, write_index)
-from .table import VOCAB_TENSORS, Table, from_storage, to_storage
+from .table import VOCAB_TENSORS, Table, _merged, from_storage, to_storage
 
 OPTIM_PREFIX = "optim."
 
@@ -485,13 +485,13 @@ class ShardedTable:
     def update(self, rows: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
                metadata: Mapping[str, str] | None = None) -> None:
         """``Table.update`` over the shards: rows of some tensors (``{tensor: (table rows, values)}``)
-        and/or the table's metadata, as one write (``Change``)."""
+        and/or the table's metadata (a value of None removes a key), as one write (``Change``)."""
         self.require_writable()
         change = Change(self)
         for name, (ids, values) in (rows or {}).items():
             change.set_rows(name, ids, values)
         if metadata:
-            change.metadata.update(metadata)
+            change.metadata = _merged(change.metadata, metadata)
         change.commit()
 
     def _reload(self, index: Index, replaced) -> None:

@@ -24,12 +24,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
+from .backward import embedding_backward
 from .errors import ConfigError
-from .optim import state_names
 from .sharded import Change, ShardedTable, shard_of, write_shard_temp
 from .table import check_trainable
-from .training import META_TENSOR, _check_batch, _check_state, _Work, resolve_optimizer
+from .training import META_TENSOR, _Work, prepare
 
 
 def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_optimizer=False,
@@ -41,17 +40,10 @@ def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_o
     if table.dtype != "F32":
         raise ConfigError(f"{table.path}: tensor {table.tensor!r} is {table.dtype}; training needs an "
                           "F32 weight (torch.optim keeps float32 state and arithmetic)")
-    home = _TableState(table)
-    spec, count, fresh = resolve_optimizer(home, optimizer, hparams or {}, reset_optimizer)
+    spec, count, fresh, checked, names = prepare(table, _TableState(table), batches, optimizer, hparams,
+                                                 reset_optimizer)
     cfg = table.config
-    if cfg.sparse and cfg.scale_grad_by_freq:
-        raise ConfigError(f"{table.path}: {SPARSE_SCALE_MESSAGE}")
-    spec.check_gradient(cfg.sparse)
-    checked = [_check_batch(b, table) for b in batches]
-    names = state_names(spec)
     existing = table.optimizer_tensors()
-    if not fresh:
-        _check_state(home, names)
     sparse_rows = spec.row_sparse(cfg.sparse)
     rewrite = not sparse_rows or (fresh and bool(names or existing))
     records, final = _records(spec, count, cfg, checked)
