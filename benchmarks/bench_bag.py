@@ -50,7 +50,7 @@ def main() -> None:
     psw = rng.standard_normal(args.ids, dtype=np.float32)
     tw, tids, toff, tpsw = map(torch.from_numpy, (weight, ids, offsets, psw))
     print(f"EmbeddingBag: {args.ids} ids in bags of {args.bag} on a {args.rows} x {args.dim} table, "
-          f"{threads()} threads, {kernels.backend_for(args.ids * args.dim)} backend")
+          f"{threads()} threads, {kernels.backend_name(args.ids * args.dim)} backend")
     for name, budget in BUDGETS.items():
         mode = name.split("+")[0]
         p = psw if "weights" in name else None

@@ -41,7 +41,7 @@ def main() -> None:
     import torch
 
     from embtool import kernels
-    from embtool.backward import ROW_WORK_DIVISOR, embedding_backward
+    from embtool.backward import embedding_backward
     from embtool.optim import OptimizerSpec, init_state, step
 
     threads = numba.get_num_threads()
@@ -93,7 +93,7 @@ def main() -> None:
 
         sparse_step()
         t = best_of(sparse_step, args.repeat)
-        backend = kernels.backend_for(args.sparse_ids * args.dim // ROW_WORK_DIVISOR)
+        backend = kernels.backend_name(args.sparse_ids * args.dim * kernels.PER_ROW_UPDATE)
         print(f"sparse {name} step, {args.sparse_ids} ids on {args.rows} rows: backward + step "
               f"{t * 1e3:7.2f} ms ({backend} backend)")
 

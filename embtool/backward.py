@@ -24,17 +24,12 @@ import numpy as np
 from embtool import kernels
 from embtool.errors import ConfigError, ShapeError
 from embtool.ids import check_ids
-from embtool.table import normalize_padding_idx
+from embtool.config import normalize_padding_idx
 
-#: Row kernels do a few float32 operations per element, so numpy stays ahead of Numba's import and
-#: cache load (~0.3 s) for about 16x more elements than ``kernels.NUMBA_MIN_WORK`` (measured: a
-#: sparse step of 10k ids x 128 takes 0.1-0.17 s end to end on numpy, 0.45 s on Numba).
-ROW_WORK_DIVISOR = 16
-
-
-def row_kernel(name: str, elements: int):
-    """The kernel ``name`` of the backend suited to ``elements`` float32 elements of row work."""
-    return kernels.get(name, elements // ROW_WORK_DIVISOR)
+def row_kernels(values: int):
+    """The kernels for a row update (gradient accumulation, optimizer step) of ``values``
+    float32 values."""
+    return kernels.choose(values * kernels.PER_ROW_UPDATE)
 
 
 #: torch's refusal, verbatim (``embedding_backward`` in ATen).
@@ -79,7 +74,7 @@ class RowGrad:
         if self._values is None:
             seg = self.segments
             out = np.empty((self.rows.size, seg.entries.shape[1]), np.float32)
-            row_kernel("backward.scatter_rows", seg.entries.size)(
+            row_kernels(seg.entries.size).scatter_rows(
                 seg.entries, seg.order, seg.starts[:-1], seg.starts[1:], seg.scale, True, out)
             self._values = out
         return self._values
@@ -104,7 +99,7 @@ class RowGrad:
         # torch copies the first entry of a row and adds the others (a lone -0.0 stays -0.0).
         out = self.values[order[starts[:-1]]]
         ones = np.ones(rows.size, np.float32)
-        row_kernel("backward.scatter_rows", self.values.size)(
+        row_kernels(self.values.size).scatter_rows(
             self.values, order, starts[:-1] + 1, starts[1:], ones, False, out)
         return RowGrad(self.num_embeddings, rows, out, self.sparse, True)
 
@@ -153,7 +148,8 @@ class RowGrad:
 
 def group_entries(flat: np.ndarray, padding_idx: int, num_embeddings: int):
     """``(order, rows, starts)`` of the ``backward.group_rows`` kernel for a flat int64 array."""
-    return kernels.get("backward.group_rows", flat.size)(flat, np.int64(padding_idx), np.int64(num_embeddings))
+    K = kernels.choose(flat.size)
+    return K.group_rows(flat, np.int64(padding_idx), np.int64(num_embeddings))
 
 
 def embedding_backward(

@@ -153,18 +153,18 @@ def _reduce(weight, indices, starts, ends, mode, psw, padding_idx):
         weight = weight[rows].astype(np.float32)
     dtype = weight.dtype
     out = np.empty((len(starts), weight.shape[1]), dtype)
-    work = len(indices) * weight.shape[1]
+    K = kernels.choose(len(indices) * weight.shape[1])
     args = (weight, indices, starts, ends)
     if mode == "max":
-        kernels.get("bag.bag_max", work)(*args, padding_idx, out)
+        K.bag_max(*args, padding_idx, out)
     elif psw is not None:
         psw = np.ascontiguousarray(psw, dtype=dtype)
-        kernels.get("bag.bag_weighted_sum", work)(*args, psw, padding_idx, fused, out)
+        K.bag_weighted_sum(*args, psw, padding_idx, fused, out)
     else:
         divisor = np.empty(0, dtype)
         if mode == "mean" and out_dtype != np.float16:
             divisor = _counts(indices, starts, ends, padding_idx).astype(dtype)
-        kernels.get("bag.bag_sum", work)(*args, padding_idx, divisor, out)
+        K.bag_sum(*args, padding_idx, divisor, out)
         if mode == "mean" and out_dtype == np.float16:
             count = _counts(indices, starts, ends, padding_idx).astype(np.float16)
             return out.astype(np.float16) / count[:, None]

@@ -16,7 +16,9 @@ from . import dtypes, kernels
 from .errors import ConfigError, ShapeError
 from .ids import check_ids
 from .store import ChunkedTensor
-from .table import Config, Table, bf16_to_f32, create, f32_to_bf16, from_storage, numpy_dtype
+from .config import Config
+from .dtypes import bf16_to_f32, f32_to_bf16, value_dtype, widen
+from .table import Table, create
 
 f32 = np.float32
 #: rows per chunk when a whole table is streamed (about 64 MB of float32 at D=128)
@@ -33,7 +35,7 @@ def row_norms(rows: np.ndarray, norm_type: float) -> np.ndarray:
     if rows.dtype == np.float64:
         return _norms_f64(rows, norm_type)
     rows = np.ascontiguousarray(rows, f32)
-    return kernels.get("lookup.row_norms", rows.size)(rows, float(norm_type))
+    return kernels.choose(rows.size).row_norms(rows, float(norm_type))
 
 
 def _norms_f64(rows, p):
@@ -63,7 +65,7 @@ def renorm_block(rows: np.ndarray, max_norm: float, norm_type: float) -> np.ndar
             hit = norms > max_norm
             rows[hit] *= (max_norm / (norms[hit] + 1e-7))[:, None]
             return hit
-        return kernels.get("lookup.renorm_rows", rows.size)(rows, float(max_norm), float(norm_type))
+        return kernels.choose(rows.size).renorm_rows(rows, float(max_norm), float(norm_type))
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,9 +78,9 @@ def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float
     _check_weight(weight, writable=True)
     flat = check_ids(ids, weight.shape[0]).reshape(-1)
     if weight.dtype == np.float32:
-        fn = kernels.get("lookup.renorm_ids", flat.size * max(1, weight.shape[1]))
+        K = kernels.choose(flat.size * max(1, weight.shape[1]))
         with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
-            return int(fn(weight, flat, float(max_norm), float(norm_type)))
+            return int(K.renorm_ids(weight, flat, float(max_norm), float(norm_type)))
     rows = np.unique(flat)
     block = weight[rows]
     hit = renorm_block(block, max_norm, norm_type)
@@ -105,9 +107,8 @@ def gather(weight: np.ndarray, flat_ids: np.ndarray) -> np.ndarray:
     out = np.empty((flat_ids.size, weight.shape[1]), weight.dtype)
     if flat_ids.size == 0 or weight.shape[1] == 0:
         return out
-    work = flat_ids.size * weight.shape[1]
     if weight.flags.c_contiguous and weight.dtype in (np.float32, np.float64, np.float16, np.uint16):
-        return kernels.get("lookup.gather", work)(weight, flat_ids, out)
+        return kernels.choose(flat_ids.size * weight.shape[1]).gather(weight, flat_ids, out)
     return np.take(weight, flat_ids, axis=0, out=out)
 
 
@@ -142,7 +143,7 @@ def lookup(table: Table, ids, *, max_norm=None, norm_type=None, padding_idx=None
     flat = ids.reshape(-1)
     d = table.embedding_dim
     if cfg.max_norm is None:
-        out = from_storage(gather(table.raw, flat), table.dtype)
+        out = widen(gather(table.raw, flat), table.dtype)
         return out.reshape(ids.shape + (d,))
     uniq, inverse = np.unique(flat, return_inverse=True)
     block = np.ascontiguousarray(table.rows(uniq), dtype=_compute_dtype(table.dtype))
@@ -276,7 +277,7 @@ def _renormed(table: Table, cfg: Config) -> ChunkedTensor:
     def chunks():
         for _, block in _stream(table):
             renorm_block(block, cfg.max_norm, cfg.norm_type)
-            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(numpy_dtype(table.dtype))
+            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(value_dtype(table.dtype))
 
     return ChunkedTensor(table.dtype, table.shape, chunks)
 
@@ -344,7 +345,7 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
                 block[p - start] = 0
             if progress:
                 progress(n)
-            yield f32_to_bf16(block) if dtype == "BF16" else block.astype(numpy_dtype(dtype), copy=False)
+            yield f32_to_bf16(block) if dtype == "BF16" else block.astype(value_dtype(dtype), copy=False)
 
     meta = {"embtool.init": f"{init}(scale={scale!r}, seed={seed}, generator=numpy.PCG64)"}
     weight = ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from embtool import jsontext
-from embtool.backward import RowGrad, row_kernel
+from embtool.backward import RowGrad, row_kernels
 from embtool.config import META_HPARAMS, META_NAME, META_STEP
 from embtool.errors import ConfigError, FormatError, ShapeError, StateError
 
@@ -282,7 +282,7 @@ def step(spec: OptimizerSpec, step_count: int, weight: np.ndarray, state: dict[s
     if spec.name == "sgd" and spec.momentum == 0:
         ins.append(np.empty((0, dim), np.float32))
         outs.append(np.empty((0, dim), np.float32))
-    kernel = row_kernel(f"optim.{_KERNEL[spec.name]}", rows.size * dim)
+    kernel = getattr(row_kernels(rows.size * dim), _KERNEL[spec.name])
     kernel(weight, *ins, rows, grad.values, gidx, *args, out_w, *outs)
     return Update(new_step, rows if row_sparse else None, out_w, out, int(grad.rows.size), grad)
 
@@ -292,7 +292,7 @@ def _sgd_dense_fused(spec, new_step, weight, rowgrad) -> Update:
     ``p = fma(g, f32(-lr), p)`` in one pass over each row (no k x D gradient temporary)."""
     seg = rowgrad.segments
     out_w = np.empty((rowgrad.rows.size, weight.shape[1]), np.float32)
-    row_kernel("optim.sgd_segment_rows", seg.entries.size)(
+    row_kernels(seg.entries.size).sgd_segment_rows(
         weight, seg.entries, seg.order, seg.starts[:-1], seg.starts[1:], seg.scale, rowgrad.rows,
         -f32(spec.lr), out_w)
     return Update(new_step, rowgrad.rows, out_w, {}, int(rowgrad.rows.size), rowgrad)
@@ -304,7 +304,7 @@ def _sgd_sparse_entries(spec, new_step, weight, rowgrad) -> Update:
     order, rows, starts = rowgrad.groups()
     lr = f32(spec.lr) if spec.maximize else -f32(spec.lr)  # fma(-v, -lr, p) == fma(v, lr, p)
     out_w = np.array(weight[rows], dtype=np.float32)
-    row_kernel("backward.scatter_rows", rowgrad.values.size)(
+    row_kernels(rowgrad.values.size).scatter_rows(
         rowgrad.values, order, starts[:-1], starts[1:], np.full(rows.size, lr, np.float32), False, out_w)
     return Update(new_step, rows, out_w, {}, int(rows.size), rowgrad)
 

@@ -39,13 +39,14 @@ import numpy as np
 from . import dtypes
 from . import store as st
 from .config import PREFIX, TABLE_DTYPES, Config
+from .dtypes import to_storage, widen
 from .errors import ConfigError, EmbtoolError, FormatError, OutputExistsError
-from .kernels._numpy.topk import EMPTY
+from .kernels.common import EMPTY
 from .norms import cache_dir
 from .shardindex import (SHARD_INDEX_KEY, Index, Shard, index_stem, is_index,  # noqa: F401 (re-exported)
                          plan_rows, read_limited, set_frozen, shard_file_names, shard_metadata,
                          stage_index, vocab_file_name, write_index)
-from .table import VOCAB_TENSORS, Table, _merged, from_storage, to_storage
+from .table import VOCAB_TENSORS, Table, _merged
 
 OPTIM_PREFIX = "optim."
 
@@ -359,14 +360,14 @@ class ShardedTable:
     def weight(self) -> ShardRows:
         """The weight as values (BF16 widened as rows are read), as ``ShardRows``."""
         raw = self.stored_rows()
-        convert = (lambda a: from_storage(a, "BF16")) if self.dtype == "BF16" else None
+        convert = (lambda a: widen(a, "BF16")) if self.dtype == "BF16" else None
         return ShardRows(raw.parts, self.shape, self.value_dtype, convert, self, raw._take)
 
     streamed = weight
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (flat int64, range-checked) as values, a copy."""
-        return from_storage(self.raw.take(ids), self.dtype)
+        return widen(self.raw.take(ids), self.dtype)
 
     @property
     def has_vocab(self) -> bool:
@@ -528,7 +529,7 @@ class ShardedTable:
 # bits of a score depend on the call it was computed in, so a task covers whole chunks of the
 # table's chunk grid (starting at row 0), and a chunk that straddles two shards is assembled from
 # both (the task reads the neighbouring shard's rows).  Each task keeps its own top ``k`` keys
-# (score and row id in one integer, ``kernels/_numpy/topk.py``); the merge keeps the ``k`` largest,
+# (score and row id in one integer, ``kernels/common.py``); the merge keeps the ``k`` largest,
 # which is the one-file search's result exactly, ties going to the lower row id as they do there.
 
 
@@ -555,7 +556,7 @@ class ScanJob:
     def rows(self) -> ShardRows:
         """The job's rows as values, indexed by table row."""
         parts = [(lo, hi, _stored(src, self.tensor)) for lo, hi, src in self.parts]
-        convert = (lambda a: from_storage(a, "BF16")) if self.dtype == "BF16" else None
+        convert = (lambda a: widen(a, "BF16")) if self.dtype == "BF16" else None
         value = np.float32 if self.dtype == "BF16" else parts[0][2].dtype
         return ShardRows(parts, self.shape, value, convert)
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
-from embtool.kernels._numpy.topk import EMPTY, MAX_ROW, encode
+from embtool.kernels.common import EMPTY, MAX_ROW, encode_keys
 from embtool.norms import row_norms
 
 #: rows are streamed in chunks of about this many bytes (of float32).
@@ -263,7 +263,7 @@ def iter_chunks(weight, stop, chunk_rows=None, start=0):
 
 def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, progress=None,
            observe=None, start=0):
-    """Best ``k`` keys per query over rows ``start..stop-1`` (see ``kernels/_numpy/topk.py``;
+    """Best ``k`` keys per query over rows ``start..stop-1`` (the keys: ``kernels/common.py``;
     ``start``, a chunk boundary, lets a task of a sharded table search its part of the table in
     the chunks a search of the whole table would use).
 
@@ -332,7 +332,7 @@ def _select(scores, lo, exclude, best):
             return
         step = SELECT_SCORES if len(scores) == 1 else scores.shape[1]
         part = scores[:, start:start + step]
-        select = kernels.get("topk.select", part.size)
+        select = kernels.choose(part.size).select
         if filling.size == len(best):
             select(part, lo + start, exclude, best)
         else:
@@ -356,7 +356,7 @@ def _merge_above(scores, lo, exclude, best, kth):
     if exclude.size:
         kept = ~(exclude[qq] == rows[:, None]).any(axis=1)
         qq, jj, rows = qq[kept], jj[kept], rows[kept]
-    keys = np.concatenate([best.reshape(-1), encode(scores[qq, jj], rows)])
+    keys = np.concatenate([best.reshape(-1), encode_keys(scores[qq, jj], rows)])
     owner = np.concatenate([np.repeat(np.arange(q), k), qq])
     order = np.lexsort((~keys, owner))  # by query, then best key first
     first = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=q))[:-1]])
@@ -464,7 +464,7 @@ def rescore(weight, queries, proposed, k, tol, norms=None, block_bytes=SCORE_BYT
             # groups of 4 as in the table pass)
             dots = np.matmul(vecs.reshape(*c.shape, -1), queries[lo:lo + block, :, None])[..., 0]
             scores = dots / n
-        keys = np.where(present, encode(scores, c), EMPTY)
+        keys = np.where(present, encode_keys(scores, c), EMPTY)
         keys = np.sort(keys, axis=1)[:, ::-1][:, :k]
         best[lo:lo + block, :keys.shape[1]] = keys
         if keys.shape[1] == k:

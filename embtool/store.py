@@ -580,17 +580,22 @@ class Group:
                 temp = self.folder / r.temp
                 if not temp.exists():
                     continue  # renamed before
-                held = None
+                held = mine = None
                 if path == self.primary:
                     # Lock the new file before it takes the name (nobody may use it before we are
                     # done: the old file's lock does not cover it), and let the old lock go only
                     # after the rename (a waiter that gets it must find the name moved on).
                     held = (temps or {}).get(r.temp)
                     if held is None:
-                        tfd = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
-                        fcntl.flock(tfd, fcntl.LOCK_EX)
-                        held = (tfd, _identity(tfd))
-                fs.rename(temp, path)
+                        mine = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
+                        fcntl.flock(mine, fcntl.LOCK_EX)
+                        held = (mine, _identity(mine))
+                try:
+                    fs.rename(temp, path)
+                except BaseException:
+                    if mine is not None:
+                        os.close(mine)  # a failed replay must not keep the new file locked
+                    raise
                 if held is not None:
                     self._take_lock(held)
             else:

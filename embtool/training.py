@@ -41,7 +41,8 @@ from .ops import STREAM_BYTES, embedding_renorm_
 from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
 from .optim import OptimizerSpec, init_state, state_names, step
 from .store import PRIMARY_KEY, ChunkedTensor, Store, read_header
-from .table import PREFIX, Table, check_trainable
+from .config import PREFIX
+from .table import Table, check_trainable
 
 #: the tensor the optimizer state belongs to (the state tensors' names are per file)
 META_TENSOR = PREFIX + "optim.tensor"
@@ -123,7 +124,7 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
     from . import store as st
-    from .table import bf16_to_f32
+    from .dtypes import bf16_to_f32
 
     with st.Store(path) as s:
         out = {}

@@ -1,12 +1,14 @@
-"""Shared fixtures: both kernel backends, optional oracles, an isolated environment."""
+"""Shared fixtures: optional oracles, an isolated environment.
+
+Tests run once, on the default kernel backend; tests/test_kernels*.py check that every kernel of
+the other backend gives the same bits.
+"""
 from __future__ import annotations
 
 import itertools
 import os
 
 import pytest
-
-from embtool import kernels
 
 _TEST_NUMBER = itertools.count()
 
@@ -23,13 +25,6 @@ def _isolated_env(monkeypatch, _cache_root):
     monkeypatch.delenv("EMBTOOL_BACKEND", raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("EMBTOOL_CACHE_DIR", str(_cache_root / str(next(_TEST_NUMBER))))
-
-
-@pytest.fixture(params=kernels.BACKENDS)
-def backend(request, monkeypatch):
-    """Run the test once per kernel backend (numpy, numba); both must give the same numbers."""
-    monkeypatch.setenv("EMBTOOL_BACKEND", request.param)
-    return request.param
 
 
 def _oracle(name):

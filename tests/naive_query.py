@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from embtool.kernels._numpy.fp import fma32
+from embtool.kernels.common import fma32
 
 f32 = np.float32
 f64 = np.float64

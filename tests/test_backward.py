@@ -1,4 +1,4 @@
-"""embtool.backward: nn.Embedding's weight gradient, dense and sparse, on both kernel backends.
+"""embtool.backward: nn.Embedding's weight gradient, dense and sparse.
 
 Checked three ways: against the naive loops of tests/naive_train.py, against the committed
 golden fixture made by tests/golden/make_train.py, and live against torch when it imports.
@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 import naive_train as naive
-from embtool import kernels
 from embtool.backward import SPARSE_SCALE_MESSAGE, RowGrad, embedding_backward
 from embtool.errors import ConfigError, FormatError, IndexRangeError, ShapeError
 
@@ -38,7 +37,7 @@ SHAPES = [(40,), (6, 7), (2, 3, 4), (), (0,), (3, 0)]
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("padding_idx", [None, 4, -1])
 @pytest.mark.parametrize("scale_grad_by_freq", [False, True])
-def test_dense_matches_naive(backend, shape, padding_idx, scale_grad_by_freq):
+def test_dense_matches_naive(shape, padding_idx, scale_grad_by_freq):
     idx, grad = batch(1, shape, hot=7, pad=padding_idx)
     rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx,
                             scale_grad_by_freq=scale_grad_by_freq)
@@ -52,7 +51,7 @@ def test_dense_matches_naive(backend, shape, padding_idx, scale_grad_by_freq):
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("padding_idx", [None, 0, -3])
-def test_sparse_layout_and_coalesce_match_naive(backend, shape, padding_idx):
+def test_sparse_layout_and_coalesce_match_naive(shape, padding_idx):
     idx, grad = batch(2, shape, hot=6, pad=padding_idx)
     rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx, sparse=True)
     rows, values = naive.sparse_backward(idx, grad, padding_idx, V)
@@ -67,7 +66,7 @@ def test_sparse_layout_and_coalesce_match_naive(backend, shape, padding_idx):
     assert np.array_equal(dense.to_dense(), c.to_dense())
 
 
-def test_coalesce_keeps_a_lone_negative_zero(backend):
+def test_coalesce_keeps_a_lone_negative_zero():
     """torch copies a row's first entry and adds the rest, so -0.0 alone stays -0.0."""
     grad = np.array([[-0.0, 1.0], [-0.0, -0.0], [-0.0, 2.0]], np.float32)
     rg = embedding_backward(np.array([3, 5, 3]), grad, num_embeddings=6, sparse=True).coalesce()
@@ -78,37 +77,7 @@ def test_coalesce_keeps_a_lone_negative_zero(backend):
     assert not np.signbit(dense.values).any()  # dense accumulates from +0: +0 + -0 = +0
 
 
-@pytest.mark.parametrize("num_embeddings,n", [(50, 400), (100_000, 300)])
-def test_group_rows_backends_agree(num_embeddings, n):
-    """The Numba kernel's counting sort (dense indices) and merge sort (sparse indices) give the
-    numpy kernel's stable order."""
-    rng = np.random.default_rng(3)
-    flat = rng.integers(0, min(num_embeddings, 40), n).astype(np.int64)
-    results = [kernels.get("backward.group_rows", backend=b)(flat, np.int64(7), np.int64(num_embeddings))
-               for b in kernels.BACKENDS]
-    for a, b in zip(*results):
-        assert np.array_equal(a, b)
-    order, rows, starts = results[0]
-    assert not np.isin(7, rows) and order.size == np.count_nonzero(flat != 7)
-    for s, r in enumerate(rows):
-        seg = order[starts[s]:starts[s + 1]]
-        assert (flat[seg] == r).all() and (np.diff(seg) > 0).all()
-
-
-def test_large_backward_backends_agree():
-    idx, grad = batch(4, (3000,), num_embeddings=500, dim=9, hot=60)
-    out = {}
-    for b in kernels.BACKENDS:
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("EMBTOOL_BACKEND", b)
-            out[b] = [embedding_backward(idx, grad, num_embeddings=500, scale_grad_by_freq=s).values
-                      for s in (False, True)]
-            out[b].append(embedding_backward(idx, grad, num_embeddings=500, sparse=True).coalesce().values)
-    for a, c in zip(out["numpy"], out["numba"]):
-        assert np.array_equal(bits(a), bits(c))
-
-
-def test_all_padding_and_empty(backend):
+def test_all_padding_and_empty():
     idx = np.full((3, 2), 4)
     grad = np.ones((3, 2, D), np.float32)
     for sparse in (False, True):
@@ -142,7 +111,7 @@ def test_errors():
         embedding_backward(idx, grad, num_embeddings=V, sparse=True, scale_grad_by_freq=True)
 
 
-def test_golden_fixture(backend):
+def test_golden_fixture():
     data = np.load(GOLDEN)
     idx, grad = data["backward/indices"], data["backward/grad"]
     v = data["backward/dense_sgf0"].shape[0]
@@ -169,7 +138,7 @@ def torch_grad(torch, idx, grad, padding_idx=None, scale_grad_by_freq=False, spa
 @pytest.mark.parametrize("shape", SHAPES + [(1500,)])
 @pytest.mark.parametrize("padding_idx", [None, 2, -2])
 @pytest.mark.parametrize("scale_grad_by_freq", [False, True])
-def test_dense_vs_torch(torch, backend, shape, padding_idx, scale_grad_by_freq):
+def test_dense_vs_torch(torch, shape, padding_idx, scale_grad_by_freq):
     idx, grad = batch(6, shape, hot=9, pad=padding_idx)
     expected = torch_grad(torch, idx, grad, padding_idx, scale_grad_by_freq).numpy()
     rg = embedding_backward(idx, grad, num_embeddings=V, padding_idx=padding_idx,
@@ -180,7 +149,7 @@ def test_dense_vs_torch(torch, backend, shape, padding_idx, scale_grad_by_freq):
 @pytest.mark.torch
 @pytest.mark.parametrize("shape", SHAPES + [(16,), (1500,)])
 @pytest.mark.parametrize("padding_idx", [None, 2, -2])
-def test_sparse_vs_torch(torch, backend, shape, padding_idx):
+def test_sparse_vs_torch(torch, shape, padding_idx):
     idx, grad = batch(7, shape, hot=9, pad=padding_idx)
     if shape == () and padding_idx is not None:
         # torch 2.13 cannot do this one (IndexError in its sparse backward of a 0-d index with

@@ -228,7 +228,7 @@ def test_lookup_foreign_file_tensor(tmp_path):
 
 # -------------------------------------------------------------------------------------- renorm
 
-def test_renorm_whole_table_and_ids(tmp_path, backend):
+def test_renorm_whole_table_and_ids(tmp_path):
     w = (np.random.default_rng(2).standard_normal((50, 9)) * 2).astype(np.float32)
     p = make_table(tmp_path / "r.safetensors", w)
     r = invoke("renorm", p, "--max-norm", 1.0, "--dry-run", "--json")

@@ -37,7 +37,7 @@ def section_counts(result):
 
 
 @pytest.mark.parametrize("setting", SETTINGS)
-def test_analogies_match_gensim_golden(backend, files, setting):
+def test_analogies_match_gensim_golden(files, setting):
     kw = json.loads(str(GOLDEN[f"analogies{setting}_args"]))
     got = evaluate_analogies(TABLE, VOCAB, files[0], **kw)
     assert section_counts(got) == GOLDEN[f"analogies{setting}_counts"].tolist()
@@ -55,7 +55,7 @@ def test_pairs_match_gensim_golden(files, setting):
     assert got["oov_ratio"] == pytest.approx(oov, abs=1e-12)
 
 
-def test_fallback_path_gives_the_same_answers(monkeypatch, files, backend):
+def test_fallback_path_gives_the_same_answers(monkeypatch, files):
     """A huge error margin sends every question through the exact matrix-vector pass: same counts."""
     kw = json.loads(str(GOLDEN["analogies0_args"]))
     want = evaluate_analogies(TABLE, VOCAB, files[0], **kw)
@@ -102,7 +102,7 @@ def question_lines(rng, words, pairs, count=900):
 
 @pytest.mark.parametrize("kw", [dict(), dict(restrict_vocab=2000, dummy4unknown=True),
                                 dict(case_insensitive=False), dict(restrict_vocab=None)])
-def test_analogies_match_live_gensim(gensim, backend, tmp_path, kw):
+def test_analogies_match_live_gensim(gensim, tmp_path, kw):
     rng = np.random.default_rng(31)
     words, w, pairs = structured(rng)
     path = tmp_path / "q.txt"

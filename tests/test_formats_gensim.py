@@ -1,7 +1,6 @@
 """read_vectors against gensim's load_word2vec_format: committed fixtures (tests/golden/
 make_formats.py) and live comparisons when gensim imports.  Keys must be equal and arrays
-bit-identical (-0.0 and NaN payloads included), on both kernel backends and with tiny blocks
-and chunks so that every block and chunk boundary code path runs."""
+bit-identical (-0.0 and NaN payloads included), with tiny blocks and chunks so that every block and chunk boundary code path runs."""
 from __future__ import annotations
 
 import json
@@ -60,7 +59,7 @@ def test_fixture_covers_the_generated_cases():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_matches_gensim_golden(tmp_path, backend, blocks, name):
+def test_matches_gensim_golden(tmp_path, blocks, name):
     args = json.loads(str(GOLDEN[f"{name}.args"]))
     keys, vectors = expected(json.loads(str(GOLDEN[f"{name}.keys"])), GOLDEN[f"{name}.vectors"])
     got = load_ours(tmp_path, name, GOLDEN[f"{name}.data"].tobytes(), args["suffix"], args["ours"])

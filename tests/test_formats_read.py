@@ -1,5 +1,5 @@
 """read_vectors: quirks (docs/semantics.md §7.6), detection, errors with file and line,
-compression, stdin, dtypes, duplicates, limits and the report; both kernel backends."""
+compression, stdin, dtypes, duplicates, limits and the report."""
 from __future__ import annotations
 
 import bz2
@@ -18,7 +18,6 @@ from embtool.errors import ConfigError, FormatError
 from embtool.formats import read_vectors, source, text
 from embtool.vocab import DuplicateWordError
 
-pytestmark = pytest.mark.usefixtures("backend")
 
 
 def load(tmp_path, data: bytes, name="v.txt", **kw):

@@ -1,6 +1,6 @@
-"""write_vectors: gensim-identical bytes (committed fixture and live), the float32 formatting
-kernel against numpy's str(np.float32) on both backends, refused words, and export -> load
-round trips (hypothesis) that must give bit-identical tables."""
+"""write_vectors: gensim-identical bytes (committed fixture and live), refused words, and export ->
+load round trips (hypothesis) that must give bit-identical tables.  The formatting kernels are
+checked against numpy's str(np.float32) in test_kernels_text.py."""
 from __future__ import annotations
 
 import gzip
@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 import naive_parse
-from embtool import kernels
 from embtool.errors import ConfigError, FormatError
 from embtool.formats import read_vectors, write_vectors, write_vocab_file
 from embtool.vocab import read_vocab_file
@@ -31,18 +30,8 @@ def bits(a):
     return a.view(f"u{a.dtype.itemsize}").tolist()
 
 
-def format_rows(vec, words):
-    data = "".join(words).encode()
-    off = np.zeros(len(words) + 1, np.int64)
-    off[1:] = np.cumsum([len(w.encode()) for w in words])
-    out = np.empty(len(data) + len(vec) * (vec.shape[1] * 16 + 2), np.uint8)
-    fmt = kernels.get("parse.format_rows")
-    n = fmt(np.ascontiguousarray(vec), np.frombuffer(data, np.uint8), off, out)
-    return out[:n].tobytes()
-
-
 @pytest.mark.parametrize("fmt, key", [("word2vec", "save.text"), ("word2vec-binary", "save.binary")])
-def test_export_is_byte_identical_to_gensim_golden(tmp_path, backend, fmt, key):
+def test_export_is_byte_identical_to_gensim_golden(tmp_path, fmt, key):
     words, vectors = make_formats.save_case()
     write_vectors(tmp_path / "out", words, vectors, format=fmt)
     assert (tmp_path / "out").read_bytes() == GOLDEN[key].tobytes()
@@ -56,30 +45,6 @@ def test_export_is_byte_identical_to_gensim_live(tmp_path, gensim, binary):
     words = [f"x{i}" for i in range(300)]
     write_vectors(tmp_path / "out", words, v, format="word2vec-binary" if binary else "word2vec")
     assert (tmp_path / "out").read_bytes() == make_formats.gensim_save(words, v, binary)
-
-
-def test_format_kernel_matches_numpy_str_on_random_bit_patterns(backend):
-    rng = np.random.default_rng(3)
-    v = rng.integers(0, 2**32, (4000, 25), dtype=np.uint64).astype(np.uint32).view(np.float32)
-    special = np.uint32([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 1,
-                         0x807FFFFF, 0x00800000, 0x7F7FFFFF, 0x38D1B717, 0x38D1B718, 0x497423FF,
-                         0x49742400, 0x4B800000, 0x3DCCCCCD, 0x3EAAAAAB, 0x4CBEBC20, 0x4CBEBC21])
-    v[0, :len(special)] = special.view(np.float32)
-    words = [f"r{i}" for i in range(len(v))]
-    want = naive_parse.format_text(words, v, header=False)
-    assert format_rows(v, words) == want
-
-
-@settings(max_examples=200, deadline=None)
-@given(hs.lists(hs.floats(width=32, allow_nan=False), min_size=1, max_size=40))
-def test_format_kernel_matches_numpy_str_property(values):
-    v = np.float32(values)[None, :]
-    for backend in kernels.BACKENDS:
-        got = kernels.get("parse.format_rows", backend=backend)
-        off = np.array([0, 1], np.int64)
-        out = np.empty(1 + len(values) * 16 + 2, np.uint8)
-        n = got(v, np.frombuffer(b"w", np.uint8), off, out)
-        assert out[:n].tobytes() == naive_parse.format_text(["w"], v, header=False)
 
 
 @pytest.mark.parametrize("word, what", [
@@ -160,7 +125,7 @@ _word = hs.text(hs.characters(blacklist_characters=" \n\ufeff\x00", blacklist_ca
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(words=hs.lists(_word, min_size=1, max_size=12, unique=True),
        data=hs.data(), fmt=hs.sampled_from(FORMATS))
-def test_export_then_load_is_bit_identical(tmp_path, backend, words, data, fmt):
+def test_export_then_load_is_bit_identical(tmp_path, words, data, fmt):
     dim = data.draw(hs.integers(1, 5))
     values = data.draw(hs.lists(hs.floats(width=32, allow_nan=False, allow_infinity=False),
                                 min_size=len(words) * dim, max_size=len(words) * dim))

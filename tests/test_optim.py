@@ -122,7 +122,7 @@ def exact_sgd(name, hparams, opts):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name,hparams,opts", CONFIGS, ids=IDS)
-def test_three_steps_vs_torch(torch, backend, name, hparams, opts):
+def test_three_steps_vs_torch(torch, name, hparams, opts):
     batches = make_batches(11, V, D, 3, (4, 5), padding_idx=opts.get("padding_idx"), hot=12)
     theirs = torch_run(torch, name, hparams, weight0(), batches, **opts)
     ours = run(name, hparams, weight0(), batches, **opts)
@@ -131,7 +131,7 @@ def test_three_steps_vs_torch(torch, backend, name, hparams, opts):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("name,hparams,opts", CONFIGS, ids=IDS)
-def test_hundred_steps_vs_torch(torch, backend, name, hparams, opts):
+def test_hundred_steps_vs_torch(torch, name, hparams, opts):
     batches = make_batches(12, V, D, 100, (8, 10), padding_idx=opts.get("padding_idx"), hot=16)
     theirs = torch_run(torch, name, hparams, weight0(1), batches, **opts)
     ours = run(name, hparams, weight0(1), batches, **opts)
@@ -155,18 +155,8 @@ def test_bit_identical_with_torch_sqrt(torch, monkeypatch, name, hparams, opts):
     compare(run(name, hparams, weight0(2), batches, **opts), theirs, exact=True)
 
 
-@pytest.mark.parametrize("name,hparams,opts", CONFIGS, ids=IDS)
-def test_backends_bit_identical(name, hparams, opts, monkeypatch):
-    batches = make_batches(14, V, D, 4, (30,), padding_idx=opts.get("padding_idx"), hot=10)
-    runs = []
-    for b in kernels.BACKENDS:
-        monkeypatch.setenv("EMBTOOL_BACKEND", b)
-        runs.append(run(name, hparams, weight0(3), batches, **opts))
-    compare(*runs, exact=True)
-
-
 @pytest.mark.parametrize("i", range(len(CASES)), ids=[c[0] for c in CASES])
-def test_golden_trajectories(backend, i):
+def test_golden_trajectories(i):
     """The committed torch trajectories (tests/golden/make_train.py), without torch."""
     data = np.load(GOLDEN)
     meta = json.loads(data["meta"].tobytes())["cases"][i]
@@ -305,7 +295,7 @@ def test_metadata_round_trip_and_mismatch():
     ("adagrad", dict(initial_accumulator_value=-0.0), False, False),
     ("sparse-adam", {}, True, True), ("adam", {}, False, False), ("adamw", {}, False, False),
 ])
-def test_row_sparse_claims(backend, name, hparams, sparse, expected):
+def test_row_sparse_claims(name, hparams, sparse, expected):
     """row_sparse() says a step changes only the gradient's rows; check it against the full
     (every-row) computation, with -0.0, zero and NaN weights in untouched rows."""
     spec = OptimizerSpec(name, **hparams)
@@ -323,7 +313,8 @@ def test_row_sparse_claims(backend, name, hparams, sparse, expected):
     full_rows = np.arange(V)
     gidx = np.full(V, -1)
     gidx[up.rows] = np.arange(3)
-    k = kernels.get(f"optim.{'sgd_rows' if name == 'sgd' else 'adagrad_rows'}")
+    K = kernels.choose(w.size)
+    k = K.sgd_rows if name == "sgd" else K.adagrad_rows
     out_w = np.empty_like(w)
     from embtool.optim import _KERNEL_ARGS  # noqa: PLC0415 - the kernel's own arguments
     args = _KERNEL_ARGS[name](spec, up.step_count, sparse, 4)
@@ -336,7 +327,7 @@ def test_row_sparse_claims(backend, name, hparams, sparse, expected):
         assert np.array_equal(bits(out_w[up.rows]), bits(up.weight))
 
 
-def test_update_contents(backend):
+def test_update_contents():
     w = weight0()
     idx, grad = np.array([3, 3, 7, 0]), np.arange(4 * D, dtype=np.float32).reshape(4, D)
     spec = OptimizerSpec("adam")
@@ -353,7 +344,7 @@ def test_update_contents(backend):
     assert sgd.grad_norm == pytest.approx(up.grad_norm) and sgd.rows_touched == 2
 
 
-def test_step_counters_follow_torch(backend):
+def test_step_counters_follow_torch():
     """Adam/Adagrad count in float32 (saturating at 2**24); SparseAdam and SGD in ints; an
     empty gradient still counts a step."""
     w = weight0()

@@ -1,5 +1,6 @@
 """most_similar: gensim 4.4's keys, order and scores (committed fixture and live), the naive
-reference, the top-k kernels of both backends, streaming, and the refused queries."""
+reference, streaming, and the refused queries (the top-k kernels are checked against a full sort
+in test_kernels.py)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embtool import kernels, similar
+from embtool import similar
 from embtool.errors import ConfigError, EmbtoolError, IndexRangeError, ShapeError
-from embtool.kernels._numpy import topk as np_topk
+from embtool.kernels import numpy_kernels
+from embtool.kernels.common import EMPTY
 from embtool.similar import decode, most_similar
 from embtool.vocab import Vocab
 
@@ -49,7 +51,7 @@ def golden_query(i):
 
 @pytest.mark.parametrize("case", SIMILAR_CASES)
 @pytest.mark.parametrize("chunk_rows", [None, 64, 100])
-def test_matches_gensim_golden(backend, case, chunk_rows):
+def test_matches_gensim_golden(case, chunk_rows):
     pos, neg, q = golden_query(case)
     got = most_similar(TABLE, None, pos, neg, topn=q["topn"], restrict_vocab=q["restrict_vocab"],
                        chunk_rows=chunk_rows)
@@ -70,7 +72,7 @@ def keyed_vectors(gensim, weight):
     return kv
 
 
-def test_matches_live_gensim(gensim, backend):
+def test_matches_live_gensim(gensim):
     rng = np.random.default_rng(21)
     w = rng.standard_normal((3000, 40)).astype(np.float32)
     w[5] = 0
@@ -106,7 +108,7 @@ def test_scores_are_gensims_bit_for_bit_on_single_row_queries(gensim):
         assert [s for _, s in got] == [s for _, s in want]
 
 
-def test_other_table_dtypes_are_searched_in_float32(backend):
+def test_other_table_dtypes_are_searched_in_float32():
     rng = np.random.default_rng(23)
     w = rng.standard_normal((500, 16))
     for dtype in (np.float64, np.float16):
@@ -115,7 +117,7 @@ def test_other_table_dtypes_are_searched_in_float32(backend):
         assert got == want
 
 
-def test_zero_rows_rank_last_and_ties_by_lower_row(backend):
+def test_zero_rows_rank_last_and_ties_by_lower_row():
     w = np.array([[1, 0], [0, 0], [1, 0], [0, 1], [2, 0], [-1, 0], [0, 0]], np.float32)
     got = most_similar(w, None, np.array([1.0, 0.0], np.float32), topn=None, chunk_rows=4)
     rows = [r for r, _ in got]
@@ -124,7 +126,7 @@ def test_zero_rows_rank_last_and_ties_by_lower_row(backend):
     assert np.isnan([s for _, s in got][5:]).all()
 
 
-def test_input_rows_are_excluded_vectors_are_not(backend):
+def test_input_rows_are_excluded_vectors_are_not():
     w = np.random.default_rng(24).standard_normal((100, 8)).astype(np.float32)
     assert 3 not in [r for r, _ in most_similar(w, None, [3], topn=99)]
     assert len(most_similar(w, None, [3], topn=200)) == 99
@@ -133,7 +135,7 @@ def test_input_rows_are_excluded_vectors_are_not(backend):
     assert most_similar(w, None, [3], topn=0) == [] and most_similar(w, None, [3], topn=-2) == []
 
 
-def test_restrict_vocab_searches_the_first_rows(backend):
+def test_restrict_vocab_searches_the_first_rows():
     w = np.random.default_rng(25).standard_normal((300, 8)).astype(np.float32)
     got = most_similar(w, None, [250], topn=None, restrict_vocab=40)
     assert sorted(r for r, _ in got) == list(range(40))
@@ -158,45 +160,6 @@ def test_streams_chunks_without_touching_the_whole_table(monkeypatch):
     assert got == most_similar(w, None, [5, 6], [7], topn=10)
 
 
-SCORE_POOL = np.array([0.5, -0.0, 0.0, np.nan, -np.inf, np.inf, 0.25, -1, 1e-30, -1e-30], np.float32)
-
-
-@pytest.mark.parametrize("seed", range(40))
-def test_topk_kernels_match_a_full_sort(backend, seed):
-    rng = np.random.default_rng(seed)
-    q, k = int(rng.integers(1, 4)), int(rng.integers(1, 12))
-    exclude = rng.integers(-1, 50, (q, int(rng.integers(0, 4))))
-    best = np.full((q, k), np_topk.EMPTY, np.int64)
-    chunks = []
-    for _ in range(int(rng.integers(1, 5))):
-        n = int(rng.integers(0, 20))
-        tricky = seed % 2 == 0
-        chunks.append(rng.choice(SCORE_POOL, (q, n)) if tricky else rng.standard_normal((q, n)).astype(np.float32))
-    start = 0
-    select = kernels.get("topk.select")
-    for s in chunks:
-        select(np.ascontiguousarray(s), start, exclude, best)
-        start += s.shape[1]
-    allscores = np.concatenate(chunks, axis=1)
-    for i in range(q):
-        want = naive.top_rows(allscores[i], k, exclude[i])
-        got = decode(best[i])
-        assert [r for r, _ in got] == [r for r, _ in want]
-        assert np.array_equal([s for _, s in got], [s for _, s in want], equal_nan=True)
-
-
-def test_topk_backends_agree_on_large_batches():
-    rng = np.random.default_rng(27)
-    scores = np.round(rng.standard_normal((7, 50000)), 2).astype(np.float32)  # many ties
-    exclude = rng.integers(0, 50000, (7, 3))
-    results = []
-    for b in kernels.BACKENDS:
-        best = np.full((7, 25), np_topk.EMPTY, np.int64)
-        kernels.get("topk.select", backend=b)(scores, 100, exclude, best)
-        results.append(best)
-    assert np.array_equal(results[0], results[1])
-
-
 @pytest.mark.parametrize("positive,negative,error,message", [
     ([], [], EmbtoolError, "cannot compute similarity with no input"),
     (None, None, EmbtoolError, "cannot compute similarity with no input"),
@@ -210,7 +173,7 @@ def test_topk_backends_agree_on_large_batches():
     ([(3, 0.0)], [], EmbtoolError, "the query has norm 0.0"),
     ([2], [], EmbtoolError, "row 2 has norm nan"),
 ])
-def test_refused_queries(backend, positive, negative, error, message):
+def test_refused_queries(positive, negative, error, message):
     w = np.random.default_rng(28).standard_normal((100, 8)).astype(np.float32)
     w[0] = 0
     w[2, 1] = np.nan
@@ -260,7 +223,7 @@ def random_queries(rng, n, count, vectors=True):
 
 
 @pytest.mark.parametrize("topn,restrict", [(1, None), (10, None), (7, 500), (None, 300)])
-def test_many_queries_give_the_results_of_one_call_each(backend, topn, restrict):
+def test_many_queries_give_the_results_of_one_call_each(topn, restrict):
     """Matrix products over each chunk, then rescoring: bit for bit the single-query results."""
     rng = np.random.default_rng(40)
     w = rng.standard_normal((3000, 40)).astype(np.float32)
@@ -302,7 +265,7 @@ def test_uncertain_proposals_are_answered_by_a_single_query_pass(monkeypatch):
     assert calls == [20]
 
 
-def test_known_norms_give_the_same_results(backend):
+def test_known_norms_give_the_same_results():
     rng = np.random.default_rng(43)
     w = rng.standard_normal((1500, 30)).astype(np.float32)
     w[9] = 0
@@ -345,7 +308,7 @@ def test_with_known_norms_scores_are_gensims_bit_for_bit(gensim):
         assert [s for _, s in got] == [s for _, s in want]
 
 
-def test_one_query_is_merged_in_pieces(monkeypatch, backend):
+def test_one_query_is_merged_in_pieces(monkeypatch):
     rng = np.random.default_rng(46)
     w = rng.standard_normal((1000, 8)).astype(np.float32)
     norms = np.linalg.norm(w, axis=1)
@@ -354,14 +317,19 @@ def test_one_query_is_merged_in_pieces(monkeypatch, backend):
     assert most_similar(w, None, [4], topn=30, norms=norms) == want
 
 
+#: scores that rank in special ways: NaN, signed zeros and infinities, ties, a subnormal.
+SCORE_POOL = np.float32([0.5, -0.0, 0.0, np.nan, -np.inf, np.inf, 0.25, -1, 1e-30, -1e-30])
+
+
 @pytest.mark.parametrize("seed", range(30))
-def test_selection_above_the_kth_score_is_the_kernels(backend, seed):
+def test_selection_above_the_kth_score_is_the_kernels(seed):
     """``similar._select`` (kernel until k numbers are known, then only the rows at or above the
-    k-th score) gives the top-k kernel's keys exactly, ties, NaN, -0.0 and exclusions included."""
+    k-th score) gives the top-k kernel's keys exactly, ties, NaN, -0.0 and exclusions included
+    (the kernel of either backend: tests/test_kernels.py checks they agree)."""
     rng = np.random.default_rng(100 + seed)
     q, k = int(rng.integers(1, 5)), int(rng.integers(1, 9))
     exclude = rng.integers(-1, 60, (q, int(rng.integers(0, 4))))
-    got = np.full((q, k), np_topk.EMPTY, np.int64)
+    got = np.full((q, k), EMPTY, np.int64)
     want = got.copy()
     start = 0
     for _ in range(int(rng.integers(1, 6))):
@@ -369,6 +337,6 @@ def test_selection_above_the_kth_score_is_the_kernels(backend, seed):
         pool = SCORE_POOL if seed % 2 else np.round(rng.standard_normal(8), 1).astype(np.float32)
         s = np.ascontiguousarray(rng.choice(pool, (q, n)))
         similar._select(s, start, exclude, got)
-        kernels.get("topk.select", backend=backend)(s, start, exclude, want)
+        numpy_kernels.select(s, start, exclude, want)
         start += n
     assert np.array_equal(got, want)

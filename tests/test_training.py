@@ -92,7 +92,7 @@ def live_torch():
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=CASE_IDS)
-def test_trajectories(tmp_path, backend, i):
+def test_trajectories(tmp_path, i):
     """100 steps, one call per step, against the committed torch trajectory and live torch; the
     same 100 steps in one call (one transaction) give the same bits."""
     case, name, hparams, opts = CASES[i]

@@ -261,6 +261,7 @@ def unfreeze(table, tensor):
 
 @cli.command(epilog=examples(
     "embtool checkpoint emb.safetensors",
+    "embtool checkpoint emb.safetensors && cp emb.safetensors backup/",
     "embtool checkpoint big.index.json",
 ))
 @TABLE

@@ -1,6 +1,6 @@
 """word2vec binary: ``count dim\\n`` then, per word, optional ``\\n`` (word2vec.c) or ``\\r\\n``
 (Windows tools; gensim would glue it to the word), the word's bytes, a space, and ``dim``
-little-endian float32.  Records are located by the ``parse.scan_records`` kernel (only word bytes
+little-endian float32.  Records are located by the ``scan_records`` kernel (only word bytes
 are visited) and the vectors of a block are copied with one vectorised gather, so a file loads at
 about I/O speed.  Values are float32 cast to the dtype, as gensim does.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from embtool import kernels
 from embtool.errors import FormatError
 from embtool.formats.text import GrowingTable, gather_spans, join_spans, round_bfloat16
 
@@ -18,10 +17,10 @@ MAX_WORD = 1 << 16
 _WHITESPACE = b" \t\r\n\x0b\x0c"
 
 
-def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, report, name,
+def read_binary(reader, start, header_count, dim, *, limit, dtype, kernels, report, name,
                 capacity, progress=None, src=None):
-    """Returns ``(table, rows, word_bytes, word_offsets, byte_offsets)``."""
-    scan = kernels.get("parse.scan_records", backend=backend)
+    """Returns ``(table, rows, word_bytes, word_offsets, byte_offsets)``; ``kernels`` is the
+    backend (``embtool.kernels.choose``)."""
     target = header_count if limit is None else min(header_count, limit)
     store = np.float32 if dtype == "bfloat16" else np.dtype(dtype)
     grow = GrowingTable(dim, store, min(target, capacity))
@@ -35,7 +34,7 @@ def read_binary(reader, start, header_count, dim, *, limit, dtype, backend, repo
         want = target - done
         ws = np.empty(min(want, filled // (nvec + 1) + 1), np.int64)
         we = np.empty_like(ws)
-        k, pos, crlf, status = scan(arr, pos, filled, dim, len(ws), MAX_WORD, ws, we)
+        k, pos, crlf, status = kernels.scan_records(arr, pos, filled, dim, len(ws), MAX_WORD, ws, we)
         report.crlf_records += int(crlf)
         if k:
             grow.ensure(done + k)

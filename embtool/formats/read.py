@@ -15,9 +15,6 @@ from embtool.formats.loaded import (
 from embtool.formats.source import BlockReader, _Prefixed, _read_fully, open_source
 
 DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dtypes
-#: bytes of input counted as one element of kernel work: the numpy parser runs at ~15 MB/s and
-#: importing Numba and loading its cached kernels costs ~0.6 s, so files below ~8 MB use numpy.
-BYTES_PER_WORK = 32
 #: bytes read first for format detection (more if the first lines are longer).
 HEAD = 1 << 16
 #: the most bytes allocated for the table before the size of a stream is known.
@@ -62,12 +59,12 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
             dim = found.header[1]
         reader = BlockReader(src)
         arr, n = reader.next()
-        backend = kernels.backend_for(max(src.size or 0, n) // BYTES_PER_WORK)
+        K = kernels.choose(max(src.size or 0, n) * kernels.PER_TEXT_BYTE)
         capacity = _capacity(src, found, n, reader, dim)
         if found.format == "word2vec-binary":
             table, rows, data, offsets, where = binary.read_binary(
                 reader, found.start, found.header[0], dim, limit=limit, dtype=dtype,
-                backend=backend, report=report, name=src.name, capacity=capacity,
+                kernels=K, report=report, name=src.name, capacity=capacity,
                 progress=progress, src=src)
             where_kind = "byte"
         else:
@@ -80,7 +77,7 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
             parser = text.TextParser(
                 reader, src.name, dim=dim, header_count=found.header and found.header[0],
                 header_lines=found.header_lines, limit=limit, dtype=dtype, encoding=encoding,
-                backend=backend, report=report)
+                kernels=K, report=report)
             table, rows = parser.run(arr, n, found.start, found.header_lines, capacity,
                                      progress, src)
             data, offsets, where = parser.keys()

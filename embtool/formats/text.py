@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from embtool import kernels
 from embtool.errors import FormatError
 from embtool.formats.detect import LINE_WS, number
-from embtool.kernels._numpy.parse import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO_MANY
+from embtool.kernels.common import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO_MANY
 
 #: bytes per parallel chunk of a block.
 CHUNK = 1 << 20
@@ -55,7 +54,7 @@ class GrowingTable:
 
 class TextParser:
     def __init__(self, reader, name, *, dim, header_count, header_lines, limit, dtype, encoding,
-                 backend, report):
+                 kernels, report):
         self.reader = reader
         self.name = name
         self.header_lines = header_lines
@@ -65,8 +64,7 @@ class TextParser:
         self.limit = limit
         self.dtype = dtype
         self.report = report
-        self.count_rows = kernels.get("parse.count_rows", backend=backend)
-        self.parse_rows = kernels.get("parse.parse_rows", backend=backend)
+        self.kernels = kernels  # the backend (``embtool.kernels.choose``)
         self.key_parts, self.len_parts, self.line_parts = [], [], []
 
     # -- the loop --------------------------------------------------------------------------
@@ -84,7 +82,7 @@ class TextParser:
         consumed = 0
         while arr is not None:
             bounds = self._bounds(start, n)
-            lines, rows = self.count_rows(arr, bounds)
+            lines, rows = self.kernels.count_rows(arr, bounds)
             block_rows = int(rows.sum())
             want = block_rows if target is None else max(0, min(block_rows, target - done))
             if counting_only:
@@ -143,7 +141,7 @@ class TextParser:
         ke = np.empty(want, np.int64)
         ln = np.empty(want, np.int64)
         st = np.empty(want, np.uint8)
-        parse = self.parse_rows if dim else parse_zero_width_rows
+        parse = self.kernels.parse_rows if dim else parse_zero_width_rows
         counts = parse(arr, bounds, line0, row0, dim, want, out, ks, ke, ln, st)
         ln += line_base
         rep = self.report

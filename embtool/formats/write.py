@@ -26,7 +26,7 @@ import numpy as np
 
 from embtool import kernels
 from embtool.errors import ConfigError, FormatError
-from embtool.kernels._numpy.parse import MAX_VALUE_CHARS
+from embtool.kernels.common import MAX_VALUE_CHARS
 from embtool.vocab import encode_words, write_vocab_file
 
 WRITE_FORMATS = ("glove", "word2vec", "word2vec-binary", "npy")
@@ -139,16 +139,17 @@ def _write_text(f, vectors, key_data, key_off, progress):
     n, dim = vectors.shape
     if vectors.dtype != np.float64:
         vectors = vectors.astype(np.float32, copy=False)
-    backend = None if vectors.dtype == np.float32 else "numpy"
-    # numpy's str() costs ~0.45 us a value, importing Numba ~0.6 s: numpy below ~1M values
-    fmt = kernels.get("parse.format_rows", vectors.size // 4, backend=backend)
+    if vectors.dtype == np.float32:
+        K = kernels.choose(vectors.size * kernels.PER_FORMATTED_VALUE)
+    else:  # the Numba kernel formats float32 only
+        K = kernels.backend("numpy")
     row_bytes = (int(np.diff(key_off).max()) if n else 0) + dim * MAX_VALUE_CHARS + 2
     rows = max(1, min(ROWS_PER_BLOCK, BLOCK_BYTES // row_bytes))
     out = np.empty(rows * row_bytes, np.uint8)
     for lo, hi in _blocks(n, rows):
         block = np.ascontiguousarray(vectors[lo:hi])
         offs = key_off[lo:hi + 1]
-        w = fmt(block, key_data, offs, out)
+        w = K.format_rows(block, key_data, offs, out)
         f.write(out[:w].data)
         if progress is not None:
             progress(w, hi - lo)

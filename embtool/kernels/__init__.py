@@ -1,44 +1,64 @@
-"""Backend selection for the hot loops.
+"""The hot loops, written twice: a numpy backend and a Numba backend.
 
-Every kernel exists twice with the same name and signature: a pure-numpy version in
-``embtool.kernels._numpy.<domain>`` and a Numba version in ``embtool.kernels._numba.<domain>``.
-Kernels are private: arrays and scalars in, no validation (the public functions in ``ops`` and
-friends check inputs first), results bit-identical between the two backends.
+``numpy_kernels`` and ``numba_kernels`` are the two backends: modules whose attributes are the
+kernels, with the same names, the same arguments and bit-identical results (tests/test_kernels*.py
+check every kernel on both).  Kernels are internal: arrays and scalars in, no validation (the
+public functions in ``ops`` and friends check inputs first).  ``common`` holds what both share.
 
-``get("domain.name", work)`` picks one:
+A caller asks for the backend suited to its job and calls the kernel by name::
 
-* ``EMBTOOL_BACKEND=numpy`` or ``=numba`` forces a backend (the tests run both);
-* otherwise (``auto``) small jobs (``work`` below ``NUMBA_MIN_WORK`` elements) use numpy so that
-  a three-word lookup never pays for importing Numba (~0.3 s) or loading its cache, and large
-  jobs use Numba when it is importable.
+    K = kernels.choose(ids.size * dim)
+    K.gather(weight, ids, out)
 
-The environment is read at each call so a test can switch backends with ``monkeypatch``.
+``choose`` is the one backend rule:
+
+* ``EMBTOOL_BACKEND=numpy`` or ``=numba`` forces a backend;
+* otherwise (``auto``) a job below ``NUMBA_MIN_WORK`` runs on numpy, so that a three-word lookup
+  never pays for importing Numba (~0.3 s) and loading its cached kernels, and larger jobs run on
+  Numba.
+
+Work is counted in *elements*: the float values a kernel reads or writes when it gathers, reduces,
+norms, scores or scatters rows.  Jobs whose numpy kernel is slower or faster per item than that
+convert their size with the factors below, so that each kind of job switches to Numba where
+numpy stops being the faster end to end.
+
+The environment is read at each call so that a test can switch backends with ``monkeypatch``.
 """
 from __future__ import annotations
 
-import importlib
 import os
+from types import ModuleType
 
 BACKENDS = ("numpy", "numba")
-#: below this many elements of work, numpy is faster end to end than importing Numba.
+#: the kernels, by name: both backend modules have each as an attribute.
+KERNELS = (
+    "fma32",
+    "row_norms", "renorm_rows", "renorm_ids", "gather",
+    "bag_sum", "bag_weighted_sum", "bag_max",
+    "group_rows", "scatter_rows",
+    "sgd_rows", "adagrad_rows", "sparse_adam_rows", "adam_rows", "sgd_segment_rows",
+    "select",
+    "count_rows", "parse_rows", "parse_tokens", "scan_records", "format_rows",
+)
+#: jobs of fewer elements run on numpy.
 NUMBA_MIN_WORK = 1 << 18
 
-_numba_ok: bool | None = None
+#: elements per byte of vector text parsed (the numpy parser reads ~15 MB/s: files from ~8 MB up
+#: are parsed by Numba).
+PER_TEXT_BYTE = 1 / 32
+#: elements per value formatted as text (numpy's ``str`` costs ~0.45 us a value: Numba from
+#: ~1M values).
+PER_FORMATTED_VALUE = 1 / 4
+#: elements per float32 value of an optimizer or gradient row update: the numpy row kernels do a
+#: few vector operations per value and stay ahead of Numba's import and cache load for 16x more
+#: values than a gather (a sparse step of 10k ids x 128 takes 0.1-0.17 s on numpy, 0.45 s on
+#: Numba end to end).
+PER_ROW_UPDATE = 1 / 16
 
 
-def numba_available() -> bool:
-    global _numba_ok
-    if _numba_ok is None:
-        try:
-            importlib.import_module("numba")
-            _numba_ok = True
-        except Exception:  # pragma: no cover - numba is a runtime dependency
-            _numba_ok = False
-    return _numba_ok
-
-
-def backend_for(work: int | None = None) -> str:
-    """The backend a job of ``work`` elements runs on."""
+def backend_name(work: float | None = None) -> str:
+    """``"numpy"`` or ``"numba"``: the backend a job of ``work`` elements runs on (``None``:
+    a large job)."""
     choice = os.environ.get("EMBTOOL_BACKEND", "auto").strip().lower() or "auto"
     if choice in BACKENDS:
         return choice
@@ -48,12 +68,20 @@ def backend_for(work: int | None = None) -> str:
         raise ConfigError(f"EMBTOOL_BACKEND must be numpy, numba or auto, not {choice!r}")
     if work is not None and work < NUMBA_MIN_WORK:
         return "numpy"
-    return "numba" if numba_available() else "numpy"
+    return "numba"
 
 
-def get(name: str, work: int | None = None, backend: str | None = None):
-    """The kernel ``domain.name`` of the chosen backend."""
-    domain, _, func = name.partition(".")
-    backend = backend or backend_for(work)
-    module = importlib.import_module(f"embtool.kernels._{backend}.{domain}")
-    return getattr(module, func)
+def choose(work: float | None = None) -> ModuleType:
+    """The kernels (``numpy_kernels`` or ``numba_kernels``) for a job of ``work`` elements."""
+    return backend(backend_name(work))
+
+
+def backend(name: str) -> ModuleType:
+    """The kernels of the backend called ``name`` (``"numpy"`` or ``"numba"``)."""
+    if name == "numba":
+        from embtool.kernels import numba_kernels  # imports Numba: only when a job needs it
+
+        return numba_kernels
+    from embtool.kernels import numpy_kernels
+
+    return numpy_kernels

@@ -1,4 +1,76 @@
 """Numba kernels, one module per domain; twins of ``embtool.kernels._numpy``.
 
-Importing this package imports Numba: only ``embtool.kernels.get`` should do it.
+Importing this package imports Numba: only ``embtool.kernels.numba_kernels`` should do it.
+
+Every fresh install compiles each kernel on its first use (then loads it from Numba's disk cache),
+so the kernels are written to compile fast (``benchmarks/bench_cold.py --kernels`` shows where the
+time goes):
+
+* no ``parallel=True``: a parallel loop is a serial kernel over a slice, run on threads
+  (``threads.py``); compiling a ``prange`` loop cost 1.5-12 s per kernel;
+* ``inline="always"`` only where it was measured to pay: Numba's inlining pass costs time at
+  every call site, a separately compiled helper a fixed ~0.1 s plus LLVM's re-optimisation inside
+  each caller, so which is cheaper depends on the helper (inlined: the small helpers of the bag,
+  top-k and formatting kernels; the number scanner and the row parser on the parser's hot path,
+  which run 30% faster inlined);
+* no compiled sorts or reductions along an axis (each pulls in seconds of Numba library code);
+* a kernel compiles one specialisation per argument types, so callers pass the same types (int64
+  scalars, C-contiguous arrays), and code a call does not need lives in a separate kernel that
+  compiles only when needed (the text parser's general rule).
+
+Where the compiled kernels are cached: ``NUMBA_CACHE_DIR`` if set, else next to the sources
+(``__pycache__``), else the user's cache folder (``$XDG_CACHE_HOME/numba``, ``~/.cache/numba``
+on Linux): Numba's own order, which serves a read-only install.  When none of those is
+writable (a read-only install run by a user without a writable home, as in many containers),
+Numba would refuse to compile cached kernels at all; they are then cached in a private folder
+of the temporary directory, or not cached.
 """
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numba
+
+
+def _writable(folder: str) -> bool:
+    """Whether files can be created in ``folder`` (made if missing), as Numba checks it."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
+
+
+def _private_folder(folder: str) -> bool:
+    """Whether ``folder`` exists (made if missing) as ours alone: a cache holds pickles, which
+    must not come from another user."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and (st.st_mode & 0o777) == 0o700 and _writable(folder)
+
+
+def _cache_location() -> bool:
+    """Choose where kernels are cached (module docstring); False if nowhere."""
+    if numba.config.CACHE_DIR or numba.config.DISABLE_JIT:
+        return True
+    from numba.misc.appdirs import AppDirs  # the user cache folder Numba itself uses
+
+    user = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    if _writable(os.path.join(os.path.dirname(__file__), "__pycache__")) or _writable(user):
+        return True
+    fallback = os.path.join(tempfile.gettempdir(), f"embtool-numba-{os.getuid()}")
+    if _private_folder(fallback):
+        numba.config.CACHE_DIR = fallback
+        return True
+    return False
+
+
+#: JIT options shared by every kernel (stumpy keeps them in one constant too): cached on disk,
+#: callable without the GIL (threads run slices in parallel), IEEE division (inf/nan, never
+#: ZeroDivisionError).
+JIT = dict(cache=_cache_location(), nogil=True, error_model="numpy")

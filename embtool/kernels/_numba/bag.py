@@ -1,7 +1,7 @@
 """EmbeddingBag segment reductions (Numba twin of ``_numpy/bag.py``; same contract).
 
-Bags are independent, so each kernel runs its bags in parallel and each bag sequentially in
-input order, with PyTorch's float arithmetic (docs/semantics.md §4.2).  The loop over
+Bags are independent, so each kernel runs slices of the bags on parallel threads and each bag
+sequentially in input order, with PyTorch's float arithmetic (docs/semantics.md §4.2).  The loop over
 features is innermost so that LLVM vectorises it without reassociating any sum.  The sums take
 four rows per pass over the accumulator, ``(((acc + r0) + r1) + r2) + r3`` (still one rounding
 per addition, in input order), and the row ``AHEAD`` input positions further on is prefetched
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numba
 
-from embtool.kernels._numba.fp import JIT, PJIT, fma32
-from embtool.kernels._numba.fp import _prefetch
+from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba.intrinsics import fma32, prefetch
 
 AHEAD = 8
+#: bags per thread below which a kernel runs on one thread.
+GRAIN = 64
 
 
 @numba.njit(inline="always", **JIT)
@@ -22,7 +24,7 @@ def _prefetch_ahead(flat, indices, i, count, dim):
     for j in range(i + AHEAD, min(i + AHEAD + count, indices.shape[0])):
         base = indices[j] * dim
         for c in range(0, dim, 16):
-            _prefetch(flat, base + c)
+            prefetch(flat, base + c)
 
 
 @numba.njit(inline="always", **JIT)
@@ -34,25 +36,19 @@ def _four_rows(indices, i, end, padding_idx):
             and indices[i + 2] != padding_idx and indices[i + 3] != padding_idx)
 
 
-@numba.njit(inline="always", **JIT)
-def _rows4(weight, flat, indices, i):
-    """The rows at positions i..i+3 (prefetching the four after the lookahead)."""
-    _prefetch_ahead(flat, indices, i, 4, weight.shape[1])
-    return (weight[indices[i]], weight[indices[i + 1]],
-            weight[indices[i + 2]], weight[indices[i + 3]])
-
-
-@numba.njit(**PJIT)
-def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
+@numba.njit(**JIT)
+def _bag_sum(weight, indices, starts, ends, padding_idx, divisor, out, lo, hi):
     dim = out.shape[1]
     flat = weight.reshape(-1)
-    for b in numba.prange(starts.shape[0]):
+    for b in range(lo, hi):
         acc = out[b]
         acc[:] = 0
         i, end = starts[b], ends[b]
         while i < end:
             if _four_rows(indices, i, end, padding_idx):
-                r0, r1, r2, r3 = _rows4(weight, flat, indices, i)
+                _prefetch_ahead(flat, indices, i, 4, dim)
+                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
+                                  weight[indices[i + 2]], weight[indices[i + 3]])
                 for d in range(dim):
                     acc[d] = (((acc[d] + r0[d]) + r1[d]) + r2[d]) + r3[d]
                 i += 4
@@ -68,17 +64,19 @@ def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
                 acc[d] = acc[d] / divisor[b]
 
 
-@numba.njit(**PJIT)
-def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out):
+@numba.njit(**JIT)
+def _bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out, lo, hi):
     dim = out.shape[1]
     flat = weight.reshape(-1)
-    for b in numba.prange(starts.shape[0]):
+    for b in range(lo, hi):
         acc = out[b]
         acc[:] = 0
         i, end = starts[b], ends[b]
         while i < end:
             if fused and _four_rows(indices, i, end, padding_idx):  # FBGEMM: fma(W, w, out)
-                r0, r1, r2, r3 = _rows4(weight, flat, indices, i)
+                _prefetch_ahead(flat, indices, i, 4, dim)
+                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
+                                  weight[indices[i + 2]], weight[indices[i + 3]])
                 w0, w1, w2, w3 = psw[i], psw[i + 1], psw[i + 2], psw[i + 3]
                 for d in range(dim):
                     acc[d] = fma32(r3[d], w3, fma32(r2[d], w2, fma32(r1[d], w1, fma32(r0[d], w0, acc[d]))))
@@ -97,11 +95,11 @@ def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out
             i += 1
 
 
-@numba.njit(**PJIT)
-def bag_max(weight, indices, starts, ends, padding_idx, out):
+@numba.njit(**JIT)
+def _bag_max(weight, indices, starts, ends, padding_idx, out, lo, hi):
     dim = out.shape[1]
     flat = weight.reshape(-1)
-    for b in numba.prange(starts.shape[0]):
+    for b in range(lo, hi):
         acc = out[b]
         acc[:] = 0
         seen = False
@@ -119,3 +117,17 @@ def bag_max(weight, indices, starts, ends, padding_idx, out):
                 for d in range(dim):
                     if row[d] > acc[d]:  # strict: ties keep the first, NaN never replaces
                         acc[d] = row[d]
+
+
+def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
+    threads.split(_bag_sum, starts.shape[0], GRAIN, weight, indices, starts, ends, padding_idx,
+                  divisor, out)
+
+
+def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out):
+    threads.split(_bag_weighted_sum, starts.shape[0], GRAIN, weight, indices, starts, ends, psw,
+                  padding_idx, fused, out)
+
+
+def bag_max(weight, indices, starts, ends, padding_idx, out):
+    threads.split(_bag_max, starts.shape[0], GRAIN, weight, indices, starts, ends, padding_idx, out)

@@ -2,6 +2,7 @@
 
 See the numpy module for the exact reduction orders; these loops follow them element for element
 (``fma32`` is llvm.fma, so the tail of the p=2 norm is fused exactly as torch's kernel does).
+Rows are independent: each kernel runs slices of them on parallel threads.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import math
 import numba
 import numpy as np
 
-from .fp import JIT, PJIT, _prefetch, fma32
+from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba.intrinsics import fma32, prefetch
 
 f32 = np.float32
 
@@ -19,15 +21,21 @@ f32 = np.float32
 def _norm(x, p):
     d = x.shape[0]
     if p == 2.0:
-        lanes = np.zeros(8, np.float32)
+        # eight lane accumulators, as scalars (an array would compile numpy's allocation too)
+        l0 = l1 = l2 = l3 = l4 = l5 = l6 = l7 = f32(0.0)
         full = (d // 8) * 8
         for j in range(0, full, 8):
-            for lane in range(8):
-                v = x[j + lane]
-                lanes[lane] = lanes[lane] + f32(v * v)
+            l0 = f32(l0 + f32(x[j] * x[j]))
+            l1 = f32(l1 + f32(x[j + 1] * x[j + 1]))
+            l2 = f32(l2 + f32(x[j + 2] * x[j + 2]))
+            l3 = f32(l3 + f32(x[j + 3] * x[j + 3]))
+            l4 = f32(l4 + f32(x[j + 4] * x[j + 4]))
+            l5 = f32(l5 + f32(x[j + 5] * x[j + 5]))
+            l6 = f32(l6 + f32(x[j + 6] * x[j + 6]))
+            l7 = f32(l7 + f32(x[j + 7] * x[j + 7]))
         acc = f32(0.0)
-        for lane in range(8):
-            acc = f32(acc + lanes[lane])
+        for lane in (l0, l1, l2, l3, l4, l5, l6, l7):
+            acc = f32(acc + lane)
         mid = full + ((d - full) // 4) * 4
         for j in range(full, mid):
             acc = f32(acc + f32(x[j] * x[j]))
@@ -76,47 +84,75 @@ def _renorm_row(x, max_norm, p):
     return False
 
 
-@numba.njit(**PJIT)
+#: rows per thread below which a kernel runs on one thread.
+GRAIN = 1 << 12
+
+
+@numba.njit(**JIT)
+def _row_norms(rows, norm_type, out, lo, hi):
+    for i in range(lo, hi):
+        out[i] = _norm(rows[i], norm_type)
+
+
 def row_norms(rows, norm_type):
     out = np.empty(rows.shape[0], np.float32)
-    for i in numba.prange(rows.shape[0]):
-        out[i] = _norm(rows[i], norm_type)
+    threads.split(_row_norms, rows.shape[0], GRAIN, rows, norm_type, out)
     return out
 
 
-@numba.njit(**PJIT)
+@numba.njit(**JIT)
+def _renorm_rows(rows, max_norm, norm_type, hit, lo, hi):
+    for i in range(lo, hi):
+        hit[i] = _renorm_row(rows[i], max_norm, norm_type)
+
+
 def renorm_rows(rows, max_norm, norm_type):
     hit = np.zeros(rows.shape[0], np.bool_)
-    for i in numba.prange(rows.shape[0]):
-        hit[i] = _renorm_row(rows[i], max_norm, norm_type)
+    threads.split(_renorm_rows, rows.shape[0], GRAIN, rows, max_norm, norm_type, hit)
     return hit
 
 
-@numba.njit(**PJIT)
-def renorm_ids(weight, ids, max_norm, norm_type):
-    # A byte per row marks the distinct ids (instead of torch's sort), then rows are renormed in
-    # parallel; each row is visited once, as torch visits each distinct index once.
-    seen = np.zeros(weight.shape[0], np.uint8)
+@numba.njit(**JIT)
+def _mark(ids, seen):
     for i in range(ids.shape[0]):
         seen[ids[i]] = 1
+
+
+@numba.njit(**JIT)
+def _renorm_marked(weight, seen, max_norm, norm_type, lo, hi):
     changed = 0
-    for r in numba.prange(weight.shape[0]):
+    for r in range(lo, hi):
         if seen[r] and _renorm_row(weight[r], max_norm, norm_type):
             changed += 1
     return changed
 
 
-@numba.njit(**PJIT)
-def gather(weight, ids, out):
-    n = ids.shape[0]
+def renorm_ids(weight, ids, max_norm, norm_type):
+    # A byte per row marks the distinct ids (instead of torch's sort), then the marked rows are
+    # renormed; each row is visited once, as torch visits each distinct index once.
+    seen = np.zeros(weight.shape[0], np.uint8)
+    _mark(ids, seen)
+    return sum(threads.split(_renorm_marked, weight.shape[0], GRAIN, weight, seen, max_norm,
+                             norm_type))
+
+
+@numba.njit(**JIT)
+def _gather(weight, ids, out, lo, hi):
     d = weight.shape[1]
     flat = weight.reshape(-1)
-    for i in numba.prange(n):
-        if i + 16 < n:
+    for i in range(lo, hi):
+        if i + 16 < hi:
             base = ids[i + 16] * d
             for c in range(0, d, 16):
-                _prefetch(flat, base + c)
+                prefetch(flat, base + c)
         r = ids[i]
         for j in range(d):
             out[i, j] = weight[r, j]
+
+
+def gather(weight, ids, out):
+    if weight.dtype == np.float16:  # a copy of bits; Numba has no float16 scalars on the CPU
+        threads.split(_gather, ids.shape[0], GRAIN, weight.view(np.uint16), ids, out.view(np.uint16))
+        return out
+    threads.split(_gather, ids.shape[0], GRAIN, weight, ids, out)
     return out

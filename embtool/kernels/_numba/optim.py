@@ -1,5 +1,6 @@
-"""Row-wise optimizer updates in Numba (twins of ``embtool.kernels._numpy.optim``: same
-arguments, same float32 operations in the same order; see that module for the conventions).
+"""Row-wise optimizer updates in Numba (twins of ``_numpy/optim.py``: same arguments, same
+float32 operations in the same order; see that module for the conventions).  Rows are independent:
+slices of them run on parallel threads.
 
 Every intermediate is rounded to float32 explicitly (``f32(...)``) so that no expression is
 evaluated in double; sqrt goes through double, which is exact after rounding to float32.
@@ -11,11 +12,12 @@ import math
 import numba
 import numpy as np
 
-from embtool.kernels._numba.fp import JIT, PJIT, fma32
+from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba.intrinsics import fma32
+from embtool.kernels.common import f32
 
-f32 = np.float32
-#: IEEE division (x/0 -> inf or nan, as torch) instead of Python's ZeroDivisionError.
-NJIT = dict(PJIT, error_model="numpy")
+#: rows per thread below which a kernel runs on one thread.
+GRAIN = 256
 
 
 @numba.njit(inline="always", **JIT)
@@ -24,11 +26,11 @@ def _g(gvals, gi, d, maximize):
     return -g if maximize else g
 
 
-@numba.njit(**NJIT)
-def sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampening, wd, nesterov,
-             maximize, first, out_w, out_buf):
+@numba.njit(**JIT)
+def _sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampening, wd, nesterov,
+             maximize, first, out_w, out_buf, lo, hi):
     dim = weight.shape[1]
-    for i in numba.prange(rows.size):
+    for i in range(lo, hi):
         r = rows[i]
         gi = gidx[i]
         for d in range(dim):
@@ -46,10 +48,10 @@ def sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampeni
             out_w[i, d] = fma32(g, neg_lr, p)
 
 
-@numba.njit(**NJIT)
-def adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, sparse, out_w, out_acc):
+@numba.njit(**JIT)
+def _adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, sparse, out_w, out_acc, lo, hi):
     dim = weight.shape[1]
-    for i in numba.prange(rows.size):
+    for i in range(lo, hi):
         r = rows[i]
         gi = gidx[i]
         for d in range(dim):
@@ -69,11 +71,11 @@ def adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, spa
                 out_w[i, d] = f32(p + f32(f32(neg_clr * g) / std))
 
 
-@numba.njit(**NJIT)
-def sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2, eps, neg_step_size,
-                     maximize, out_w, out_m, out_v):
+@numba.njit(**JIT)
+def _sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2, eps, neg_step_size,
+                     maximize, out_w, out_m, out_v, lo, hi):
     dim = weight.shape[1]
-    for i in numba.prange(rows.size):
+    for i in range(lo, hi):
         r = rows[i]
         gi = gidx[i]
         for d in range(dim):
@@ -88,13 +90,13 @@ def sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2
             out_w[i, d] = f32(weight[r, d] + f32(f32(f32(um + m_old) / denom) * neg_step_size))
 
 
-@numba.njit(**NJIT)
-def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus_b2, eps, wd,
-              decay_factor, amsgrad, maximize, neg_step_size, bc2_sqrt, out_w, out_m, out_v, out_vmax):
+@numba.njit(**JIT)
+def _adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus_b2, eps, wd,
+              decay_factor, amsgrad, maximize, neg_step_size, bc2_sqrt, out_w, out_m, out_v, out_vmax, lo, hi):
     dim = weight.shape[1]
     small_w = abs(one_minus_b1) < 0.5
     w_minus_1 = f32(one_minus_b1 - f32(1.0))
-    for i in numba.prange(rows.size):
+    for i in range(lo, hi):
         r = rows[i]
         gi = gidx[i]
         for d in range(dim):
@@ -119,12 +121,12 @@ def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus
             out_w[i, d] = f32(p + f32(f32(neg_step_size * mn) / denom))
 
 
-@numba.njit(**NJIT)
-def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w):
+@numba.njit(**JIT)
+def _sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w, lo, hi):
     """Dense backward fused with plain SGD: row s accumulates ``fma(entries[order[j]], scale[s],
     acc)`` from +0.0 over j in ``begin[s]:end[s]``, then ``out_w[s] = fma(acc, neg_lr, weight[rows[s]])``."""
     dim = weight.shape[1]
-    for s in numba.prange(rows.size):
+    for s in range(lo, hi):
         sc = scale[s]
         out_w[s, :] = f32(0.0)
         for j in range(begin[s], end[s]):
@@ -134,3 +136,34 @@ def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, ou
         r = rows[s]
         for d in range(dim):
             out_w[s, d] = fma32(out_w[s, d], neg_lr, weight[r, d])
+
+
+def sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampening, wd, nesterov,
+             maximize, first, out_w, out_buf):
+    threads.split(_sgd_rows, rows.size, GRAIN, weight, buf, rows, gvals, gidx, neg_lr, momentum,
+                  one_minus_dampening, wd, nesterov, maximize, first, out_w, out_buf)
+
+
+def adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, sparse, out_w,
+                 out_acc):
+    threads.split(_adagrad_rows, rows.size, GRAIN, weight, acc, rows, gvals, gidx, neg_clr, wd, eps,
+                  maximize, sparse, out_w, out_acc)
+
+
+def sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2, eps,
+                     neg_step_size, maximize, out_w, out_m, out_v):
+    threads.split(_sparse_adam_rows, rows.size, GRAIN, weight, m, v, rows, gvals, gidx,
+                  one_minus_b1, one_minus_b2, eps, neg_step_size, maximize, out_w, out_m, out_v)
+
+
+def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus_b2, eps, wd,
+              decay_factor, amsgrad, maximize, neg_step_size, bc2_sqrt, out_w, out_m, out_v,
+              out_vmax):
+    threads.split(_adam_rows, rows.size, GRAIN, weight, m, v, vmax, rows, gvals, gidx, one_minus_b1,
+                  b2, one_minus_b2, eps, wd, decay_factor, amsgrad, maximize, neg_step_size,
+                  bc2_sqrt, out_w, out_m, out_v, out_vmax)
+
+
+def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w):
+    threads.split(_sgd_segment_rows, rows.size, GRAIN, weight, entries, order, begin, end, scale,
+                  rows, neg_lr, out_w)

@@ -1,40 +1,40 @@
-"""Running top-k over chunks of scores (Numba twin of ``_numpy/topk.py``; see there for the
-key layout).  Each query keeps a min-heap of its k best keys; a chunk element is encoded and
-pushed only when it beats the heap's root, so the common case is one compare per score.
+"""Running top-k over chunks of scores (Numba twin of ``_numpy/topk.py``; the key layout is in
+``common.py``).  Each query keeps a min-heap of its k best keys; a chunk element is encoded and
+pushed only when it beats the heap's root, so the common case is one compare per score.  Queries
+are independent: slices of them run on parallel threads.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from embtool.kernels._numba.fp import JIT, PJIT
+from embtool.kernels._numba import JIT, threads
+from embtool.kernels.common import MAX_ROW, NAN_RANK
 
-EMPTY = np.iinfo(np.int64).min
-MAX_ROW = 0xFFFFFFFF
-_NAN_RANK = np.iinfo(np.int32).min
+#: queries per thread below which ``select`` runs on one thread.
+GRAIN = 1
 
 
 @numba.njit(inline="always", **JIT)
 def _key(score, bits, row):
     if np.isnan(score):
-        rank = np.int64(_NAN_RANK)
+        rank = np.int64(NAN_RANK)
     else:
         b = np.int64(bits)
-        if b == _NAN_RANK:  # -0.0 ranks as +0.0
+        if b == NAN_RANK:  # -0.0 (bits 0x80000000) ranks as +0.0
             b = np.int64(0)
         rank = b ^ ((b >> 31) & 0x7FFFFFFF)
     return (rank << 32) | (MAX_ROW - row)
 
 
 @numba.njit(inline="always", **JIT)
-def _sift_down(heap, i):
-    k = heap.shape[0]
+def _sift_down(heap, i, size):
     while True:
         small = i
         left = 2 * i + 1
-        if left < k and heap[left] < heap[small]:
+        if left < size and heap[left] < heap[small]:
             small = left
-        if left + 1 < k and heap[left + 1] < heap[small]:
+        if left + 1 < size and heap[left + 1] < heap[small]:
             small = left + 1
         if small == i:
             return
@@ -42,14 +42,12 @@ def _sift_down(heap, i):
         i = small
 
 
-@numba.njit(**PJIT)
-def select(scores, start, exclude, best):
-    q_count, n = scores.shape
+@numba.njit(**JIT)
+def _select(scores, start, exclude, best, lo, hi):
+    n = scores.shape[1]
     k = best.shape[1]
-    if k == 0 or n == 0:
-        return
     bits = scores.view(np.int32)
-    for q in numba.prange(q_count):
+    for q in range(lo, hi):
         heap = best[q, ::-1].copy()  # ascending order is a valid min-heap
         for j in range(n):
             key = _key(scores[q, j], bits[q, j], start + j)
@@ -63,6 +61,15 @@ def select(scores, start, exclude, best):
             if skip:
                 continue
             heap[0] = key
-            _sift_down(heap, 0)
-        heap.sort()
-        best[q, :] = heap[::-1]
+            _sift_down(heap, 0, k)
+        for t in range(k - 1, -1, -1):  # pop the smallest into the last free slot (a heap sort)
+            best[q, t] = heap[0]
+            heap[0] = heap[t]
+            _sift_down(heap, 0, t)
+
+
+def select(scores, start, exclude, best):
+    """See the numpy twin."""
+    if best.shape[1] == 0 or scores.shape[1] == 0:
+        return
+    threads.split(_select, scores.shape[0], GRAIN, scores, start, exclude, best)

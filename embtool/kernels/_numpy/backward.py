@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embtool.kernels._numpy.fp import fma32
+from embtool.kernels.common import fma32
 
 
 def group_rows(flat, padding_idx, num_embeddings):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embtool.kernels._numpy.fp import fma32
+from embtool.kernels.common import fma32
 
 
 def _steps(indices, starts, ends):

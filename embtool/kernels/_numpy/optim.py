@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from embtool.kernels._numpy.backward import scatter_rows
-from embtool.kernels._numpy.fp import fma32
+from embtool.kernels.common import fma32
 
 f32 = np.float32
 CHUNK = 1 << 14

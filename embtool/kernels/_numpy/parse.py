@@ -1,4 +1,4 @@
-"""Text vector parsing kernels (numpy twin of ``embtool.kernels._numba.parse``).
+"""Text vector parsing kernels (numpy twin of ``_numba/parse.py``).
 
 A block is a uint8 buffer holding whole lines; ``bounds`` (computed by the caller) cuts it into
 chunks that start right after a ``\\n``.  Lines end at byte ``\\n`` only; a line is stripped of
@@ -29,22 +29,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-FALLBACK = 1
-SPACED_KEY = 2
-TOO_FEW = 4
-TOO_MANY = 8
-EMPTY_FIELD = 16
-ERRORS = TOO_FEW | TOO_MANY | EMPTY_FIELD
-#: ``scan_records`` status: no space within ``max_word`` bytes where a word starts.
-WORD_TOO_LONG = 1
-
-#: longest token the fast path accepts; callers pad blocks with this many spare bytes.
-MAX_TOKEN = 32
-MAX_SIG_DIGITS = 19
-MAX_EXP_DIGITS = 4
-MAX_EXACT_MANTISSA = 2**53
-#: 10**0 .. 10**22 are exactly representable doubles.
-POW10 = np.array([10.0**k for k in range(23)])
+from embtool.kernels.common import (
+    EMPTY_FIELD, ERRORS, FALLBACK, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_SIG_DIGITS, MAX_TOKEN,
+    POW10, SPACED_KEY, TOO_FEW, TOO_MANY,
+)
 
 _WS = np.zeros(256, bool)
 _WS[[32, 9, 13, 11, 12]] = True
@@ -194,59 +182,3 @@ def parse_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end,
     status[rows] = st
     key_end[rows] = kend
     return counts
-
-
-def scan_records(buf, pos, n, dim, max_records, max_word, word_start, word_end):
-    """Locate word2vec binary records in ``buf[pos:n]``: optional ``\\n`` / ``\\r\\n`` before a
-    word, the word up to a space, then ``4 * dim`` bytes of float32.  Stops at ``max_records`` or
-    at an incomplete record.  Returns ``(count, next_pos, crlf, status)``; the vector of record
-    ``k`` starts at ``word_end[k] + 1``; on ``WORD_TOO_LONG`` the word starts at ``next_pos``
-    after its separators."""
-    data = buf[pos:n].tobytes()
-    size = n - pos
-    nvec = 4 * dim
-    p = k = crlf = 0
-    while k < max_records:
-        q = p
-        cr = 0
-        while q < size:
-            if data[q] == 10:
-                q += 1
-            elif data[q] == 13 and q + 1 < size and data[q + 1] == 10:
-                q += 2
-                cr += 1
-            else:
-                break
-        if q >= size or (data[q] == 13 and q + 1 >= size):
-            break
-        sp = data.find(b" ", q, min(size, q + max_word + 1))
-        if sp < 0:
-            if q + max_word + 1 <= size:
-                return k, pos + q, crlf + cr, WORD_TOO_LONG
-            break
-        if sp + 1 + nvec > size:
-            break
-        word_start[k] = pos + q
-        word_end[k] = pos + sp
-        crlf += cr
-        p = sp + 1 + nvec
-        k += 1
-    return k, pos + p, crlf, 0
-
-
-#: bytes ``format_rows`` may need per value: separator + "-d.dddddddde-dd" / "-0.000ddddddddd".
-MAX_VALUE_CHARS = 16
-
-
-def format_rows(vec, key_data, key_off, out):
-    """Write ``key v1 .. vdim\\n`` for each row into ``out`` (uint8, large enough for
-    ``key bytes + rows * (dim * MAX_VALUE_CHARS + 2)``); return the bytes written.  Values are
-    ``str(numpy.float32(v))`` -- the shortest repr that round-trips float32, as gensim writes --
-    or ``str(numpy.float64(v))`` for float64 rows."""
-    lines = []
-    for r in range(len(vec)):
-        key = key_data[key_off[r]:key_off[r + 1]].tobytes()
-        lines.append(key + b" " + " ".join(map(str, vec[r])).encode("ascii") + b"\n")
-    data = b"".join(lines)
-    out[:len(data)] = np.frombuffer(data, np.uint8)
-    return len(data)

@@ -1,15 +1,18 @@
-"""The parse kernels: numpy and Numba twins give identical results, and every value the exact
-fast path accepts equals Python's float(token)."""
+"""The text kernels (parse_tokens, count_rows, parse_rows, scan_records, format_rows): the numpy
+and Numba twins give identical results on generated and adversarial input, every value the exact
+fast path accepts equals Python's float(token), and formatting equals numpy's str(np.float32)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as hs
 
 import naive_parse
-from embtool.kernels._numba import parse as nb
-from embtool.kernels._numpy import parse as npk
+from embtool.kernels import common
+from embtool.kernels import numba_kernels as nb
+from embtool.kernels import numpy_kernels as npk
+from test_kernels import examples, many_slices  # noqa: F401 (an autouse fixture)
 
 PAD = 64
 TOKEN_CHARS = "0123456789.eE+-_ in"
@@ -19,25 +22,30 @@ def padded(data: bytes):
     return np.frombuffer(bytearray(data + b"\0" * PAD), np.uint8)
 
 
-def numpy_token(tok: bytes):
-    ok, val = npk.parse_tokens(padded(tok), np.array([0]), np.array([len(tok)]))
+def token(K, tok: bytes):
+    ok, val = K.parse_tokens(padded(tok), np.array([0], np.int64), np.array([len(tok)], np.int64))
     return bool(ok[0]), float(val[0])
 
 
-def numba_token(tok: bytes):
-    ok, val, end = nb.parse_token(padded(tok), 0, len(tok))
-    return bool(ok), float(val), end
-
-
 def check_token(tok: bytes):
-    ok1, v1 = numpy_token(tok)
-    ok2, v2, _ = numba_token(tok)
+    ok1, v1 = token(npk, tok)
+    ok2, v2 = token(nb, tok)
     assert ok1 == ok2, tok
     if ok1:
         exact = naive_parse.tokens_value(tok)
         assert np.float64(v1).view(np.uint64) == np.float64(exact).view(np.uint64), tok
         assert np.float64(v2).view(np.uint64) == np.float64(exact).view(np.uint64), tok
     return ok1
+
+
+def test_many_tokens_in_one_call_are_twins():
+    toks = [b"1", b"-2.5", b"x", b"1e400", b"0.000001", b"", b"3 4", b"7.0e-3"]
+    data = b" ".join(toks)
+    starts = np.cumsum([0] + [len(t) + 1 for t in toks[:-1]]).astype(np.int64)
+    lens = np.array([len(t) for t in toks], np.int64)
+    (ok1, v1), (ok2, v2) = (K.parse_tokens(padded(data), starts, lens) for K in (npk, nb))
+    assert ok1.tolist() == ok2.tolist() == [True, True, False, False, True, False, False, True]
+    assert v1[ok1].view(np.uint64).tolist() == v2[ok2].view(np.uint64).tolist()
 
 
 @pytest.mark.parametrize("tok, fast", [
@@ -53,13 +61,13 @@ def test_fast_path_acceptance(tok, fast):
     assert check_token(tok) == fast
 
 
-@settings(max_examples=3000, deadline=None)
+@examples(3000)
 @given(hs.text(TOKEN_CHARS, min_size=0, max_size=36).map(lambda s: s.replace(" ", "")))
 def test_tokens_agree_with_float_property(tok):
     check_token(tok.encode())
 
 
-@settings(max_examples=2000, deadline=None)
+@examples(2000)
 @given(hs.floats(allow_nan=False, allow_infinity=False),
        hs.sampled_from(["{!r}", "{:.6g}", "{:.9g}", "{:.17g}", "{:e}", "{:.3e}", "{:.20f}", "{:g}"]))
 def test_formatted_floats_agree_property(x, spelling):
@@ -94,7 +102,7 @@ LINE = hs.lists(hs.sampled_from(["w", "x y", "1", "-0.5", "2e3", "nan", "", " ",
                                  "1.5", "ab", "7", "0.25"]), min_size=0, max_size=7)
 
 
-@settings(max_examples=400, deadline=None)
+@examples(400)
 @given(lines=hs.lists(LINE.map(" ".join), max_size=25), dim=hs.integers(1, 4),
        nchunks=hs.integers(1, 6), final=hs.booleans(), cut=hs.integers(0, 30))
 def test_parse_kernels_are_twins(lines, dim, nchunks, final, cut):
@@ -106,7 +114,7 @@ def test_parse_kernels_are_twins(lines, dim, nchunks, final, cut):
     for x, y in zip(a[3:], b[3:]):
         assert x.tolist() == y.tolist()
     st = a[6]
-    plain = (st & (npk.FALLBACK | npk.ERRORS)) == 0
+    plain = (st & (common.FALLBACK | common.ERRORS)) == 0
     assert a[2][plain].view(np.uint32).tolist() == b[2][plain].view(np.uint32).tolist()
     # stopping early at max_rows gives a prefix of the same rows
     c = run_parse(nb, data, dim, nchunks, max_rows=cut)
@@ -127,7 +135,7 @@ def test_parse_kernels_on_a_plain_block():
         assert counts.tolist() == [1, 1]
 
 
-@settings(max_examples=300, deadline=None)
+@examples(300)
 @given(words=hs.lists(hs.binary(min_size=1, max_size=5).filter(lambda w: b" " not in w),
                       max_size=8),
        dim=hs.integers(1, 3), sep=hs.sampled_from([b"", b"\n", b"\r\n"]),
@@ -143,3 +151,46 @@ def test_scan_records_twins(words, dim, sep, cut, max_word):
         k, pos, crlf, status = mod.scan_records(buf, 0, len(body), dim, len(words), max_word, ws, we)
         res.append((int(k), int(pos), int(crlf), int(status), ws[:k].tolist(), we[:k].tolist()))
     assert res[0] == res[1]
+
+
+def format_rows(K, vec, words):
+    data = "".join(words).encode()
+    off = np.zeros(len(words) + 1, np.int64)
+    off[1:] = np.cumsum([len(w.encode()) for w in words])
+    out = np.empty(len(data) + len(vec) * (vec.shape[1] * common.MAX_VALUE_CHARS + 2), np.uint8)
+    n = K.format_rows(np.ascontiguousarray(vec), np.frombuffer(data, np.uint8), off, out)
+    return out[:n].tobytes()
+
+
+#: float32 bit patterns at the edges of the formatter: zeros, infinities, NaNs, the smallest and
+#: largest subnormals and normals, the 1e-4 and 1e6 switches to scientific notation and their
+#: neighbours, and values whose shortest digits end in a tie.
+SPECIAL_BITS = np.uint32([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001, 1,
+                          0x807FFFFF, 0x00800000, 0x7F7FFFFF, 0x38D1B717, 0x38D1B718, 0x497423FF,
+                          0x49742400, 0x4B800000, 0x3DCCCCCD, 0x3EAAAAAB, 0x4CBEBC20, 0x4CBEBC21])
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_format_rows_matches_numpy_str_on_random_bit_patterns(seed):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(0, 2**32, (1000, 25), dtype=np.uint64).astype(np.uint32).view(np.float32)
+    v[0, :len(SPECIAL_BITS)] = SPECIAL_BITS.view(np.float32)
+    words = [f"r{i}" * (i % 3) + "é" for i in range(len(v))]
+    want = naive_parse.format_text(words, v, header=False)
+    assert format_rows(npk, v, words) == want
+    assert format_rows(nb, v, words) == want
+
+
+@examples(200)
+@given(hs.lists(hs.floats(width=32, allow_nan=False), min_size=1, max_size=40),
+       hs.integers(1, 5))
+def test_format_rows_twins_property(values, rows):
+    v = np.tile(np.float32(values), (rows, 1))
+    words = [f"w{i}" for i in range(rows)]
+    want = naive_parse.format_text(words, v, header=False)
+    assert format_rows(npk, v, words) == format_rows(nb, v, words) == want
+
+
+def test_format_rows_of_no_rows():
+    v = np.zeros((0, 3), np.float32)
+    assert format_rows(npk, v, []) == format_rows(nb, v, []) == b""
