@@ -69,6 +69,9 @@ class Install:
 
     def __init__(self, where: Path, isolation: str, source: Path = ROOT):
         self.isolation = isolation
+        # ``python -m``/``-c`` put the working directory first on sys.path: run from a folder
+        # without the source tree, so that the installed copy is the one imported
+        self.cwd = where.parent
         pip = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
         if isolation == "venv":
             subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
@@ -82,7 +85,7 @@ class Install:
             self.env = {"PYTHONPATH": str(where)}
         found = subprocess.run([self.python, "-c", "import embtool; print(embtool.__file__)"],
                                env={**os.environ, **self.env}, capture_output=True, text=True,
-                               check=True).stdout.strip()
+                               check=True, cwd=self.cwd).stdout.strip()
         assert Path(found).is_relative_to(where), f"embtool imported from {found}, not {where}"
 
     def run(self, args, env, profile=False) -> tuple[float, float]:
@@ -91,7 +94,8 @@ class Install:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         proc = subprocess.run([*map(str, cmd), *map(str, args)], env={**os.environ, **self.env, **env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              cwd=self.cwd)
         wall = time.perf_counter() - t
         if proc.returncode:
             sys.exit(f"embtool {' '.join(map(str, args))} failed:\n{proc.stderr.decode()}")

@@ -74,3 +74,19 @@ def _cache_location() -> bool:
 #: callable without the GIL (threads run slices in parallel), IEEE division (inf/nan, never
 #: ZeroDivisionError).
 JIT = dict(cache=_cache_location(), nogil=True, error_model="numpy")
+#: JIT options of a helper: a function called only by kernels.  Its code is compiled into each
+#: kernel that calls it and cached with the kernel, so it needs no cache entry of its own, nor
+#: the wrappers that let Python call it (compiling those cost ~0.1-0.3 s per helper).
+HELPER = dict(JIT, cache=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+def readonly(a):
+    """``a`` as a read-only array.  Numba compiles a kernel once per argument type, and an
+    array's writability is part of its type: a kernel that only reads a table gets it read-only
+    from every caller (a map of a table file is; a block in memory is made so), so it compiles
+    once."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view

@@ -5,29 +5,22 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba import HELPER, JIT, threads
 from embtool.kernels._numba.intrinsics import load_u64
 from embtool.kernels.common import (
     EMPTY_FIELD, FALLBACK, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_SIG_DIGITS, MAX_TOKEN, POW10,
-    SPACED_KEY, TOO_FEW, TOO_MANY,
+    SPACED_KEY, TOO_FEW, TOO_MANY, WHITESPACE,
 )
 
 #: unsigned, so that Numba compares it with the uint64 mantissa exactly (a mixed signed/unsigned
 #: comparison would go through float64 and round).
 _MAX_M = np.uint64(MAX_EXACT_MANTISSA)
-
-
-@numba.njit(**JIT)
-def _isws(c):
-    return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
-
-
 _NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
 _ONES8 = np.uint64(0x0101010101010101)
 _HIGH8 = np.uint64(0x8080808080808080)
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _line_end(buf, i, b):
     """Index of the first ``\n`` at or after ``i`` (or ``b``), 8 bytes at a time."""
     while i + 8 <= b:
@@ -40,9 +33,9 @@ def _line_end(buf, i, b):
     return i
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _stripped(buf, s, e):
-    while e > s and _isws(buf[e - 1]):
+    while e > s and WHITESPACE[buf[e - 1]]:
         e -= 1
     return e
 
@@ -73,7 +66,7 @@ _U48 = np.uint64(48)
 _U0 = np.uint64(0)
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _significant(buf, d0, dend):
     """Mantissa and significant digit count of the digits (and '.') in ``buf[d0:dend]``, leading
     zeros skipped: the slow path for more than 19 digits."""
@@ -90,84 +83,85 @@ def _significant(buf, d0, dend):
     return m, nsig
 
 
-@numba.njit(inline="always", **JIT)
-def _scan_number(buf, p, e):
-    """Fast-path value of the number starting at ``p``: ``(ok, value, q)`` with ``q`` the first
-    byte after the number's grammar ``[+-]digits[.digits][(e|E)[+-]digits]``."""
+@numba.njit(**HELPER)
+def _scan_values(buf, p, e, dim, orow):
+    """The ``dim`` numbers of ``buf[p:e]``, one space between two, into ``orow`` by the fast
+    path: the index of the byte after the last one, or -1 when a number is outside the fast path
+    or is not followed by one space (``orow`` is then partly written).  A number is
+    ``[+-]digits[.digits][(e|E)[+-]digits]``.
+
+    Every number of a row is read by this one loop (the common layout, the general rule, the
+    number just before a vector): a function called per number, or Numba's inlining of one,
+    compiled 1-2 s slower on a fresh install or ran 30% slower."""
     q = p
-    neg = False
-    if q < e and (buf[q] == 45 or buf[q] == 43):
-        neg = buf[q] == 45
-        q += 1
-    d0 = q
-    m = _U0
-    # the integer and fraction digit loops are written out: a shared helper returning (m, q)
-    # measured 25% slower for the whole parse
-    while q < e:
-        d = np.uint64(buf[q]) - _U48
-        if d > _U9:
-            break
-        m = m * _U10 + d
-        q += 1
-    ndig = q - d0
-    frac = 0
-    if q < e and buf[q] == 46:
-        q += 1
-        f0 = q
+    for j in range(dim):
+        q = p
+        neg = False
+        if q < e and (buf[q] == 45 or buf[q] == 43):
+            neg = buf[q] == 45
+            q += 1
+        d0 = q
+        m = _U0
+        # the integer and fraction digit loops are written out: a shared helper returning (m, q)
+        # measured 25% slower for the whole parse
         while q < e:
             d = np.uint64(buf[q]) - _U48
             if d > _U9:
                 break
             m = m * _U10 + d
             q += 1
-        frac = q - f0
-        ndig += frac
-    ok = ndig > 0
-    if ndig > MAX_SIG_DIGITS:
-        m, nsig = _significant(buf, d0, q)
-        ok = ok and nsig <= MAX_SIG_DIGITS
-    ev = 0
-    if q < e and (buf[q] | 32) == 101:
-        q += 1
-        eneg = False
-        if q < e and (buf[q] == 45 or buf[q] == 43):
-            eneg = buf[q] == 45
+        ndig = q - d0
+        frac = 0
+        if q < e and buf[q] == 46:
             q += 1
-        x0 = q
-        while q < e and buf[q] >= 48 and buf[q] <= 57:
-            if q - x0 < MAX_EXP_DIGITS:
-                ev = ev * 10 + (int(buf[q]) - 48)
+            f0 = q
+            while q < e:
+                d = np.uint64(buf[q]) - _U48
+                if d > _U9:
+                    break
+                m = m * _U10 + d
+                q += 1
+            frac = q - f0
+            ndig += frac
+        if ndig == 0:
+            return -1
+        if ndig > MAX_SIG_DIGITS:
+            m, nsig = _significant(buf, d0, q)
+            if nsig > MAX_SIG_DIGITS:
+                return -1
+        ev = 0
+        if q < e and (buf[q] | 32) == 101:
             q += 1
-        if q == x0 or q - x0 > MAX_EXP_DIGITS:
-            ok = False
-        if eneg:
-            ev = -ev
-    e10 = ev - frac
-    v = 0.0
-    if q - p > MAX_TOKEN:
-        ok = False
-    elif m != _U0:
-        if m > _MAX_M or e10 > 22 or e10 < -22:
-            ok = False
-        elif e10 >= 0:
-            v = np.float64(m) * POW10[e10]
-        else:
-            v = np.float64(m) / POW10[-e10]
-    if neg:
-        v = -v
-    return ok, v, q
-
-
-@numba.njit(**JIT)
-def parse_token(buf, p, e):
-    """Fast-path value of the token starting at ``p`` (it ends at the next space or ``e``):
-    ``(ok, value, end)``."""
-    ok, v, q = _scan_number(buf, p, e)
-    if q < e and buf[q] != 32:
-        ok = False
-        while q < e and buf[q] != 32:
-            q += 1
-    return ok, v, q
+            eneg = False
+            if q < e and (buf[q] == 45 or buf[q] == 43):
+                eneg = buf[q] == 45
+                q += 1
+            x0 = q
+            while q < e and buf[q] >= 48 and buf[q] <= 57:
+                if q - x0 < MAX_EXP_DIGITS:
+                    ev = ev * 10 + (int(buf[q]) - 48)
+                q += 1
+            if q == x0 or q - x0 > MAX_EXP_DIGITS:
+                return -1
+            if eneg:
+                ev = -ev
+        e10 = ev - frac
+        v = 0.0
+        if q - p > MAX_TOKEN:
+            return -1
+        if m != _U0:
+            if m > _MAX_M or e10 > 22 or e10 < -22:
+                return -1
+            if e10 >= 0:
+                v = np.float64(m) * POW10[e10]
+            else:
+                v = np.float64(m) / POW10[-e10]
+        orow[j] = -v if neg else v
+        if j < dim - 1:
+            if q >= e or buf[q] != 32:
+                return -1
+            p = q + 1
+    return q
 
 
 @numba.njit(**JIT)
@@ -175,16 +169,14 @@ def parse_tokens(buf, starts, lens):
     """See the numpy twin."""
     n = starts.shape[0]
     ok = np.empty(n, np.bool_)
-    val = np.empty(n, np.float64)
+    val = np.zeros(n, np.float64)
     for k in range(n):
         e = starts[k] + lens[k]
-        good, v, q = parse_token(buf, starts[k], e)
-        ok[k] = good and q == e
-        val[k] = v
+        ok[k] = _scan_values(buf, starts[k], e, 1, val[k:k + 1]) == e
     return ok, val
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _parse_general(buf, s, e, dim, orow):
     """Status and key end of a line by the general rule (keys with spaces, errors)."""
     nsp = 0
@@ -209,21 +201,15 @@ def _parse_general(buf, s, e, dim, orow):
     key_end = t
     st = 0
     if nsp > dim:
-        ok, v, q = parse_token(buf, prev, key_end)
-        if ok:
+        if _scan_values(buf, prev, key_end, 1, orow) == key_end:
             return TOO_MANY, s
         st = SPACED_KEY
-    p = key_end + 1
-    for j in range(dim):
-        ok, v, q = parse_token(buf, p, e)
-        if not ok:
-            return st | FALLBACK, key_end
-        orow[j] = v
-        p = q + 1
+    if _scan_values(buf, key_end + 1, e, dim, orow) != e:
+        return st | FALLBACK, key_end
     return st, key_end
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**HELPER)
 def _parse_plain(buf, s, b, dim, orow):
     """The common layout ``key v1 .. vdim[ws]\n`` in one pass: the index of the line's ``\n``
     (or ``b``), the number of trailing whitespace bytes and the key's end, or ``(-1, 0, 0)`` when
@@ -233,27 +219,18 @@ def _parse_plain(buf, s, b, dim, orow):
         k += 1
     if k == s or k >= b or buf[k] != 32:
         return -1, 0, 0
-    p = k + 1
-    for j in range(dim):
-        ok, v, q = _scan_number(buf, p, b)
-        if not ok:
-            return -1, 0, 0
-        orow[j] = v
-        if q < b and buf[q] == 32 and j < dim - 1:
-            p = q + 1
-            continue
-        if j < dim - 1:
-            return -1, 0, 0
-        t = q
-        while t < b and _isws(buf[t]):
-            t += 1
-        if t < b and buf[t] != 10:
-            return -1, 0, 0
-        return t, t - q, k
-    return -1, 0, 0
+    q = _scan_values(buf, k + 1, b, dim, orow)
+    if q < 0:
+        return -1, 0, 0
+    t = q
+    while t < b and WHITESPACE[buf[t]]:
+        t += 1
+    if t < b and buf[t] != 10:
+        return -1, 0, 0
+    return t, t - q, k
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _keep(buf, i, j, e, ke, st, row, line, key_start, key_end, line_no, status, counts):
     """Record row ``row``: line ``line`` is ``buf[i:j]``, ``e`` its end without trailing
     whitespace, ``ke`` its key's end; count its CR before the ``\n`` (``counts[0]``) and other
