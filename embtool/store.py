@@ -1238,7 +1238,7 @@ def _write_temp(path: Path, infos: list[TensorInfo], header: bytes, tensors: Map
                 if chunk.dtype.byteorder == ">":
                     chunk = chunk.astype(chunk.dtype.newbyteorder("<"))
                 if chunk.nbytes:  # rows of width 0 hold no bytes (and no buffer to cast)
-                    fs.pwrite(fd, chunk, pos)
+                    fs.fill(fd, chunk, pos)
                 pos += chunk.nbytes
                 written += chunk.nbytes
                 if progress:
