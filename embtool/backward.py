@@ -24,7 +24,7 @@ import numpy as np
 from embtool import kernels
 from embtool.errors import ConfigError, ShapeError
 from embtool.ids import check_ids
-from embtool.table import normalize_padding_idx
+from embtool.config import normalize_padding_idx
 
 def row_kernels(values: int):
     """The kernels for a row update (gradient accumulation, optimizer step) of ``values``

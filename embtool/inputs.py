@@ -222,6 +222,8 @@ def _json_words(text: str, where: str, required: bool):
         return None
     try:
         obj = jsontext.loads(text, where)
+    except jsontext.NestingError:
+        raise
     except FormatError:
         if required:
             raise

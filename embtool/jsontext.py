@@ -55,6 +55,11 @@ def loads(text: str | bytes, where: str):
     return value
 
 
+class NestingError(FormatError):
+    """JSON nested too deep: an error even where text that is not JSON would be taken as a word
+    (such text is JSON in all but its depth)."""
+
+
 def nested_too_deep(where: str) -> FormatError:
     """The error for JSON (or an array) nested more than ``MAX_DEPTH`` deep."""
-    return FormatError(f"{where}: JSON nested more than {MAX_DEPTH} deep")
+    return NestingError(f"{where}: JSON nested more than {MAX_DEPTH} deep")

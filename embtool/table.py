@@ -24,12 +24,8 @@ from typing import Mapping
 import numpy as np
 
 from . import store as st
-from .config import (FORMAT_VERSION, PREFIX, TABLE_DTYPES, Config,  # noqa: F401 (re-exported)
-                     normalize_padding_idx, pick_tensor)
-# dtypes: one table in ``embtool.dtypes``; these names are kept for the modules that use them.
-from .dtypes import FROM_NUMPY, bf16_to_f32, describe_widening, f32_to_bf16, to_storage  # noqa: F401
-from .dtypes import value_dtype as numpy_dtype  # noqa: F401
-from .dtypes import widen as from_storage  # noqa: F401
+from .config import PREFIX, TABLE_DTYPES, Config, pick_tensor
+from .dtypes import FROM_NUMPY, describe_widening, f32_to_bf16, to_storage, value_dtype, widen
 from .errors import (ConfigError, EmbtoolError, FormatError, IndexRangeError, KeyNotFoundError,
                      OutputExistsError, StateError)
 
@@ -72,7 +68,7 @@ class Table:
             raise FormatError(f"{self.path}: a model2vec model with {' and '.join(p for p in parts if p)} "
                               "is read-only; make a table of it with `embtool load-pretrained` first")
         mapping, weights = (None if n is None else self.store.array(n) for n in parts)
-        values = model2vec_rows(self.store.path, from_storage(self.store.array(self.tensor), self.dtype),
+        values = model2vec_rows(self.store.path, widen(self.store.array(self.tensor), self.dtype),
                                 mapping, weights)
         k = self.num_embeddings
         self._values = values
@@ -132,11 +128,11 @@ class Table:
 
     @property
     def value_dtype(self) -> np.dtype:
-        return numpy_dtype(self.dtype)
+        return value_dtype(self.dtype)
 
     def weight(self) -> np.ndarray:
         """The weight as values: a zero-copy view, except BF16 (widened copy)."""
-        return from_storage(self.raw, self.dtype)
+        return widen(self.raw, self.dtype)
 
     def streamed(self):
         """The weight for reading piece by piece (a streamed search): a zero-copy view, or for
@@ -146,7 +142,7 @@ class Table:
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows ``ids`` (flat int64, range-checked by the caller) as values, a copy."""
-        return from_storage(np.take(self.raw, ids, axis=0), self.dtype)
+        return widen(np.take(self.raw, ids, axis=0), self.dtype)
 
     @property
     def has_vocab(self) -> bool:
@@ -387,10 +383,10 @@ class _Widened:
     def __init__(self, raw, dtype: str):
         self.raw, self.stored = raw, dtype
         self.shape = raw.shape
-        self.dtype = numpy_dtype(dtype)
+        self.dtype = value_dtype(dtype)
 
     def __getitem__(self, key):
-        return from_storage(self.raw[key], self.stored)
+        return widen(self.raw[key], self.stored)
 
 
 

@@ -41,7 +41,8 @@ from .ops import STREAM_BYTES, embedding_renorm_
 from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
 from .optim import OptimizerSpec, init_state, state_names, step
 from .store import PRIMARY_KEY, ChunkedTensor, Store, read_header
-from .table import PREFIX, Table, check_trainable
+from .config import PREFIX
+from .table import Table, check_trainable
 
 #: the tensor the optimizer state belongs to (the state tensors' names are per file)
 META_TENSOR = PREFIX + "optim.tensor"
@@ -123,7 +124,7 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
 
 def _safetensors_arrays(path: Path) -> dict[str, np.ndarray]:
     from . import store as st
-    from .table import bf16_to_f32
+    from .dtypes import bf16_to_f32
 
     with st.Store(path) as s:
         out = {}
@@ -305,7 +306,9 @@ def train(table: Table, batches: list[Batch], *, optimizer: str | None = None, h
         home.close()
 
 
-def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+def prepare(table, home, batches, optimizer, hparams, reset_optimizer):
+    """What a call checks and resolves before computing anything (on a table file, or on a sharded
+    table, whose ``home`` is its own): ``(spec, step_count, fresh, checked batches, state names)``."""
     spec, count, fresh = resolve_optimizer(home, optimizer, hparams or {}, reset_optimizer)
     cfg = table.config
     if cfg.sparse and cfg.scale_grad_by_freq:
@@ -315,6 +318,12 @@ def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_opt
     names = state_names(spec)
     if not fresh:
         _check_state(home, names)
+    return spec, count, fresh, checked, names
+
+
+def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+    spec, count, fresh, checked, names = prepare(table, home, batches, optimizer, hparams, reset_optimizer)
+    cfg = table.config
     work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
         _Work.full(table, home, spec, names, fresh)
     with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently

@@ -196,8 +196,8 @@ def test_integer_rule_accepts_signs_and_zeros(table):
 
 
 def test_similar_row_numbers_follow_the_integer_rule(table):
-    r = invoke("similar", table, "1_0")
-    assert r.code == 2 and "'1_0' is not a row number" in r.err
+    # as `lookup t 1_0`: an input error (exit 1), not a usage error
+    assert_single_error_line(invoke("similar", table, "1_0"), "'1_0' is not a row number")
     assert_single_error_line(invoke("similar", table, "9" * 30), "out of range")
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as hs
 
 import naive_parse
 from embtool.errors import ConfigError, FormatError
-from embtool.formats import read_vectors, source, text
+from embtool.formats import read as read_module, read_vectors, source, text
 from embtool.vocab import DuplicateWordError
 
 
@@ -104,8 +104,10 @@ def test_bad_rows_name_file_and_line(tmp_path, data, needle):
     assert needle in msg
 
 
-def test_first_bad_line_is_reported_across_blocks(tmp_path, monkeypatch):
+@pytest.mark.parametrize("mapped", [False, True])
+def test_first_bad_line_is_reported_across_blocks(tmp_path, monkeypatch, mapped):
     monkeypatch.setattr(source, "BLOCK_SIZE", 64)
+    monkeypatch.setattr(read_module, "MAP_FROM", 1 if mapped else 1 << 40)
     monkeypatch.setattr(text, "CHUNK", 16)
     lines = [f"w{i} 1 2 3" for i in range(50)]
     lines[37] = "w37 1 2"
@@ -335,9 +337,12 @@ def test_stdin(monkeypatch):
     assert got.report.compression == "gzip" and got.report.ignored_rows == 1
 
 
-@pytest.mark.parametrize("name, compress", [("v.txt", lambda d: d), ("v.txt.gz", gzip.compress)])
-def test_progress_reports_source_bytes_and_rows(tmp_path, monkeypatch, name, compress):
+@pytest.mark.parametrize("name, compress, mapped", [("v.txt", lambda d: d, False),
+                                                   ("v.txt", lambda d: d, True),
+                                                   ("v.txt.gz", gzip.compress, True)])
+def test_progress_reports_source_bytes_and_rows(tmp_path, monkeypatch, name, compress, mapped):
     monkeypatch.setattr(source, "BLOCK_SIZE", 256)
+    monkeypatch.setattr(read_module, "MAP_FROM", 1 if mapped else 1 << 40)
     data = compress(b"".join(b"w%d 1 2 3\n" % i for i in range(300)))
     calls = []
     got = load(tmp_path, data, name, progress=lambda b, r: calls.append((b, r)))
@@ -436,10 +441,11 @@ _spelling = hs.sampled_from(["{:.6g}", "{!r}", "{:.17g}", "{:e}", "{:+.3f}", "{:
 @given(words=hs.lists(_word, min_size=1, max_size=30, unique=True),
        dim=hs.integers(1, 6), seed=hs.integers(0, 2**32 - 1),
        eol=hs.sampled_from(["\n", "\r\n", " \n", "\t\r\n"]), blank=hs.booleans(),
-       spelling=_spelling, header=hs.booleans(), tiny=hs.booleans())
+       spelling=_spelling, header=hs.booleans(), tiny=hs.booleans(), mapped=hs.booleans())
 def test_random_files_match_the_reference(tmp_path, monkeypatch, words, dim, seed, eol, blank,
-                                          spelling, header, tiny):
+                                          spelling, header, tiny, mapped):
     monkeypatch.setattr(source, "BLOCK_SIZE", 128 if tiny else 32 << 20)
+    monkeypatch.setattr(read_module, "MAP_FROM", 1 if mapped else 1 << 40)
     monkeypatch.setattr(text, "CHUNK", 29 if tiny else 1 << 20)
     rng = np.random.default_rng(seed)
     v = (rng.standard_normal((len(words), dim)) * 10.0 ** rng.integers(-8, 8, (len(words), 1)))
@@ -468,3 +474,30 @@ def test_small_files_load_without_importing_numba_click_or_rich(tmp_path):
                               if k != "EMBTOOL_BACKEND"})
     assert out.stdout.strip() == "[]"
     assert (tmp_path / "o.txt").read_bytes() == b"the 0.1 0.2\nof -0.001 5.0\n"
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=hs.lists(hs.binary(max_size=90).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+       final=hs.booleans(), block=hs.integers(1, 200), mapped=hs.booleans())
+def test_readers_give_whole_lines_with_padding(tmp_path, lines, final, block, mapped):
+    """Blocks of whole lines covering the data, PAD readable bytes after each, find and count
+    within the block, progress counting what was read: for the copying and the mapping reader."""
+    data = b"\n".join(lines) + (b"\n" if final else b"")
+    if not data or data.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
+        return  # empty, or compressed data by its magic bytes (read as such: another test's matter)
+    (tmp_path / "v.txt").write_bytes(data)
+    src = source.open_source(tmp_path / "v.txt")
+    reader = (source.MappedReader if mapped else source.BlockReader)(src, block)
+    pos = 0
+    while (nxt := reader.next()) is not None:
+        arr, n = nxt
+        assert len(arr) >= n + source.PAD and n > 0
+        got = arr[:n].tobytes()
+        assert got == data[pos:pos + n] and (got.endswith(b"\n") or pos + n == len(data))
+        for cut in (0, n // 3, n - 1):
+            assert reader.find(b"\n", cut, n) == got.find(b"\n", cut, n)
+            assert reader.count(b"\n", cut, n) == got.count(b"\n", cut, n)
+        pos += n
+        assert src.consumed() >= pos
+    assert pos == len(data) == src.consumed()
+    src.close()

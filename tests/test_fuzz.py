@@ -545,7 +545,9 @@ def check_words_lookup(args, table):
         if args[:3] != ["lookup", "t.safetensors", "-w"] or table == "frozen":
             return  # (the frozen table has a max_norm: its rows come back renormalised)
         words, weight = naive_vocab(folder / "t.safetensors")
-        got = np.array(json.loads(r.out), np.float32)
+        records = json.loads(r.out)  # one record (id, word, vector) per word
+        assert [rec["word"] for rec in records] == args[3:]
+        got = np.array([rec["vector"] for rec in records], np.float32)
         for i, w in enumerate(args[3:]):
             assert words.count(w) == 1, f"{w!r} found although the vocabulary has it {words.count(w)} times"
             assert np.array_equal(got[i], weight[words.index(w)])

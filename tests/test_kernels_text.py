@@ -124,6 +124,34 @@ def test_parse_kernels_are_twins(lines, dim, nchunks, final, cut):
     assert c[5].tolist() == d[5].tolist() == a[5][:k].tolist()
 
 
+#: value spellings around the edges of the 8-bytes-at-a-time reader: 7 and 8 digits on either side
+#: of the point, a bare sign or point, signs, exponents, trailing junk, a line break in a token.
+NUMBER = hs.sampled_from([
+    "0.123456", "-0.0123456", "1.5", "+2.25", "-7", "7.", ".5", "-.5", "1234567.1234567",
+    "12345678.5", "1.12345678", "12345678", "0.00000001", "-0", "+", "-", ".", "1e5", "-2.5E-3",
+    "1.5x", "9007199254740993", "1_0", "nan", "00000000000000000001.5", "3.14\n", "\t1",
+])
+
+
+@examples(300)
+@given(rows=hs.lists(hs.lists(NUMBER, min_size=1, max_size=12), min_size=1, max_size=6),
+       key=hs.sampled_from(["w", "a b", "", "long" * 9]), trail=hs.sampled_from(["", " ", "\r", " \t"]),
+       nchunks=hs.integers(1, 3))
+def test_parse_kernels_on_long_numeric_rows(rows, key, trail, nchunks):
+    dim = max(len(r) for r in rows)
+    data = "".join(f"{key} {' '.join(r)}{trail}\n" for r in rows).encode()
+    a = run_parse(npk, data, dim, nchunks)
+    b = run_parse(nb, data, dim, nchunks)
+    for x, y in zip(a[:2] + a[3:], b[:2] + b[3:]):
+        assert x.tolist() == y.tolist()
+    plain = (a[6] & (common.FALLBACK | common.ERRORS)) == 0
+    assert a[2][plain].view(np.uint32).tolist() == b[2][plain].view(np.uint32).tolist()
+    lines = naive_parse.rows(data)
+    for k in np.flatnonzero(plain):
+        want = naive_parse.parse_rows([lines[k]], dim)[1][0]
+        assert b[2][k].view(np.uint32).tolist() == want.view(np.uint32).tolist()
+
+
 def test_parse_kernels_on_a_plain_block():
     data = b"the 1 2 3\r\nof 0.5 -1e-3 7 \n\nand 4 5 6"
     for mod in (npk, nb):

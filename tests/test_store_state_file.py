@@ -71,7 +71,7 @@ def test_info_says_where_the_state_lives(tmp_path):
     assert json.loads(r.out)["state_file"] == str(tmp_path / "t.optim.safetensors")
     facts = json.loads(invoke("info", p, "--json").out)["table"]["optimizer"]
     assert facts["state_file"] == str(tmp_path / "t.optim.safetensors")
-    assert facts["name"] == "adagrad" and facts["step"] == "1" and facts["state"] == ["optim.sum"]
+    assert facts["name"] == "adagrad" and facts["step"] == 1 and facts["state"] == ["optim.sum"]
     assert "optim.sum in " in invoke("info", p).out
 
 

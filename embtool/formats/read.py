@@ -12,7 +12,9 @@ from embtool.formats.loaded import (
     DUPLICATE_POLICIES, UNICODE_ERRORS, LoadedVectors, LoadReport, compact_rows, decode_keys,
     dedupe, shrink,
 )
-from embtool.formats.source import BlockReader, _Prefixed, _read_fully, open_source
+from embtool.formats.source import (
+    MAP_FROM, BlockReader, MappedReader, Prefixed, read_fully, open_source,
+)
 
 DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dtypes
 #: bytes read first for format detection (more if the first lines are longer).
@@ -57,7 +59,8 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
                 raise FormatError(f"{src.name}, line 1: header gives dimension {found.header[1]}, "
                                   f"not {dim}")
             dim = found.header[1]
-        reader = BlockReader(src)
+        mapped = src.plain_file and src.size >= MAP_FROM and found.format != "word2vec-binary"
+        reader = MappedReader(src) if mapped else BlockReader(src)
         arr, n = reader.next()
         K = kernels.choose(max(src.size or 0, n) * kernels.PER_TEXT_BYTE)
         capacity = _capacity(src, found, n, reader, dim)
@@ -113,11 +116,11 @@ def _read_head(src) -> tuple[bytes, bool]:
     head = b""
     while True:
         want = max(HEAD, len(head))
-        more = _read_fully(src.stream, want)
+        more = read_fully(src.stream, want)
         head += more
         if len(more) < want or head.count(b"\n") >= 3 or len(head) >= (16 << 20):
             break
-    src.stream = io.BufferedReader(_Prefixed(head, src.stream), 1 << 20)
+    src.stream = io.BufferedReader(Prefixed(head, src.stream), 1 << 20)
     return head, len(more) < want
 
 
@@ -127,7 +130,7 @@ def _capacity(src, found, n, reader, dim) -> int:
     if found.header is not None and found.format == "word2vec-binary":
         per_row = 4 * dim + 2
     else:
-        rows = max(1, reader.buf.count(b"\n", found.start, n))
+        rows = max(1, reader.count(b"\n", found.start, n))
         per_row = max(1, (n - found.start) // rows)
         if found.header is not None:
             per_row = min(per_row, 2 * (dim or 1) + 1)

@@ -28,6 +28,7 @@ of the temporary directory, or not cached.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import numba
@@ -69,6 +70,24 @@ def _cache_location() -> bool:
         return True
     return False
 
+
+def _import_array_support_without_blas_probe() -> None:
+    """Import Numba's array implementations (the first kernel call would) without their probe for
+    scipy's BLAS: ``numba.np.arraymath`` imports ``scipy.linalg`` to see whether ``np.dot`` & co
+    may call BLAS, which costs 0.25-0.5 s on every command that runs a kernel wherever scipy is
+    installed, and no kernel uses them.  The probe then finds no BLAS (``np.correlate`` would use
+    Numba's own inner product); ``np.dot`` still imports scipy itself when code compiles it."""
+    probe = "scipy.linalg.cython_blas"
+    if "numba.np.arraymath" in sys.modules or probe in sys.modules:
+        return
+    sys.modules[probe] = None  # an import of it raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules[probe]
+
+
+_import_array_support_without_blas_probe()
 
 #: JIT options shared by every kernel (stumpy keeps them in one constant too): cached on disk,
 #: callable without the GIL (threads run slices in parallel), IEEE division (inf/nan, never

@@ -1,0 +1,90 @@
+"""``vfs.OS.fill``: filling a new file sends the aligned middle of a large write around the page
+cache (O_DIRECT) and leaves exactly the bytes ``pwrite`` would; a layer that replaces ``pwrite``
+sees every byte through it."""
+from __future__ import annotations
+
+import fcntl
+import os
+
+import numpy as np
+import pytest
+
+from embtool import vfs
+
+DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+@pytest.fixture
+def small_direct(monkeypatch):
+    """Direct writes from 8 KiB on, 4 KiB per bounce, so that a small test crosses every edge."""
+    monkeypatch.setattr(vfs, "DIRECT_MIN", 8192)
+    monkeypatch.setattr(vfs, "DIRECT_CHUNK", 4096)
+
+
+def record_writes(monkeypatch):
+    """(offset, length, written with O_DIRECT) of every system write."""
+    seen = []
+    real = vfs._pwrite
+
+    def spy(fd, data, offset):
+        seen.append((offset, memoryview(data).nbytes, bool(fcntl.fcntl(fd, fcntl.F_GETFL) & DIRECT)))
+        real(fd, data, offset)
+
+    monkeypatch.setattr(vfs, "_pwrite", spy)
+    return seen
+
+
+@pytest.mark.parametrize("offset, size", [(0, 20000), (100, 20000), (4096, 8192), (5, 12290),
+                                          (10, 8000)])
+def test_fill_writes_the_same_bytes_as_pwrite(tmp_path, monkeypatch, small_direct, offset, size):
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8)
+    seen = record_writes(monkeypatch)
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        vfs.OS().pwrite(fd, b"h" * offset, 0)
+        vfs.OS().fill(fd, data, offset)
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert os.read(fd, offset + size + 1) == b"h" * offset + data.tobytes()
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & DIRECT  # the descriptor is as it was
+    finally:
+        os.close(fd)
+    direct = [(o, n) for o, n, d in seen if d]
+    if DIRECT and (offset + size) // 4096 * 4096 - -(-offset // 4096) * 4096 >= 8192:
+        assert direct and all(o % 4096 == 0 and n % 4096 == 0 for o, n in direct)
+    else:
+        assert not direct
+    assert sum(n for _, n, _ in seen) == offset + size
+
+
+def test_a_layer_replacing_pwrite_sees_every_byte(tmp_path, small_direct):
+    class Counting(vfs.OS):
+        written = 0
+
+        def pwrite(self, fd, data, offset):
+            Counting.written += memoryview(data).nbytes
+            super().pwrite(fd, data, offset)
+
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        Counting().fill(fd, bytes(50000), 3)
+    finally:
+        os.close(fd)
+    assert Counting.written == 50000
+
+
+def test_a_device_refusing_the_alignment_gets_buffered_writes(tmp_path, monkeypatch, small_direct):
+    real = vfs._pwrite
+
+    def refuse_direct(fd, data, offset):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & DIRECT:
+            raise OSError(22, "Invalid argument")
+        real(fd, data, offset)
+
+    monkeypatch.setattr(vfs, "_pwrite", refuse_direct)
+    data = bytes(range(256)) * 100
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        vfs.OS().fill(fd, data, 7)
+        assert os.pread(fd, len(data) + 8, 0) == bytes(7) + data
+    finally:
+        os.close(fd)
