@@ -5,7 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from embtool.kernels._numba import HELPER, JIT, threads
+from embtool.kernels._numba import HELPER, JIT, readonly, threads
 from embtool.kernels._numba.intrinsics import load_u64
 from embtool.kernels.common import (
     EMPTY_FIELD, FALLBACK, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_SIG_DIGITS, MAX_TOKEN, POW10,
@@ -56,6 +56,7 @@ def _count_chunk(buf, i, b):
 
 def count_rows(buf, bounds):
     """Lines and rows (non-blank lines) in each chunk."""
+    buf = readonly(buf)  # a map of the file or a block read into memory: one compiled form
     got = threads.each(lambda c: _count_chunk(buf, bounds[c], bounds[c + 1]), len(bounds) - 1)
     return np.array([g[0] for g in got], np.int64), np.array([g[1] for g in got], np.int64)
 
@@ -296,6 +297,8 @@ def parse_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end,
     """See the numpy twin.  Chunks are parsed on parallel threads; a chunk goes to the kernel for
     lines of any shape only from its first line that needs the general rule, so that files
     without such lines never compile it."""
+    buf = readonly(buf)  # a map of the file or a block read into memory: one compiled form
+
     def chunk(c):
         counts = np.zeros(2, np.int64)
         b = bounds[c + 1]
