@@ -184,8 +184,10 @@ def _format_slice(bits, key_data, key_off, lo, hi, out, pos):
             # d or zeros, with "." between 10**0 and 10**-1: "0.000ddd", "ddd00.0", "dd.ddd"
             # positionally, "d.ddd" or "d" before the exponent
             shift = 0 if positional else lead
-            top = max(lead - shift, 0)
-            bottom = min(e10 - shift, -1 if positional else 0)
+            top = lead - shift if lead > shift else 0  # (not max(): compiled separately)
+            bottom = e10 - shift
+            if bottom > (-1 if positional else 0):
+                bottom = -1 if positional else 0
             k = pos + top - bottom + (1 if bottom < 0 else 0)  # the last place's byte
             pos = k + 1
             for place in range(bottom, top + 1):
