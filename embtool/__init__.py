@@ -50,14 +50,16 @@ _LAZY = {
 __all__ = ["open", *_LAZY, "__version__"]
 
 
-def open(path, *, tensor=None, write=False):  # noqa: A001 - mirrors builtins.open on purpose
-    """Open a table (any safetensors file with a 2-D tensor); use as a context manager.
+def open(path, *, tensor=None, write=False, scheduler=None):  # noqa: A001 - mirrors builtins.open on purpose
+    """Open a table (any safetensors file with a 2-D tensor, or a sharded table's
+    ``NAME.index.json``); use as a context manager.
 
     ``tensor`` names the 2-D tensor in a file with several; ``write=True`` locks the table for
-    writing (readers share the file, a writer has it alone)."""
-    from .table import Table
+    writing (readers share the file, a writer has it alone); ``scheduler``: the Dask scheduler
+    on which a sharded table's per-shard work runs (default: threads of this process)."""
+    from .sharded import open_table
 
-    return Table.open(path, tensor=tensor, write=write)
+    return open_table(path, tensor=tensor, write=write, scheduler=scheduler)
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ from pathlib import Path
 from . import jsontext, store as st
 from .errors import FormatError
 from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
+from .shardindex import is_index
 from .table import Table
 
 
@@ -14,7 +15,8 @@ def describe(path, tensor: str | None = None, *, vocab_sample: int = 10, stats: 
              progress=None) -> dict:
     """Header facts of any safetensors file plus, when it holds a table, the table's.  A model
     folder or a sharded checkpoint's index lists every tensor of every weight file (each with
-    its ``file``) and the table found in it.  With ``stats`` also ``table_stats`` of the table's
+    its ``file``) and the table found in it; a sharded table's index, the table it makes (with
+    its ``shards``).  With ``stats`` also ``table_stats`` of the table's
     rows (``progress(n)`` after each block of n rows)."""
     facts = _describe(path, tensor, vocab_sample)
     if stats:
@@ -25,9 +27,10 @@ def describe(path, tensor: str | None = None, *, vocab_sample: int = 10, stats: 
 
 
 def _stats(path, tensor, progress) -> dict:
+    from .sharded import open_table
     from .stats import table_stats
 
-    with Table.open(path, tensor=tensor) as t:
+    with open_table(path, tensor=tensor) as t:
         stats = table_stats(t.weight(), progress=progress)
         if t.vocab is not None:  # name the sampled rows and their neighbours by their words
             for item in stats["neighbours"]:
@@ -40,6 +43,8 @@ def _describe(path, tensor, vocab_sample) -> dict:
     from .model_files import resolve
     from .sniff import require_table_file
 
+    if is_index(path):
+        return _describe_sharded(Path(path), tensor, vocab_sample)
     files = resolve(path, tensor)
     if files.kind != "file":
         return _describe_model(files, tensor, vocab_sample)
@@ -90,6 +95,22 @@ def _describe_model(files, tensor, vocab_sample: int) -> dict:
     with table:
         facts["table"] = _table_facts(table, vocab_sample)
     return facts
+
+
+def _describe_sharded(path: Path, tensor, vocab_sample: int) -> dict:
+    from .sharded import ShardedTable
+
+    with ShardedTable.open(path, tensor=tensor) as t:
+        files = [path, *t.shard_paths] + ([t.index.vocab_path] if t.has_vocab else [])
+        return {
+            "path": str(path),
+            "size_bytes": sum(f.stat().st_size for f in files),
+            "tensors": [{"name": x.name, "dtype": x.dtype, "shape": list(x.shape), "bytes": x.nbytes}
+                        for x in t.tensor_infos()],
+            "metadata": dict(t.metadata),
+            "table": _table_facts(t, vocab_sample),
+            "shards": [{"file": s.file, "rows": [s.lo, s.hi], "bytes": s.nbytes} for s in t.index.shards],
+        }
 
 
 def _table_facts(t: Table, vocab_sample: int) -> dict:

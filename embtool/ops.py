@@ -102,6 +102,8 @@ def embedding(weight: np.ndarray, ids, *, max_norm: float | None = None, norm_ty
 
 def gather(weight: np.ndarray, flat_ids: np.ndarray) -> np.ndarray:
     """``weight[flat_ids]`` into a new array (ids already range-checked)."""
+    if not isinstance(weight, np.ndarray):  # the rows of a sharded table gather themselves
+        return weight.take(flat_ids)
     out = np.empty((flat_ids.size, weight.shape[1]), weight.dtype)
     if flat_ids.size == 0 or weight.shape[1] == 0:
         return out
@@ -197,25 +199,87 @@ def renorm(table: Table, ids=None, *, max_norm=None, norm_type=None, dry_run: bo
         hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
         changed, values = rows[hit], block[hit]
         checked = rows.size
+    elif getattr(table, "sharded", False):
+        return _renorm_shards(table, cfg, dry_run, progress)
     else:
-        changed_parts, value_parts = [], []
-        for start, block in _stream(table, progress):
-            hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
-            changed_parts.append(np.flatnonzero(hit) + start)
-            value_parts.append(block[hit])
-        changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, np.int64)
-        values = np.concatenate(value_parts) if value_parts else np.zeros((0, table.embedding_dim))
+        changed, values = _renorm_pass(table, cfg, progress)
         checked = table.num_embeddings
     report = RenormReport(checked, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
     if dry_run or changed.size == 0:
         return report
-    limit = int(os.environ.get("EMBTOOL_REWRITE_BYTES", REWRITE_BYTES))
-    if changed.size * table.embedding_dim * table.raw.itemsize > limit:
-        _rewrite_renormed(table, cfg, progress)
+    if ids is None and changed.size * table.embedding_dim * table.raw.itemsize > _rewrite_bytes():
+        _rewrite_renormed(table, cfg, progress)  # the whole table, renormed: only without ids
     else:
         table.update({table.tensor: (changed, values)})
     report.written = True
     return report
+
+
+def _rewrite_bytes() -> int:
+    return int(os.environ.get("EMBTOOL_REWRITE_BYTES", REWRITE_BYTES))
+
+
+def _renorm_pass(table: Table, cfg: Config, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of the whole table that renorm changes, and their new values."""
+    changed_parts, value_parts = [], []
+    for start, block in _stream(table, progress):
+        hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
+        changed_parts.append(np.flatnonzero(hit) + start)
+        value_parts.append(block[hit])
+    changed = np.concatenate(changed_parts) if changed_parts else np.zeros(0, np.int64)
+    values = np.concatenate(value_parts) if value_parts else np.zeros((0, table.embedding_dim))
+    return changed, values
+
+
+def _renorm_shards(table, cfg: Config, dry_run: bool, progress) -> RenormReport:
+    """Renorm of a whole sharded table: a task per shard finds its changed rows and sends them
+    back, or writes a renormed copy of its shard when they are many (each shard gets its share of
+    ``EMBTOOL_REWRITE_BYTES``); all shards change in one write."""
+    from .sharded import Change
+
+    limit = _rewrite_bytes() // len(table.ranges)
+    jobs = [(src, table.tensor, lo, cfg, dry_run, limit)
+            for src, (lo, _) in zip(table.shard_sources(), table.ranges)]
+    results = table.executor.map(renorm_shard_task, jobs, retry=dry_run)
+    changed = np.concatenate([r[0] for r in results])
+    report = RenormReport(table.num_embeddings, int(changed.size), cfg.max_norm, cfg.norm_type, changed, False)
+    if progress:
+        progress(table.num_embeddings)
+    if dry_run or changed.size == 0:
+        return report
+    change = Change(table)
+    for i, (rows, values, temp) in enumerate(results):
+        if temp is not None:
+            change.replace_shard(i, temp)
+        elif rows.size:
+            change.set_rows(table.tensor, rows, values)
+    change.commit()
+    report.written = True
+    return report
+
+
+def renorm_shard_task(job):
+    """Task: renorm one shard of a sharded table as ``renorm`` does a whole table.  Returns its
+    changed rows (table rows), and their values or the name of the renormed copy it wrote."""
+    from .sharded import shard_of, write_shard_temp
+
+    source, tensor, lo, cfg, dry_run, limit = job
+    shard = shard_of(source, tensor)
+    changed, values = _renorm_pass(shard, cfg)
+    if dry_run or not changed.size or changed.size * shard.embedding_dim * shard.raw.itemsize <= limit:
+        return changed + lo, values, None
+    tensors = {**shard.store.raw_tensors(), tensor: _renormed(shard, cfg)}
+    return changed + lo, None, write_shard_temp(shard.path, tensors, shard.metadata)
+
+
+def _renormed(table: Table, cfg: Config) -> ChunkedTensor:
+    """The table's weight renormed, streamed block by block as stored."""
+    def chunks():
+        for _, block in _stream(table):
+            renorm_block(block, cfg.max_norm, cfg.norm_type)
+            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(value_dtype(table.dtype))
+
+    return ChunkedTensor(table.dtype, table.shape, chunks)
 
 
 def _stream(table: Table, progress=None):
@@ -231,12 +295,7 @@ def _stream(table: Table, progress=None):
 
 
 def _rewrite_renormed(table: Table, cfg: Config, progress) -> None:
-    def chunks():
-        for _, block in _stream(table):
-            renorm_block(block, cfg.max_norm, cfg.norm_type)
-            yield f32_to_bf16(block) if table.dtype == "BF16" else block.astype(value_dtype(table.dtype))
-
-    table.rewrite({table.tensor: ChunkedTensor(table.dtype, table.shape, chunks)})
+    table.rewrite({table.tensor: _renormed(table, cfg)})
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,10 +307,13 @@ INITS = ("normal", "uniform", "zeros")
 
 def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "normal",
                scale: float = 1.0, seed: int | None = None, dtype: str = "F32",
-               config: Config = Config(), force: bool = False, progress=None) -> dict:
+               config: Config = Config(), force: bool = False, progress=None,
+               shards: int | None = None, rows_per_shard: int | None = None) -> dict:
     """A new table as ``nn.Embedding`` makes one: N(0, 1) rows (times ``scale``), or U(-1, 1) or
     zeros, the padding row zeroed.  Values come from numpy's PCG64 seeded with ``seed`` (PyTorch's
-    MT19937 + Box-Muller stream cannot be reproduced bit for bit); the seed is recorded."""
+    MT19937 + Box-Muller stream cannot be reproduced bit for bit); the seed is recorded.
+    With ``shards`` or ``rows_per_shard``, ``path`` is a sharded table's index and the rows are
+    streamed into its shards (the same values as one file)."""
     if num_embeddings < 0 or embedding_dim < 0:
         raise ConfigError("Trying to create tensor with negative dimension: "
                           f"num_embeddings={num_embeddings}, embedding_dim={embedding_dim}")
@@ -286,8 +348,14 @@ def init_table(path, num_embeddings: int, embedding_dim: int, *, init: str = "no
             yield f32_to_bf16(block) if dtype == "BF16" else block.astype(value_dtype(dtype), copy=False)
 
     meta = {"embtool.init": f"{init}(scale={scale!r}, seed={seed}, generator=numpy.PCG64)"}
-    create(path, {"weight": ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)}, config,
-           weight_dtype=dtype, extra_metadata=meta, force=force)
+    weight = ChunkedTensor(dtype, (num_embeddings, embedding_dim), chunks)
+    if shards is not None or rows_per_shard is not None:
+        from .sharded import create_sharded
+
+        create_sharded(path, {"weight": weight}, config, weight_dtype=dtype, extra_metadata=meta,
+                       shards=shards, rows_per_shard=rows_per_shard, force=force)
+    else:
+        create(path, {"weight": weight}, config, weight_dtype=dtype, extra_metadata=meta, force=force)
     return {"path": str(path), "shape": [num_embeddings, embedding_dim], "dtype": dtype,
             "init": init, "scale": scale, "seed": seed}
 
@@ -326,8 +394,16 @@ def lookup_bag(table: Table, ids, offsets=None, *, mode: str = "mean", per_sampl
     cfg = effective_config(table, max_norm=max_norm, norm_type=norm_type, padding_idx=padding_idx)
     ids = check_ids(ids, table.num_embeddings)
     pad = cfg.padding_idx
-    if cfg.max_norm is None and table.dtype != "BF16":
+    if cfg.max_norm is None and table.dtype != "BF16" and isinstance(table.raw, np.ndarray):
         weight, idx = table.raw, ids
+    elif cfg.max_norm is None and table.dtype != "BF16":
+        # A sharded table: reduce over its distinct rows as stored (the same numbers).  The
+        # padding row is kept among them even when unused: a padding_idx, used or not, selects
+        # PyTorch's unfused arithmetic.
+        flat = ids.reshape(-1)
+        uniq, inverse = np.unique(flat if pad is None else np.append(flat, pad), return_inverse=True)
+        weight, idx = table.raw.take(uniq), inverse[:flat.size].reshape(ids.shape)
+        pad = _position(uniq, pad)
     else:
         # Work on the distinct rows only: renorm them (if asked) and reduce over that block.
         uniq, inverse = np.unique(ids.reshape(-1), return_inverse=True)
@@ -338,9 +414,14 @@ def lookup_bag(table: Table, ids, offsets=None, *, mode: str = "mean", per_sampl
                 weight = np.ascontiguousarray(_round_trip(weight, table.dtype), dtype=f32)
             if write_back and hit.any():
                 table.update({table.tensor: (uniq[hit], weight[hit])})
-        idx = inverse.reshape(ids.shape)
-        if pad is not None:
-            where = np.searchsorted(uniq, pad)
-            pad = int(where) if where < uniq.size and uniq[where] == pad else None
+        idx, pad = inverse.reshape(ids.shape), _position(uniq, pad)
     return embedding_bag(weight, idx, offsets, mode=mode, per_sample_weights=per_sample_weights,
                          include_last_offset=include_last_offset, padding_idx=pad)
+
+
+def _position(uniq: np.ndarray, row):
+    """Where ``row`` is in the sorted distinct rows ``uniq`` (None: absent, or ``row`` is None)."""
+    if row is None:
+        return None
+    where = np.searchsorted(uniq, row)
+    return int(where) if where < uniq.size and uniq[where] == row else None

@@ -59,7 +59,7 @@ def source_kind(source, format: str = "auto") -> str:
         return "model"
     if kind.name == "fasttext-bin":
         return "fasttext"
-    if kind.name in ("pickle", "tokenizer", "json", "npz", "empty", "binary"):
+    if kind.name in ("pickle", "tokenizer", "json", "npz", "empty", "binary", "sharded-table"):
         hint = "" if kind.hint.startswith(LOAD_FIRST) else f"; {kind.hint}"
         raise FormatError(f"{source}: this is {kind.what}, not a vector file or model{hint}")
     return "vectors"
@@ -125,8 +125,10 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
                     unicode_errors: str = "strict", on_duplicate: str = "first",
                     allow_nonfinite: bool = False, padding_token: str | None = None,
                     unk_token: str | None = None, freeze: bool = True, config: Config = Config(),
-                    overrides: dict | None = None, force: bool = False, progress=None) -> dict:
+                    overrides: dict | None = None, force: bool = False, progress=None,
+                    shards: int | None = None, rows_per_shard: int | None = None) -> dict:
     """Build the table at ``table_path`` from ``source``; returns a summary (``summary`` is one line).
+    With ``shards`` or ``rows_per_shard``, ``table_path`` is a sharded table's index.
 
     ``overrides``: nn.Embedding options as a user gives them (``Config.with_overrides``), checked
     against the rows loaded."""
@@ -193,7 +195,13 @@ def load_pretrained(source, table_path, *, format: str = "auto", tensor: str | N
         tensors.update(arrays)
     stored = dtypes.code(dtype)
     extra_meta[PREFIX + "source"] = str(source)
-    create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
+    if shards is not None or rows_per_shard is not None:
+        from .sharded import create_sharded
+
+        create_sharded(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta,
+                       shards=shards, rows_per_shard=rows_per_shard, force=force)
+    else:
+        create(table_path, tensors, cfg, weight_dtype=stored, extra_metadata=extra_meta, force=force)
     return {"summary": summary, "rows": len(vectors), "dim": d, "dtype": stored,
             "vocab": arrays is not None, "added_rows": added, "padding_idx": cfg.padding_idx,
             "unk_idx": special.get("unk"), "frozen": cfg.frozen}
@@ -275,7 +283,7 @@ def has_subwords(table: Table) -> bool:
     """The table keeps a fastText model's n-gram buckets (``load-pretrained model.bin``)."""
     from .formats import fasttext
 
-    return fasttext.NGRAMS in table.store.tensors and fasttext.MINN_KEY in table.metadata
+    return fasttext.MINN_KEY in table.metadata and fasttext.NGRAMS in table.store.tensors
 
 
 def unknown_policy(table: Table, unknown: str | None) -> str:

@@ -346,6 +346,11 @@ def info_text(facts: dict) -> str:
                          + (f" in {o['state_file']}" if o.get("state_file") else ""))
     elif "table_error" in facts:
         lines.append(f"table      none ({facts['table_error']})")
+    sh = facts.get("shards")
+    if sh:  # a sharded table: its first and last shard
+        first, last = sh[0], sh[-1]
+        lines.append(f"shards     {len(sh)} files: {first['file']} rows [{first['rows'][0]}, {first['rows'][1]})"
+                     + (f" ... {last['file']} rows [{last['rows'][0]}, {last['rows'][1]})" if len(sh) > 1 else ""))
     lines.append("tensors")
     for x in facts["tensors"]:
         lines.append(f"  {x['name']:<24} {x['dtype']:<5} {str(x['shape']):<20} {x['bytes']:,} bytes"

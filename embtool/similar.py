@@ -262,8 +262,10 @@ def iter_chunks(weight, stop, chunk_rows=None, start=0):
 
 
 def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, progress=None,
-           observe=None):
-    """Best ``k`` keys per query over rows ``0..stop-1`` (the keys: ``kernels/common.py``).
+           observe=None, start=0):
+    """Best ``k`` keys per query over rows ``start..stop-1`` (the keys: ``kernels/common.py``;
+    ``start``, a chunk boundary, lets a task of a sharded table search its part of the table in
+    the chunks a search of the whole table would use).
 
     queries: (Q, D) float32 unit vectors; exclude: (Q, e) int64 rows to skip (-1 pads).
     ``norms``: the row norms of ``weight`` as a ``RowNorms`` (used, or computed on the way and
@@ -273,17 +275,22 @@ def search(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None, pr
     norms are known and the table is float32, as gensim does; many queries use matrix products
     per chunk, whose scores may differ from gensim's in the last bits (``search_exact`` corrects
     them).  ``observe(lo, rows, norms)`` sees every chunk (table statistics ride on the same
-    pass); ``progress(n)`` is called with the number of rows done.
+    pass); ``progress(n)`` is called with the number of rows done.  The rows of a sharded table
+    are searched by its tasks, chunk by chunk as here (``ShardedTable.search``).
     """
     if stop > MAX_ROW:
         raise ConfigError(f"tables of more than {MAX_ROW} rows cannot be searched")
+    sharded = getattr(weight, "sharded_table", None)
+    if sharded is not None:
+        return sharded.search(queries, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
+                              progress=progress, observe=observe)
     known, keep = _known_norms(norms, weight, stop)
     q = len(queries)
     best = np.full((q, k), EMPTY, np.int64)
     buf = None
-    whole = (known is not None and q == 1 and chunk_rows is None and observe is None
+    whole = (known is not None and q == 1 and chunk_rows is None and observe is None and start == 0
              and isinstance(weight, np.ndarray) and weight.dtype == f32)
-    chunks = [(0, weight[:stop])] if whole else iter_chunks(weight, stop, chunk_rows)
+    chunks = [(0, weight[:stop])] if whole else iter_chunks(weight, stop, chunk_rows, start)
     for lo, rows in chunks:
         hi = lo + len(rows)
         chunk_norms = known[lo:hi] if known is not None else row_norms(rows)
@@ -409,12 +416,16 @@ def search_exact(weight, queries, exclude, k, stop, *, norms=None, extra=None, c
 
 
 def search_each(weight, queries, exclude, k, stop, *, norms=None, chunk_rows=None,
-                progress=None):
+                progress=None, start=0):
     """``search`` with a matrix-vector product per query and chunk (gensim's arithmetic for
-    each query), in one pass over the table."""
+    each query), in one pass over the table (rows ``start..stop-1``, as ``search``)."""
+    sharded = getattr(weight, "sharded_table", None)
+    if sharded is not None:
+        return sharded.search(queries, exclude, k, stop, norms=norms, chunk_rows=chunk_rows,
+                              progress=progress, each=True)
     best = np.full((len(queries), k), EMPTY, np.int64)
     known = norms if norms is None or isinstance(norms, np.ndarray) else norms.get()
-    for lo, rows in iter_chunks(weight, stop, chunk_rows):
+    for lo, rows in iter_chunks(weight, stop, chunk_rows, start):
         chunk_norms = known[lo:lo + len(rows)] if known is not None else row_norms(rows)
         for i in range(len(queries)):
             scores = _scores(rows, chunk_norms, queries[i:i + 1], None)

@@ -12,6 +12,8 @@ The kinds (``Kind.name``):
                    within the file
 ``hf-index``       a sharded Hugging Face checkpoint's ``*.safetensors.index.json``: a JSON
                    object with a ``weight_map`` object (``is_hf_index``: the one test for it)
+``sharded-table``  an embtool sharded table's ``NAME.index.json``: a JSON object whose
+                   ``format`` is ``embtool-sharded-table`` (``is_sharded_table_index``)
 ``tokenizer``      a Hugging Face ``tokenizer.json`` (a JSON object with ``model``)
 ``json``           any other JSON
 ``folder``         a directory (a model folder; see ``embtool.model_files``)
@@ -84,6 +86,16 @@ def is_hf_index(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("weight_map"), dict)
 
 
+#: the ``format`` of an embtool sharded table's index (``embtool.shardindex``)
+SHARDED_TABLE_FORMAT = "embtool-sharded-table"
+
+
+def is_sharded_table_index(obj) -> bool:
+    """An embtool sharded table's index (``NAME.index.json``, ``embtool.shardindex``): a JSON
+    object whose ``format`` is ``embtool-sharded-table``; it has no ``weight_map``."""
+    return isinstance(obj, dict) and obj.get("format") == SHARDED_TABLE_FORMAT
+
+
 def is_tokenizer(obj) -> bool:
     """A Hugging Face ``tokenizer.json``: a JSON object with a ``model`` object."""
     return isinstance(obj, dict) and isinstance(obj.get("model"), dict)
@@ -114,6 +126,9 @@ def sniff(path) -> Kind:
 
 def json_kind(obj) -> Kind:
     """The kind of a parsed JSON document."""
+    if is_sharded_table_index(obj):
+        return Kind("sharded-table", "a sharded table's index",
+                    "`embtool unshard` makes one table file of it")
     if is_hf_index(obj):
         return Kind("hf-index", "a sharded checkpoint's index (safetensors.index.json)")
     if is_tokenizer(obj):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from embtool.errors import EmbtoolError, ShapeError
+from embtool.sharded import merge_best
 from embtool.similar import as_f32, decode, search, unit_query
 
 NEIGHBOURS = 5
@@ -26,21 +27,40 @@ QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 _HASH_BLOCK = 1 << 21
 
 
-class _Scan:
-    """Per-chunk observer: norms, zero / non-finite rows and row hashes."""
+class Scan:
+    """Per-chunk observer: norms, zero / non-finite rows and row hashes, of rows ``first`` to
+    ``last - 1`` (the whole table by default; a part of it in a task of a sharded table, whose
+    ``partial()`` results ``merge`` puts together)."""
 
-    def __init__(self, weight):
+    def __init__(self, weight, first=0, last=None):
         self.weight = weight
         n, dim = weight.shape
-        self.norms = np.empty(n, np.float64)
-        self.hashes = np.empty(n, np.uint64)
+        self.first = first
+        last = n if last is None else last
+        self.norms = np.empty(last - first, np.float64)
+        self.hashes = np.empty(last - first, np.uint64)
         self.zero, self.nonfinite = [], []
         rng = np.random.default_rng(0x5EED)
         self.add = rng.integers(0, 2**63, dim, dtype=np.uint64)
         self.mul = rng.integers(0, 2**63, dim, dtype=np.uint64) | np.uint64(1)
 
+    def partial(self) -> dict:
+        """What a task sends back: per-row norms and hashes, zero and non-finite rows."""
+        return {"norms": self.norms, "hashes": self.hashes, "zero": self.zero, "nonfinite": self.nonfinite}
+
+    @classmethod
+    def merge(cls, weight, partials) -> "Scan":
+        """The scan of the whole table from the partials of consecutive parts, in row order."""
+        scan = cls(weight, 0, 0)
+        scan.norms = np.concatenate([p["norms"] for p in partials] + [scan.norms])
+        scan.hashes = np.concatenate([p["hashes"] for p in partials] + [scan.hashes])
+        scan.zero = [x for p in partials for x in p["zero"]]
+        scan.nonfinite = [x for p in partials for x in p["nonfinite"]]
+        return scan
+
     def __call__(self, lo, rows, norms):
         hi = lo + len(rows)
+        at = lo - self.first
         norms = norms.astype(np.float64)
         raw = self.weight[lo:hi]
         odd = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
@@ -51,11 +71,11 @@ class _Scan:
             self.zero.append(lo + odd[(sub == 0).all(axis=1)])
             norms[odd[finite]] = np.linalg.norm(sub[finite], axis=1)
             norms[odd[~finite]] = np.nan
-        self.norms[lo:hi] = norms
+        self.norms[at:at + len(rows)] = norms
         step = max(1, _HASH_BLOCK // max(1, raw.shape[1]))
         for a in range(0, len(raw), step):
             part = raw[a:a + step]
-            self.hashes[lo + a:lo + a + len(part)] = self.hash(part)
+            self.hashes[at + a:at + a + len(part)] = self.hash(part)
 
     def hash(self, raw):
         """64-bit hash per row of the raw (unconverted) elements, -0.0 folded into 0.0."""
@@ -94,9 +114,15 @@ def table_stats(weight, *, bins=20, sample=5, progress=None):
     for i, row in enumerate(sampled):
         queries[i] = unit_query(weight, [(row, 1.0)])[0]
     exclude = np.array(sampled, np.int64).reshape(-1, 1)
-    scan = _Scan(weight)
-    best = search(weight, queries, exclude, min(NEIGHBOURS, max(n - 1, 0)), n,
-                  progress=progress, observe=scan)
+    k = min(NEIGHBOURS, max(n - 1, 0))
+    sharded = getattr(weight, "sharded_table", None)
+    if sharded is not None:  # the pass runs as the sharded table's tasks
+        results = sharded.scan(scan_task, queries, exclude, k, n, progress=progress)
+        best = merge_best([b for b, _ in results], k, len(queries))
+        scan = Scan.merge(weight, [p for _, p in results])
+    else:
+        scan = Scan(weight)
+        best = search(weight, queries, exclude, k, n, progress=progress, observe=scan)
     zero = np.concatenate(scan.zero + [np.empty(0, np.int64)])
     nonfinite = np.concatenate(scan.nonfinite + [np.empty(0, np.int64)])
     finite = scan.norms[np.isfinite(scan.norms)]
@@ -111,6 +137,14 @@ def table_stats(weight, *, bins=20, sample=5, progress=None):
         "neighbours": [{"row": row, "neighbours": [(r, x) for r, x in decode(keys) if np.isfinite(x)]}
                        for row, keys in zip(sampled, best)],
     }
+
+
+def scan_task(job):
+    """A task of a sharded table's pass (``ShardedTable.scan``): the neighbour sample's best keys
+    over the job's rows and the ``Scan`` partial of those rows."""
+    rows = job.rows()
+    scan = Scan(rows, job.start, job.stop)
+    return job.search(rows, observe=scan), scan.partial()
 
 
 def format_stats(stats, width=40, name=None):

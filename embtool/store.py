@@ -763,6 +763,10 @@ class Transaction:
     * ``set_metadata(store, metadata)``: the header's metadata in place (False when the padded
       header has no room: replace the file instead);
     * ``replace(path, tensors, metadata)``: a whole new file (created, or replacing one);
+    * ``adopt(path, temp)``: the same with a file written beforehand (``write_beside``, e.g. by a
+      task of a sharded table in another process);
+    * ``write_bytes(path, offset, data)``: bytes of a member that is not mapped here (a sharded
+      table's index), in place;
     * ``remove(path)``.
 
     Stores given to ``patch``/``write_rows``/``set_metadata``/``update`` follow the commit (a
@@ -779,6 +783,7 @@ class Transaction:
         self._temps: dict[str, tuple[int, tuple, Path]] = {}  # temp name -> (fd, key, target)
         self._stores: dict[str, Store] = {}
         self._replaced: set[str] = set()
+        self._headers: set[str] = set()  # members whose header a patch changes
 
     # -- staging ----------------------------------------------------------------------------
     def _member(self, store: Store) -> str:
@@ -799,6 +804,8 @@ class Transaction:
             if lo < 0 or p.base + (hi + 1) * p.row_bytes > store.size or \
                     len(memoryview(p.data).cast("B")) != len(p.rows) * p.row_bytes:
                 raise EmbtoolError(f"{store.path}: internal error: patch outside the file")
+            if p.base + lo * p.row_bytes < store.header.data_start:
+                self._headers.add(name)
             self.records.append(wal.Rows(name, store.size, p.base, p.row_bytes, p.rows, p.data))
 
     def write_rows(self, store: Store, tensor: str, rows, values) -> None:
@@ -844,6 +851,40 @@ class Transaction:
         self._temps[tmp.name] = (fd, _identity(fd), path)
         self.records.append(wal.Replace(self.group.member_name(path), self.group.member_name(tmp)))
         self._replaced.add(self.group.member_name(path))
+
+    def adopt(self, path, temp, fd: int | None = None) -> None:
+        """``replace`` with ``temp``, a complete file written beside ``path`` beforehand
+        (``write_beside``, or ``create_temp``: then ``fd`` is its locked descriptor, which the
+        transaction takes over).  It is locked from now on, so that no writer takes it for
+        abandoned (invariant 15), and synced at the commit as ``replace``'s files are."""
+        path, temp = Path(path), Path(temp)
+        if temp.parent != path.parent or not _TEMP.match(temp.name):
+            raise EmbtoolError(f"{temp}: internal error: not a temporary file beside {path}")
+        if fd is None:
+            try:
+                fd = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
+            except FileNotFoundError:
+                raise EmbtoolError(f"{path}: its new file {temp.name} is gone (removed as abandoned?); "
+                                   "nothing was written") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                raise EmbtoolError(f"{path}: its new file {temp.name} is still being written by "
+                                   "another process") from None
+        self._temps[temp.name] = (fd, _identity(fd), path)
+        self.records.append(wal.Replace(self.group.member_name(path), self.group.member_name(temp)))
+        self._replaced.add(self.group.member_name(path))
+
+    def write_bytes(self, path, offset: int, data: bytes) -> None:
+        """``data`` at ``offset`` of ``path``, a member that is not mapped here (a sharded table's
+        index, written in place like a padded header: its size stays)."""
+        path = Path(path)
+        size = os.stat(path).st_size
+        if offset < 0 or offset + len(data) > size:
+            raise EmbtoolError(f"{path}: internal error: patch outside the file")
+        if data:
+            self.records.append(wal.Rows(self.group.member_name(path), size, int(offset), len(data), [0], data))
 
     def remove(self, path) -> None:
         path = Path(path)
@@ -900,7 +941,8 @@ class Transaction:
             if store.fd < 0:
                 continue
             if name not in self._replaced:
-                store.reload()  # its header may have changed
+                if name in self._headers:
+                    store.reload()  # its header changed (rows are seen through the map as they are)
             elif (g.folder / name).exists():
                 store._reopen()  # the new file at its path (under the same lock)
             else:
@@ -1244,6 +1286,24 @@ def write_file(path, tensors: Mapping[str, object], metadata: Mapping[str, str],
     finally:
         os.close(fd)
     fs.sync_dir(path.parent)
+
+
+def write_beside(path, tensors: Mapping[str, object], metadata: Mapping[str, str]) -> Path:
+    """A complete, synced file for ``path`` under a temporary name beside it, for a transaction of
+    ``path``'s group to ``adopt`` (perhaps in another process: a task of a sharded table writes
+    its shard's new file so).  Its lock is released on return; it stays safe from ``clean_temps``
+    while this process lives, and the transaction locks it again."""
+    path = Path(path)
+    infos = _tensor_layout(tensors)
+    fd, tmp = _write_temp(path, infos, encode_header(infos, metadata), tensors, None)
+    try:
+        vfs.current().sync(fd)
+    except BaseException:
+        _discard(tmp)
+        raise
+    finally:
+        os.close(fd)
+    return tmp
 
 
 def _target_mode(path: Path) -> int:

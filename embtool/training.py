@@ -306,7 +306,9 @@ def train(table: Table, batches: list[Batch], *, optimizer: str | None = None, h
         home.close()
 
 
-def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+def prepare(table, home, batches, optimizer, hparams, reset_optimizer):
+    """What a call checks and resolves before computing anything (on a table file, or on a sharded
+    table, whose ``home`` is its own): ``(spec, step_count, fresh, checked batches, state names)``."""
     spec, count, fresh = resolve_optimizer(home, optimizer, hparams or {}, reset_optimizer)
     cfg = table.config
     if cfg.sparse and cfg.scale_grad_by_freq:
@@ -316,6 +318,12 @@ def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_opt
     names = state_names(spec)
     if not fresh:
         _check_state(home, names)
+    return spec, count, fresh, checked, names
+
+
+def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+    spec, count, fresh, checked, names = prepare(table, home, batches, optimizer, hparams, reset_optimizer)
+    cfg = table.config
     work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
         _Work.full(table, home, spec, names, fresh)
     with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently

@@ -483,8 +483,8 @@ def test_readers_give_whole_lines_with_padding(tmp_path, lines, final, block, ma
     """Blocks of whole lines covering the data, PAD readable bytes after each, find and count
     within the block, progress counting what was read: for the copying and the mapping reader."""
     data = b"\n".join(lines) + (b"\n" if final else b"")
-    if not data:
-        return
+    if not data or data.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")):
+        return  # empty, or compressed data by its magic bytes (read as such: another test's matter)
     (tmp_path / "v.txt").write_bytes(data)
     src = source.open_source(tmp_path / "v.txt")
     reader = (source.MappedReader if mapped else source.BlockReader)(src, block)

@@ -111,7 +111,7 @@ def test_streaming_gives_the_same_result(monkeypatch):
 def test_hash_collisions_are_resolved_exactly(monkeypatch):
     rng = np.random.default_rng(55)
     w = odd_table(rng, n=200)
-    monkeypatch.setattr(stats._Scan, "hash", lambda self, raw: np.zeros(len(raw), np.uint64))
+    monkeypatch.setattr(stats.Scan, "hash", lambda self, raw: np.zeros(len(raw), np.uint64))
     dups = brute_duplicates(w)
     assert table_stats(w)["duplicate_rows"] == {"count": len(dups), "examples": dups[:5]}
 

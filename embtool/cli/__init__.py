@@ -34,7 +34,7 @@ def cli():
     """
 
 
-from . import tables, pretrained, train, query  # noqa: E402,F401  (register the commands, in order)
+from . import tables, pretrained, train, query, shards  # noqa: E402,F401  (register the commands, in order)
 
 #: the shell's status for a process killed by SIGPIPE (128 + 13)
 SIGPIPE_STATUS = 141

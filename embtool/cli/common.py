@@ -188,6 +188,29 @@ def dtype_option(default="float32"):
                         default=default, show_default=True, help="Stored dtype of the table.")
 
 
+def shards_options(f):
+    """``--shards K`` / ``--rows-per-shard N`` of the commands that make a table: TABLE is then a
+    sharded table's index (NAME.index.json) and its shards are written directly."""
+    f = click.option("--rows-per-shard", type=click.IntRange(min=1), metavar="N",
+                     help="Write a sharded table (TABLE: NAME.index.json) of shards of N rows.")(f)
+    return click.option("--shards", type=click.IntRange(min=1), metavar="K",
+                        help="Write a sharded table (TABLE: NAME.index.json) of K shards.")(f)
+
+
+def scheduler_option(f):
+    """``--scheduler ADDRESS``: a sharded table's per-shard tasks run on that Dask cluster
+    (default: ``EMBTOOL_SCHEDULER``, else threads of this process)."""
+    def use(ctx, param, value):
+        from ..execute import set_default
+
+        set_default(value)  # also None: a command run in-process after another starts afresh
+        return value
+
+    return click.option("--scheduler", metavar="ADDRESS", expose_value=False, callback=use,
+                        help="Run a sharded table's per-shard work on this Dask scheduler "
+                             "(host:port; default: $EMBTOOL_SCHEDULER, else threads here).")(f)
+
+
 def examples(*lines: str) -> str:
     """The epilog of a command's ``--help``: 2 to 4 examples, kept as written (click's ``\\b``)."""
     assert 2 <= len(lines) <= 4, lines

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import DTYPES, config_options, dtype_option, examples, force_option, info, progress, tensor_option
+from .common import (DTYPES, config_options, dtype_option, examples, force_option, info, progress,
+                     scheduler_option, shards_options, tensor_option)
 
 #: the choices of ``--format`` and of the loading policies; the library's own lists
 #: (pretrained.SOURCE_FORMATS, formats.write.WRITE_FORMATS, formats.loaded.DUPLICATE_POLICIES and
@@ -19,7 +20,7 @@ DUPLICATE_POLICIES = ("first", "last", "error")
     "embtool load-pretrained glove.6B.50d.txt.gz glove.safetensors",
     "embtool load-pretrained model.safetensors bert.safetensors "
     "--tensor embeddings.word_embeddings.weight --vocab vocab.txt",
-    "zcat crawl-300d-2M.vec.gz | embtool load-pretrained - crawl.safetensors --limit 100000",
+    "zcat crawl-300d-2M.vec.gz | embtool load-pretrained - crawl.index.json --shards 8",
     "embtool load-pretrained glove.txt glove.safetensors --padding-token '<pad>' --unk-token '<unk>' --no-freeze",
 ))
 @click.argument("source")
@@ -46,8 +47,10 @@ DUPLICATE_POLICIES = ("first", "last", "error")
               help="Frozen, as nn.Embedding.from_pretrained(freeze=True).")
 @config_options
 @force_option("TABLE")
+@shards_options
 def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encoding, unicode_errors,
-                    on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, config, force):
+                    on_duplicate, allow_nonfinite, padding_token, unk_token, freeze, config, force,
+                    shards, rows_per_shard):
     """Make TABLE from SOURCE: GloVe text, word2vec text / fastText .vec, word2vec binary, .npy,
     a fastText .bin model (with its subword n-grams), or a tensor of a safetensors file, model
     folder or sharded checkpoint with its tokenizer (from_pretrained). .gz/.bz2/.xz and - (stdin)
@@ -64,7 +67,8 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
                     encoding=encoding, unicode_errors=unicode_errors, on_duplicate=on_duplicate,
                     allow_nonfinite=allow_nonfinite, padding_token=padding_token,
                     unk_token=unk_token, freeze=freeze, overrides=config,
-                    force=force, progress=lambda nbytes, rows=0: advance(nbytes))
+                    force=force, progress=lambda nbytes, rows=0: advance(nbytes), shards=shards,
+                    rows_per_shard=rows_per_shard)
     extra = []
     if done["added_rows"]:
         extra.append("added rows for " + ", ".join(repr(w) for w in done["added_rows"]))
@@ -91,13 +95,14 @@ def load_pretrained(source, table, fmt, tensor, vocab_file, limit, dtype, encodi
 @click.option("--vocab-out", metavar="FILE", help="With npy: where the words go (default OUT.vocab.txt).")
 @tensor_option
 @force_option("OUT")
+@scheduler_option
 def export(table, out, fmt, vocab_out, tensor, force):
     """Write TABLE as GloVe text, word2vec text, word2vec binary or .npy (+ vocab file); text
     round-trips float32 exactly. OUT may end in .gz/.bz2/.xz, or be - (stdout)."""
     from ..pretrained import export as do_export
-    from ..table import Table
+    from ..sharded import open_table
 
-    with Table.open(table, tensor=tensor) as t, progress(t.num_embeddings, "export") as advance:
+    with open_table(table, tensor=tensor) as t, progress(t.num_embeddings, "export") as advance:
         done = do_export(t, out, fmt=fmt, vocab_out=vocab_out, force=force,
                          progress=lambda nbytes, rows: advance(rows))
     note = " (no vocabulary: rows are named by their numbers)" if done["row_numbers_as_words"] else ""

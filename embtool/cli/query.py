@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import ArgsCommand, examples, free_args, output_options, progress, tensor_option
+from .common import ArgsCommand, examples, free_args, output_options, progress, scheduler_option, tensor_option
 
 
 @cli.command(cls=ArgsCommand, epilog=examples(
@@ -29,20 +29,21 @@ from .common import ArgsCommand, examples, free_args, output_options, progress, 
                    "Default: subword for tables with n-grams, else error.")
 @tensor_option
 @output_options(("json", "jsonl", "csv", "tsv", "table"))
+@scheduler_option
 def similar(table, query, k, negative, as_ids, vectors, restrict_vocab, unknown, tensor, out):
     """Top-k cosine neighbours of words, row numbers or vectors (gensim most_similar: unit vectors,
     weighted mean, input rows excluded). Words that begin with '-' go after '--'."""
     from ..inputs import read_option_array
     from ..pretrained import query_items
     from ..render import render_rows
+    from ..sharded import open_table
     from ..similar import most_similar
-    from ..table import Table
 
     query = free_args(query)
     if not query and not negative and not vectors:
         raise click.UsageError("give at least one QUERY, --negative or --vector")
     raw = [_vector(read_option_array(v, "vector")) for v in vectors]
-    with Table.open(table, tensor=tensor) as t:
+    with open_table(table, tensor=tensor) as t:
         positive = query_items(t, query, unknown=unknown, as_ids=as_ids) + raw
         negative = query_items(t, negative, unknown=unknown, as_ids=as_ids)
         results = most_similar(t.weight(), t.vocab, positive, negative, topn=k,
@@ -76,6 +77,7 @@ def _vector(arr):
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --pairs.")
 @tensor_option
 @output_options(("json", "jsonl", "csv", "tsv", "table"))
+@scheduler_option
 def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unknown, delimiter,
              encoding, tensor, out):
     """Score the table on word analogies (3CosAdd accuracy) and/or word-pair similarity
@@ -85,12 +87,12 @@ def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unkn
     from ..errors import ConfigError
     from ..evaluate import evaluate_analogies, evaluate_pairs
     from ..render import render_object
-    from ..table import Table
+    from ..sharded import open_table
 
     if not analogies and not pairs:
         raise click.UsageError("give --analogies FILE and/or --pairs FILE")
     result = {}
-    with Table.open(table, tensor=tensor) as t:
+    with open_table(table, tensor=tensor) as t:
         if t.vocab is None:
             raise ConfigError(f"{table}: evaluation needs a table with a vocabulary")
         if analogies:

@@ -6,7 +6,7 @@ import click
 from . import cli
 from .common import (DTYPES, ArgsCommand, NoneOrFloat, NoneOrInt, config_options, dtype_option,
                      examples, force_option, free_args, info, output_options, progress,
-                     read_stdin_allowed, tensor_option)
+                     read_stdin_allowed, scheduler_option, shards_options, tensor_option)
 
 TABLE = click.argument("table", type=click.Path())  # a folder: a model folder (read-only)
 #: the formats of an array of rows
@@ -16,6 +16,7 @@ ARRAY_FORMATS = ("json", "jsonl", "csv", "tsv", "npy", "table")
 @cli.command(epilog=examples(
     "embtool init emb.safetensors -n 10000 -d 64 --seed 0",
     "embtool init emb.safetensors -n 50000 -d 128 --padding-idx 0 --sparse --dtype bfloat16",
+    "embtool init big.index.json -n 100000000 -d 128 --shards 32 --sparse",
 ))
 @TABLE
 @click.option("-n", "--num-embeddings", type=click.IntRange(min=0), required=True, help="Rows.")
@@ -28,7 +29,9 @@ ARRAY_FORMATS = ("json", "jsonl", "csv", "tsv", "npy", "table")
 @config_options
 @click.option("--frozen/--no-frozen", default=False, show_default=True, help="Start frozen.")
 @force_option("TABLE")
-def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, config, frozen, force):
+@shards_options
+def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, config, frozen, force, shards,
+         rows_per_shard):
     """Create a new table, as nn.Embedding(N, D) initialises one (padding row zeroed)."""
     from ..config import Config
     from ..ops import init_table
@@ -36,7 +39,8 @@ def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, config
     cfg = Config(frozen=frozen).with_overrides(num_embeddings, **config)
     with progress(num_embeddings, "init") as advance:
         done = init_table(table, num_embeddings, embedding_dim, init=init_, scale=scale, seed=seed,
-                          dtype=DTYPES[dtype.lower()], config=cfg, force=force, progress=advance)
+                          dtype=DTYPES[dtype.lower()], config=cfg, force=force, progress=advance,
+                          shards=shards, rows_per_shard=rows_per_shard)
     info(f"Created {table}: {num_embeddings} x {embedding_dim} {done['dtype']}, "
          f"{init_} init (seed {done['seed']})")
 
@@ -45,11 +49,13 @@ def init(table, num_embeddings, embedding_dim, init_, scale, seed, dtype, config
     "embtool info glove.safetensors",
     "embtool info model.safetensors --tensor embeddings.word_embeddings.weight -f json",
     "embtool info glove.safetensors --stats",
+    "embtool info big.index.json --stats --scheduler tcp://10.0.0.1:8786",
 ))
 @TABLE
 @tensor_option
 @click.option("--stats", is_flag=True, help="Row-norm summary, histogram, zero/non-finite/duplicate rows.")
 @output_options(("text", "json", "jsonl"), default="text")
+@scheduler_option
 def info_cmd(table, tensor, stats, out):
     """Describe a safetensors file: tensors, and for a table its shape, config, vocab, optimizer."""
     from ..inspect import describe
@@ -117,6 +123,7 @@ def read_index_input(ids, input_path, *, words: bool = False, json_input: bool =
 @click.option("--include-last-offset", is_flag=True,
               help="EmbeddingBag: OFFSETS has one more entry, the end of the last bag (CSR).")
 @output_options(ARRAY_FORMATS, full=True)
+@scheduler_option
 def lookup(table, ids, input_path, tensor, max_norm, norm_type, padding_idx, write_back, use_words,
            json_input, words_file, unknown, offsets, mode, psw, include_last_offset, out):
     """Rows of TABLE for IDS (row numbers, or words with --words) of any shape (F.embedding):
@@ -183,9 +190,9 @@ def _small_array(value, what, ints=False):
 
 
 def _open_table(path, tensor, write=False):
-    from ..table import Table
+    from ..sharded import open_table
 
-    return Table.open(path, tensor=tensor, write=write)
+    return open_table(path, tensor=tensor, write=write)
 
 
 @cli.command(cls=ArgsCommand, epilog=examples(
@@ -200,6 +207,7 @@ def _open_table(path, tensor, write=False):
 @click.option("--norm-type", type=float, metavar="P", help="Use P instead of the table's norm_type.")
 @click.option("--dry-run", is_flag=True, help="Report what would change; write nothing.")
 @output_options(("json", "jsonl"), default=None)
+@scheduler_option
 def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, out):
     """Apply max_norm renormalisation (PyTorch's formula) to the whole table or to IDS.
 
@@ -223,7 +231,7 @@ def renorm(table, ids, input_path, tensor, max_norm, norm_type, dry_run, out):
 
 
 def _set_frozen(table, tensor, frozen: bool) -> None:
-    from ..store import set_frozen
+    from ..shardindex import set_frozen
 
     changed = set_frozen(table, frozen, tensor)
     info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))
@@ -254,6 +262,7 @@ def unfreeze(table, tensor):
 @cli.command(epilog=examples(
     "embtool checkpoint emb.safetensors",
     "embtool checkpoint emb.safetensors && cp emb.safetensors backup/",
+    "embtool checkpoint big.index.json",
 ))
 @TABLE
 def checkpoint(table):
@@ -261,7 +270,7 @@ def checkpoint(table):
 
     Writes are logged and applied at once; the log is checkpointed by size (EMBTOOL_CHECKPOINT_BYTES)
     or by this command, e.g. before copying the table file alone."""
-    from ..store import checkpoint as do_checkpoint
+    from ..shardindex import checkpoint as do_checkpoint
 
     done = do_checkpoint(table)
     info(f"{table}: checkpointed ({done['transactions']} logged transactions, {done['log_bytes']:,} log bytes)"

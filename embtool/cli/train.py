@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import examples, info, output_options, progress, tensor_option
+from .common import examples, info, output_options, progress, scheduler_option, tensor_option
 
 #: embtool.optim.NAMES, repeated here so that `embtool --help` does not import numpy
 OPTIMIZERS = ("sgd", "adagrad", "sparse-adam", "adam", "adamw")
@@ -18,6 +18,7 @@ def _flag(name: str, help_text: str):
     "embtool train-step emb.safetensors -i ids.json --grad grad.npy --optimizer adam --lr 0.01",
     "embtool train-step emb.safetensors -i ids.npy --grad grad.npy -f json",
     "embtool train-step emb.safetensors --batches steps.npz --optimizer sparse-adam -f jsonl >> log.jsonl",
+    "embtool train-step big.index.json -i ids.npy --grad grad.npy --scheduler tcp://10.0.0.1:8786",
 ))
 @click.argument("table", type=click.Path(dir_okay=False))
 @click.option("-i", "--input", "input_path", metavar="IDS",
@@ -47,6 +48,7 @@ def _flag(name: str, help_text: str):
                    "atomically), not in the table: the table stays a plain state_dict.")
 @tensor_option
 @output_options(("json", "jsonl"), default=None)
+@scheduler_option
 def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer, state_file, tensor, out,
                **hparams):
     """One torch.optim step on TABLE from indices IDS and upstream gradient GRAD.
@@ -58,7 +60,8 @@ def train_step(table, input_path, grad_path, batches, optimizer, reset_optimizer
     -f json gives it on stdout.
     """
     from ..render import render_object
-    from ..training import read_batch, read_batches, train_step as do_train_step
+    from ..shardtrain import train_step as do_train_step
+    from ..training import read_batch, read_batches
 
     if batches is not None:
         if input_path is not None or grad_path is not None:

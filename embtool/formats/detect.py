@@ -159,7 +159,7 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
     if fmt == "npy":
         raise FormatError(f"{name}: not a .npy file (no \\x93NUMPY magic)")
     kind = sniff.sniff_head(head, name)
-    if kind.name in ("safetensors", "hf-index", "tokenizer", "pickle", "npz"):
+    if kind.name in ("safetensors", "hf-index", "sharded-table", "tokenizer", "pickle", "npz"):
         hint = "" if kind.hint.startswith(sniff.LOAD_FIRST) else f"; {kind.hint}"
         raise FormatError(f"{name}: this is {kind.what}, not a vector file{hint}")
     bom = is_utf8(encoding) and head.startswith(BOM)

@@ -13,7 +13,7 @@ from embtool.formats.loaded import (
     dedupe, shrink,
 )
 from embtool.formats.source import (
-    MAP_FROM, BlockReader, MappedReader, _Prefixed, _read_fully, open_source,
+    MAP_FROM, BlockReader, MappedReader, Prefixed, read_fully, open_source,
 )
 
 DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dtypes
@@ -116,11 +116,11 @@ def _read_head(src) -> tuple[bytes, bool]:
     head = b""
     while True:
         want = max(HEAD, len(head))
-        more = _read_fully(src.stream, want)
+        more = read_fully(src.stream, want)
         head += more
         if len(more) < want or head.count(b"\n") >= 3 or len(head) >= (16 << 20):
             break
-    src.stream = io.BufferedReader(_Prefixed(head, src.stream), 1 << 20)
+    src.stream = io.BufferedReader(Prefixed(head, src.stream), 1 << 20)
     return head, len(more) < want
 
 

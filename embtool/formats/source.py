@@ -38,7 +38,7 @@ _OPENERS = {"gzip": lambda f: gzip.GzipFile(fileobj=f, mode="rb"), "bz2": bz2.BZ
 _ZSTD = b"\x28\xb5\x2f\xfd"
 
 
-class _Prefixed(io.RawIOBase):
+class Prefixed(io.RawIOBase):
     """A raw stream that first returns ``prefix``, then the rest of ``stream``."""
 
     def __init__(self, prefix: bytes, stream):
@@ -156,18 +156,18 @@ def open_source(source) -> Source:
         except OSError as e:
             raise FormatError(f"{name}: cannot open ({e.strerror})") from None
         size = os.fstat(raw.fileno()).st_size
-    head = _read_fully(raw, 6)
+    head = read_fully(raw, 6)
     if head.startswith(_ZSTD):
         raise FormatError(f"{name}: zstd compression is not supported; decompress it first "
                           "(zstd -d) or pipe it to -")
     kind = next((k for magic, k in _COMPRESSION if head.startswith(magic)), None)
-    prefixed = io.BufferedReader(_Prefixed(head, raw), 1 << 20)
+    prefixed = io.BufferedReader(Prefixed(head, raw), 1 << 20)
     stream = (io.BufferedReader(_Decompressed(_OPENERS[kind](prefixed), name, kind), 1 << 20)
               if kind else prefixed)
     return Source(name, stream, kind, size, raw)
 
 
-def _read_fully(stream, n: int) -> bytes:
+def read_fully(stream, n: int) -> bytes:
     parts = []
     while n > 0:
         b = stream.read(n)

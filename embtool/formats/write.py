@@ -43,12 +43,13 @@ def write_vectors(dest, words, vectors, *, format, progress=None) -> None:
     ``progress(bytes, rows)`` is called after each block written."""
     if format not in WRITE_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(WRITE_FORMATS)}, not {format!r}")
-    vectors = np.asarray(vectors)
+    if not hasattr(vectors, "ndim"):  # an array-like with shape and slices (a sharded table's
+        vectors = np.asarray(vectors)  # rows) is read block by block, never copied whole
     if vectors.ndim != 2:
         raise FormatError(f"vectors must be 2-D (rows x dim), not shape {vectors.shape}")
     if format == "npy":
         with _open(dest, compress=False) as f:
-            np.save(f, vectors, allow_pickle=False)
+            _save_npy(f, vectors)
         return
     if vectors.dtype.kind != "f":
         raise FormatError(f"vectors must be floating point, not {vectors.dtype}")
@@ -71,6 +72,18 @@ def write_vectors(dest, words, vectors, *, format, progress=None) -> None:
             _write_binary(f, vectors, key_data, key_off, progress)
         else:
             _write_text(f, vectors, key_data, key_off, progress)
+
+
+def _save_npy(f, vectors) -> None:
+    """``np.save`` (the same bytes), block by block for an array-like that is not an array."""
+    if isinstance(vectors, np.ndarray):
+        np.save(f, vectors, allow_pickle=False)
+        return
+    np.lib.format.write_array_header_1_0(
+        f, {"descr": np.lib.format.dtype_to_descr(vectors.dtype), "fortran_order": False,
+            "shape": tuple(vectors.shape)})
+    for lo, hi in _blocks(len(vectors)):
+        f.write(np.ascontiguousarray(vectors[lo:hi]).data)
 
 
 def _check_words(words, *, text):

@@ -20,6 +20,10 @@ TOO_MANY = 8  # the field before the vector is a number: too many values
 EMPTY_FIELD = 16  # a leading space or two spaces in a row
 ERRORS = TOO_FEW | TOO_MANY | EMPTY_FIELD
 
+#: the bytes that end a line's content when stripped (``bytes.isspace()`` without ``\n``, which
+#: ends the line): space, tab, CR, VT, FF, as gensim's ``rstrip()`` removes them; a table by byte.
+WHITESPACE = np.zeros(256, np.bool_)
+WHITESPACE[[32, 9, 13, 11, 12]] = True
 #: longest token the fast path accepts; callers pad blocks with this many spare bytes.
 MAX_TOKEN = 32
 #: digits of a mantissa, leading zeros included, that fit a uint64 exactly (10**19 < 2**64);

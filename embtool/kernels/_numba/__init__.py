@@ -8,15 +8,17 @@ time goes):
 
 * no ``parallel=True``: a parallel loop is a serial kernel over a slice, run on threads
   (``threads.py``); compiling a ``prange`` loop cost 1.5-12 s per kernel;
-* ``inline="always"`` only where it was measured to pay: Numba's inlining pass costs time at
-  every call site, a separately compiled helper a fixed ~0.1 s plus LLVM's re-optimisation inside
-  each caller, so which is cheaper depends on the helper (inlined: the small helpers of the bag,
-  top-k and formatting kernels; the number scanner and the row parser on the parser's hot path,
-  which run 30% faster inlined);
-* no compiled sorts or reductions along an axis (each pulls in seconds of Numba library code);
+* helpers (functions only kernels call) are compiled with ``HELPER``: no cache entry or Python
+  wrappers of their own;
+* ``inline="always"`` only for helpers of a few lines: Numba copies the callee's whole IR at
+  every call site, which cost seconds for the number scanner; a hot loop is written once, in the
+  function that runs it (``_scan_values`` in ``parse.py``, ``_format_slice``);
+* no compiled sorts, reductions along an axis, ``reshape`` or ``min()`` of tuples (each pulls in
+  Numba library code of its own);
 * a kernel compiles one specialisation per argument types, so callers pass the same types (int64
-  scalars, C-contiguous arrays), and code a call does not need lives in a separate kernel that
-  compiles only when needed (the text parser's general rule).
+  scalars, C-contiguous arrays, tables and text read-only: ``readonly``), and code a call does
+  not need lives in a separate kernel that compiles only when needed (the text parser's general
+  rule, norms other than the 2-norm).
 
 Where the compiled kernels are cached: ``NUMBA_CACHE_DIR`` if set, else next to the sources
 (``__pycache__``), else the user's cache folder (``$XDG_CACHE_HOME/numba``, ``~/.cache/numba``
@@ -93,3 +95,19 @@ _import_array_support_without_blas_probe()
 #: callable without the GIL (threads run slices in parallel), IEEE division (inf/nan, never
 #: ZeroDivisionError).
 JIT = dict(cache=_cache_location(), nogil=True, error_model="numpy")
+#: JIT options of a helper: a function called only by kernels.  Its code is compiled into each
+#: kernel that calls it and cached with the kernel, so it needs no cache entry of its own, nor
+#: the wrappers that let Python call it (compiling those cost ~0.1-0.3 s per helper).
+HELPER = dict(JIT, cache=False, no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
+def readonly(a):
+    """``a`` as a read-only array.  Numba compiles a kernel once per argument type, and an
+    array's writability is part of its type: a kernel that only reads a table gets it read-only
+    from every caller (a map of a table file is; a block in memory is made so), so it compiles
+    once."""
+    if not a.flags.writeable:
+        return a
+    view = a.view()
+    view.flags.writeable = False
+    return view

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numba
 
-from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba import JIT, readonly, threads
 from embtool.kernels._numba.intrinsics import fma32, prefetch
 
 AHEAD = 8
@@ -20,11 +20,16 @@ GRAIN = 64
 
 
 @numba.njit(inline="always", **JIT)
-def _prefetch_ahead(flat, indices, i, count, dim):
-    for j in range(i + AHEAD, min(i + AHEAD + count, indices.shape[0])):
+def _prefetch_ahead(weight, indices, i, count, dim):
+    j = i + AHEAD
+    stop = j + count
+    if stop > indices.shape[0]:  # (not min(): its overload compiles separately)
+        stop = indices.shape[0]
+    while j < stop:
         base = indices[j] * dim
         for c in range(0, dim, 16):
-            prefetch(flat, base + c)
+            prefetch(weight, base + c)
+        j += 1
 
 
 @numba.njit(inline="always", **JIT)
@@ -39,42 +44,39 @@ def _four_rows(indices, i, end, padding_idx):
 @numba.njit(**JIT)
 def _bag_sum(weight, indices, starts, ends, padding_idx, divisor, out, lo, hi):
     dim = out.shape[1]
-    flat = weight.reshape(-1)
     for b in range(lo, hi):
-        acc = out[b]
-        acc[:] = 0
+        for d in range(dim):
+            out[b, d] = 0
         i, end = starts[b], ends[b]
         while i < end:
             if _four_rows(indices, i, end, padding_idx):
-                _prefetch_ahead(flat, indices, i, 4, dim)
-                r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
-                                  weight[indices[i + 2]], weight[indices[i + 3]])
+                _prefetch_ahead(weight, indices, i, 4, dim)
+                k0, k1, k2, k3 = indices[i], indices[i + 1], indices[i + 2], indices[i + 3]
                 for d in range(dim):
-                    acc[d] = (((acc[d] + r0[d]) + r1[d]) + r2[d]) + r3[d]
+                    out[b, d] = (((out[b, d] + weight[k0, d]) + weight[k1, d]) + weight[k2, d]) + weight[k3, d]
                 i += 4
                 continue
-            _prefetch_ahead(flat, indices, i, 1, dim)
-            if indices[i] != padding_idx:
-                row = weight[indices[i]]
+            _prefetch_ahead(weight, indices, i, 1, dim)
+            k = indices[i]
+            if k != padding_idx:
                 for d in range(dim):
-                    acc[d] += row[d]
+                    out[b, d] += weight[k, d]
             i += 1
         if divisor.shape[0]:
             for d in range(dim):
-                acc[d] = acc[d] / divisor[b]
+                out[b, d] = out[b, d] / divisor[b]
 
 
 @numba.njit(**JIT)
 def _bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out, lo, hi):
     dim = out.shape[1]
-    flat = weight.reshape(-1)
     for b in range(lo, hi):
         acc = out[b]
         acc[:] = 0
         i, end = starts[b], ends[b]
         while i < end:
             if fused and _four_rows(indices, i, end, padding_idx):  # FBGEMM: fma(W, w, out)
-                _prefetch_ahead(flat, indices, i, 4, dim)
+                _prefetch_ahead(weight, indices, i, 4, dim)
                 r0, r1, r2, r3 = (weight[indices[i]], weight[indices[i + 1]],
                                   weight[indices[i + 2]], weight[indices[i + 3]])
                 w0, w1, w2, w3 = psw[i], psw[i + 1], psw[i + 2], psw[i + 3]
@@ -82,7 +84,7 @@ def _bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, ou
                     acc[d] = fma32(r3[d], w3, fma32(r2[d], w2, fma32(r1[d], w1, fma32(r0[d], w0, acc[d]))))
                 i += 4
                 continue
-            _prefetch_ahead(flat, indices, i, 1, dim)
+            _prefetch_ahead(weight, indices, i, 1, dim)
             if indices[i] != padding_idx:
                 row = weight[indices[i]]
                 w = psw[i]
@@ -98,13 +100,12 @@ def _bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, ou
 @numba.njit(**JIT)
 def _bag_max(weight, indices, starts, ends, padding_idx, out, lo, hi):
     dim = out.shape[1]
-    flat = weight.reshape(-1)
     for b in range(lo, hi):
         acc = out[b]
         acc[:] = 0
         seen = False
         for i in range(starts[b], ends[b]):
-            _prefetch_ahead(flat, indices, i, 1, dim)
+            _prefetch_ahead(weight, indices, i, 1, dim)
             k = indices[i]
             if k == padding_idx:
                 continue
@@ -120,14 +121,14 @@ def _bag_max(weight, indices, starts, ends, padding_idx, out, lo, hi):
 
 
 def bag_sum(weight, indices, starts, ends, padding_idx, divisor, out):
-    threads.split(_bag_sum, starts.shape[0], GRAIN, weight, indices, starts, ends, padding_idx,
+    threads.split(_bag_sum, starts.shape[0], GRAIN, readonly(weight), indices, starts, ends, padding_idx,
                   divisor, out)
 
 
 def bag_weighted_sum(weight, indices, starts, ends, psw, padding_idx, fused, out):
-    threads.split(_bag_weighted_sum, starts.shape[0], GRAIN, weight, indices, starts, ends, psw,
+    threads.split(_bag_weighted_sum, starts.shape[0], GRAIN, readonly(weight), indices, starts, ends, psw,
                   padding_idx, fused, out)
 
 
 def bag_max(weight, indices, starts, ends, padding_idx, out):
-    threads.split(_bag_max, starts.shape[0], GRAIN, weight, indices, starts, ends, padding_idx, out)
+    threads.split(_bag_max, starts.shape[0], GRAIN, readonly(weight), indices, starts, ends, padding_idx, out)

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import numba
 
-from embtool.kernels._numba import JIT
+from embtool.kernels._numba import JIT, readonly
 from embtool.kernels.common import WORD_TOO_LONG
 
 
 @numba.njit(**JIT)
-def scan_records(buf, pos, n, dim, max_records, max_word, word_start, word_end):
+def _scan_records(buf, pos, n, dim, max_records, max_word, word_start, word_end):
     """See the numpy twin."""
     nvec = 4 * dim
     p = pos
@@ -43,3 +43,8 @@ def scan_records(buf, pos, n, dim, max_records, max_word, word_start, word_end):
         p = sp + 1 + nvec
         k += 1
     return k, p, crlf, 0
+
+
+def scan_records(buf, pos, n, dim, max_records, max_word, word_start, word_end):
+    # a map of the file or a block read into memory: one compiled form
+    return _scan_records(readonly(buf), pos, n, dim, max_records, max_word, word_start, word_end)

@@ -6,8 +6,9 @@ cannot be called from Python, so each one is replaced by a function computing th
 * ``fma32(a, b, c)``: correctly rounded float32 ``a*b + c`` through ``llvm.fma.f32``, a hardware
   FMA where the CPU has one and a correctly rounded libm ``fmaf`` otherwise, so results never
   depend on whether LLVM chose to contract ``a*b + c``.
-* ``prefetch(arr, i)``: ``llvm.prefetch`` of ``arr.flat[i]`` (read, high locality), which hides
-  the latency of random row reads behind the copy of earlier rows; a no-op in Python.
+* ``prefetch(arr, i)``: ``llvm.prefetch`` of ``arr.flat[i]`` (read, high locality; a C-contiguous
+  array of any shape), which hides the latency of random row reads behind the copy of earlier
+  rows; a no-op in Python.
 * ``load_u64(buf, i)``: the 8 bytes ``buf[i:i+8]`` as a little-endian uint64, one unaligned load.
 * ``ctz64(x)``: the number of trailing zero bits of a uint64 (64 for 0), one ``tzcnt``.
 """

@@ -5,29 +5,22 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from embtool.kernels._numba import JIT, threads
+from embtool.kernels._numba import HELPER, JIT, readonly, threads
 from embtool.kernels._numba.intrinsics import ctz64, load_u64
 from embtool.kernels.common import (
-    EMPTY_FIELD, FALLBACK, MAX_EXACT_MANTISSA, MAX_DIGITS, MAX_EXP_DIGITS, MAX_TOKEN, POW10,
-    SPACED_KEY, TOO_FEW, TOO_MANY,
+    EMPTY_FIELD, FALLBACK, MAX_DIGITS, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_TOKEN, POW10,
+    SPACED_KEY, TOO_FEW, TOO_MANY, WHITESPACE,
 )
 
 #: unsigned, so that Numba compares it with the uint64 mantissa exactly (a mixed signed/unsigned
 #: comparison would go through float64 and round).
 _MAX_M = np.uint64(MAX_EXACT_MANTISSA)
-
-
-@numba.njit(**JIT)
-def _isws(c):
-    return c == 32 or c == 9 or c == 13 or c == 11 or c == 12
-
-
 _NL8 = np.uint64(0x0A0A0A0A0A0A0A0A)
 _ONES8 = np.uint64(0x0101010101010101)
 _HIGH8 = np.uint64(0x8080808080808080)
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _line_end(buf, i, b):
     """Index of the first ``\n`` at or after ``i`` (or ``b``), 8 bytes at a time."""
     while i + 8 <= b:
@@ -40,9 +33,9 @@ def _line_end(buf, i, b):
     return i
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _stripped(buf, s, e):
-    while e > s and _isws(buf[e - 1]):
+    while e > s and WHITESPACE[buf[e - 1]]:
         e -= 1
     return e
 
@@ -63,6 +56,7 @@ def _count_chunk(buf, i, b):
 
 def count_rows(buf, bounds):
     """Lines and rows (non-blank lines) in each chunk."""
+    buf = readonly(buf)  # a map of the file or a block read into memory: one compiled form
     got = threads.each(lambda c: _count_chunk(buf, bounds[c], bounds[c + 1]), len(bounds) - 1)
     return np.array([g[0] for g in got], np.int64), np.array([g[1] for g in got], np.int64)
 
@@ -80,9 +74,7 @@ _U0 = np.uint64(0)
 # ``parse_eight_digits_unrolled`` (Lemire) for their value.  A byte is a digit exactly when its
 # high nibble is 3 and adding 6 keeps it 3; a carry out of a byte can only disturb the bytes after
 # the first non-digit, which are not used.  The loop's exit no longer depends on each byte, which
-# was the branch the byte-by-byte loop mispredicted once per value.  Not inlined: a separately
-# compiled helper measured as fast here and compiles once (the whole parse: 30% faster, compile
-# time unchanged, measured A/B).
+# was the branch the byte-by-byte loop mispredicted once per value.
 
 _ASCII0 = np.uint64(0x3030303030303030)
 _HIGH_NIBBLES = np.uint64(0xF0F0F0F0F0F0F0F0)
@@ -98,7 +90,7 @@ _U32 = np.uint64(32)
 _POW10_U64 = np.array([10**k for k in range(9)], np.uint64)
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _digit_run(buf, q, e, m):
     """``m`` followed by the digits at ``buf[q:e]`` (modulo 2**64, as ``m * 10 + d`` digit by digit
     would give) and the index after them.  Reads 8 bytes past ``q``: callers pad blocks."""
@@ -117,72 +109,72 @@ def _digit_run(buf, q, e, m):
             return m, q
 
 
-@numba.njit(inline="always", **JIT)
-def _scan_number(buf, p, e):
-    """Fast-path value of the number starting at ``p``: ``(ok, value, q)`` with ``q`` the first
-    byte after the number's grammar ``[+-]digits[.digits][(e|E)[+-]digits]``."""
-    c = buf[p]  # within the padding when p == e
-    neg = (p < e) & (c == 45)
-    q = p + np.int64((p < e) & ((c == 45) | (c == 43)))  # no branch on the sign (half of values)
-    d0 = q
-    m = _U0
-    # the integer digits (one, in most vector files) byte by byte, the fraction's by _digit_run
-    while q < e:
-        d = np.uint64(buf[q]) - _U48
-        if d > _U9:
-            break
-        m = m * _U10 + d
-        q += 1
-    ndig = q - d0
-    frac = 0
-    if q < e and buf[q] == 46:
-        f0 = q + 1
-        m, q = _digit_run(buf, f0, e, m)
-        frac = q - f0
-        ndig += frac
-    ok = 0 < ndig <= MAX_DIGITS  # more digits may have wrapped m around 2**64
-    ev = 0
-    if q < e and (buf[q] | 32) == 101:
-        q += 1
-        eneg = False
-        if q < e and (buf[q] == 45 or buf[q] == 43):
-            eneg = buf[q] == 45
-            q += 1
-        x0 = q
-        while q < e and buf[q] >= 48 and buf[q] <= 57:
-            if q - x0 < MAX_EXP_DIGITS:
-                ev = ev * 10 + (int(buf[q]) - 48)
-            q += 1
-        if q == x0 or q - x0 > MAX_EXP_DIGITS:
-            ok = False
-        if eneg:
-            ev = -ev
-    e10 = ev - frac
-    v = 0.0
-    if q - p > MAX_TOKEN:
-        ok = False
-    elif m != _U0:
-        if m > _MAX_M or e10 > 22 or e10 < -22:
-            ok = False
-        elif e10 >= 0:
-            v = np.float64(m) * POW10[e10]
-        else:
-            v = np.float64(m) / POW10[-e10]
-    if neg:
-        v = -v
-    return ok, v, q
+@numba.njit(**HELPER)
+def _scan_values(buf, p, e, dim, orow):
+    """The ``dim`` numbers of ``buf[p:e]``, one space between two, into ``orow`` by the fast
+    path: the index of the byte after the last one, or -1 when a number is outside the fast path
+    or is not followed by one space (``orow`` is then partly written).  A number is
+    ``[+-]digits[.digits][(e|E)[+-]digits]``.
 
-
-@numba.njit(**JIT)
-def parse_token(buf, p, e):
-    """Fast-path value of the token starting at ``p`` (it ends at the next space or ``e``):
-    ``(ok, value, end)``."""
-    ok, v, q = _scan_number(buf, p, e)
-    if q < e and buf[q] != 32:
-        ok = False
-        while q < e and buf[q] != 32:
+    Every number of a row is read by this one loop (the common layout, the general rule, the
+    number just before a vector): a function called per number, or Numba's inlining of one,
+    compiled 1-2 s slower on a fresh install or ran 30% slower."""
+    q = p
+    for j in range(dim):
+        c = buf[p]  # within the padding when p == e
+        neg = (p < e) & (c == 45)
+        q = p + np.int64((p < e) & ((c == 45) | (c == 43)))  # no branch on the sign (half of values)
+        d0 = q
+        m = _U0
+        # the integer digits (one, in most vector files) byte by byte, the fraction's by _digit_run
+        while q < e:
+            d = np.uint64(buf[q]) - _U48
+            if d > _U9:
+                break
+            m = m * _U10 + d
             q += 1
-    return ok, v, q
+        ndig = q - d0
+        frac = 0
+        if q < e and buf[q] == 46:
+            f0 = q + 1
+            m, q = _digit_run(buf, f0, e, m)
+            frac = q - f0
+            ndig += frac
+        if ndig == 0 or ndig > MAX_DIGITS:  # more digits may have wrapped m around 2**64
+            return -1
+        ev = 0
+        if q < e and (buf[q] | 32) == 101:
+            q += 1
+            eneg = False
+            if q < e and (buf[q] == 45 or buf[q] == 43):
+                eneg = buf[q] == 45
+                q += 1
+            x0 = q
+            while q < e and buf[q] >= 48 and buf[q] <= 57:
+                if q - x0 < MAX_EXP_DIGITS:
+                    ev = ev * 10 + (int(buf[q]) - 48)
+                q += 1
+            if q == x0 or q - x0 > MAX_EXP_DIGITS:
+                return -1
+            if eneg:
+                ev = -ev
+        e10 = ev - frac
+        v = 0.0
+        if q - p > MAX_TOKEN:
+            return -1
+        if m != _U0:
+            if m > _MAX_M or e10 > 22 or e10 < -22:
+                return -1
+            if e10 >= 0:
+                v = np.float64(m) * POW10[e10]
+            else:
+                v = np.float64(m) / POW10[-e10]
+        orow[j] = -v if neg else v
+        if j < dim - 1:
+            if q >= e or buf[q] != 32:
+                return -1
+            p = q + 1
+    return q
 
 
 @numba.njit(**JIT)
@@ -190,16 +182,14 @@ def parse_tokens(buf, starts, lens):
     """See the numpy twin."""
     n = starts.shape[0]
     ok = np.empty(n, np.bool_)
-    val = np.empty(n, np.float64)
+    val = np.zeros(n, np.float64)
     for k in range(n):
         e = starts[k] + lens[k]
-        good, v, q = parse_token(buf, starts[k], e)
-        ok[k] = good and q == e
-        val[k] = v
+        ok[k] = _scan_values(buf, starts[k], e, 1, val[k:k + 1]) == e
     return ok, val
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _parse_general(buf, s, e, dim, orow):
     """Status and key end of a line by the general rule (keys with spaces, errors)."""
     nsp = 0
@@ -224,21 +214,15 @@ def _parse_general(buf, s, e, dim, orow):
     key_end = t
     st = 0
     if nsp > dim:
-        ok, v, q = parse_token(buf, prev, key_end)
-        if ok:
+        if _scan_values(buf, prev, key_end, 1, orow) == key_end:
             return TOO_MANY, s
         st = SPACED_KEY
-    p = key_end + 1
-    for j in range(dim):
-        ok, v, q = parse_token(buf, p, e)
-        if not ok:
-            return st | FALLBACK, key_end
-        orow[j] = v
-        p = q + 1
+    if _scan_values(buf, key_end + 1, e, dim, orow) != e:
+        return st | FALLBACK, key_end
     return st, key_end
 
 
-@numba.njit(inline="always", **JIT)
+@numba.njit(**HELPER)
 def _parse_plain(buf, s, b, dim, orow):
     """The common layout ``key v1 .. vdim[ws]\n`` in one pass: the index of the line's ``\n``
     (or ``b``), the number of trailing whitespace bytes and the key's end, or ``(-1, 0, 0)`` when
@@ -248,27 +232,18 @@ def _parse_plain(buf, s, b, dim, orow):
         k += 1
     if k == s or k >= b or buf[k] != 32:
         return -1, 0, 0
-    p = k + 1
-    for j in range(dim):
-        ok, v, q = _scan_number(buf, p, b)
-        if not ok:
-            return -1, 0, 0
-        orow[j] = v
-        if q < b and buf[q] == 32 and j < dim - 1:
-            p = q + 1
-            continue
-        if j < dim - 1:
-            return -1, 0, 0
-        t = q
-        while t < b and _isws(buf[t]):
-            t += 1
-        if t < b and buf[t] != 10:
-            return -1, 0, 0
-        return t, t - q, k
-    return -1, 0, 0
+    q = _scan_values(buf, k + 1, b, dim, orow)
+    if q < 0:
+        return -1, 0, 0
+    t = q
+    while t < b and WHITESPACE[buf[t]]:
+        t += 1
+    if t < b and buf[t] != 10:
+        return -1, 0, 0
+    return t, t - q, k
 
 
-@numba.njit(**JIT)
+@numba.njit(**HELPER)
 def _keep(buf, i, j, e, ke, st, row, line, key_start, key_end, line_no, status, counts):
     """Record row ``row``: line ``line`` is ``buf[i:j]``, ``e`` its end without trailing
     whitespace, ``ke`` its key's end; count its CR before the ``\n`` (``counts[0]``) and other
@@ -334,6 +309,8 @@ def parse_rows(buf, bounds, line0, row0, dim, max_rows, out, key_start, key_end,
     """See the numpy twin.  Chunks are parsed on parallel threads; a chunk goes to the kernel for
     lines of any shape only from its first line that needs the general rule, so that files
     without such lines never compile it."""
+    buf = readonly(buf)  # a map of the file or a block read into memory: one compiled form
+
     def chunk(c):
         counts = np.zeros(2, np.int64)
         b = bounds[c + 1]

@@ -30,12 +30,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from embtool.kernels.common import (
-    EMPTY_FIELD, ERRORS, FALLBACK, MAX_EXACT_MANTISSA, MAX_DIGITS, MAX_EXP_DIGITS, MAX_TOKEN,
-    POW10, SPACED_KEY, TOO_FEW, TOO_MANY,
+    EMPTY_FIELD, ERRORS, FALLBACK, MAX_DIGITS, MAX_EXACT_MANTISSA, MAX_EXP_DIGITS, MAX_TOKEN,
+    POW10, SPACED_KEY, TOO_FEW, TOO_MANY, WHITESPACE,
 )
 
-_WS = np.zeros(256, bool)
-_WS[[32, 9, 13, 11, 12]] = True
 #: rows parsed per vectorised batch (bounds the temporaries to a few MB).
 _BATCH_VALUES = 1 << 18
 
@@ -54,7 +52,7 @@ def _stripped_ends(buf, starts, ends):
     e = ends.copy()
     todo = np.flatnonzero(e > starts)
     while todo.size:
-        ws = _WS[buf[e[todo] - 1]]
+        ws = WHITESPACE[buf[e[todo] - 1]]
         todo = todo[ws]
         e[todo] -= 1
         todo = todo[e[todo] > starts[todo]]
