@@ -154,10 +154,14 @@ class Table:
         """The vocabulary (``embtool.vocab.Vocab`` over the mapped tensors, or read from a model
         folder's tokenizer) or None."""
         if self._vocab is None and self.has_vocab:
+            from .norms import Checked
             from .vocab import Vocab, check_arrays
 
+            checked = Checked(self.store, VOCAB_TENSORS[-1], "vocab")
             arrays = [self.store.array(n) for n in VOCAB_TENSORS]
-            check_arrays(*arrays, where=str(self.path))  # once per open: O(N)
+            if not checked.known():  # O(N) once per open, and not again while the file is unchanged
+                check_arrays(*arrays, where=str(self.path))
+                checked.keep()
             self._vocab = Vocab(*arrays)
             if len(self._vocab) != self.num_embeddings:
                 raise FormatError(f"{self.path}: vocabulary has {len(self._vocab)} words for "

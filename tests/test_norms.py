@@ -11,6 +11,7 @@ import pytest
 
 import embtool
 from embtool import norms as nm
+from embtool.errors import FormatError
 from embtool.table import Config, Table, create
 from embtool.vocab import encode_vocab
 
@@ -47,9 +48,9 @@ def make(path, rows=500, dim=16, seed=0, **tensors):
     return w
 
 
-def entries():
+def entries(kind=".norms"):
     root = nm.cache_dir()
-    return sorted(os.listdir(root)) if root.exists() else []
+    return sorted(n for n in os.listdir(root) if n.endswith(kind)) if root.exists() else []
 
 
 def query(path, word="w3"):
@@ -201,3 +202,24 @@ def test_a_restricted_search_keeps_the_norms_of_every_row(tmp_path):
         t.most_similar("w3", topn=5, restrict_vocab=100)
     with embtool.open(path) as t:
         assert np.array_equal(t.norms.get(), np.linalg.norm(w, axis=1))
+
+
+def test_a_checked_vocabulary_is_not_checked_again_until_the_file_changes(tmp_path, monkeypatch):
+    from embtool import vocab
+
+    path = tmp_path / "t.safetensors"
+    make(path)
+    checks = []
+    check = vocab.check_arrays
+    monkeypatch.setattr(vocab, "check_arrays", lambda *a, **k: checks.append(1) or check(*a, **k))
+    assert query(path) == query(path)
+    assert len(checks) == 1 and len(entries(".vocab")) == 1
+    with Table.open(path) as t:  # a word past the 8 bytes compared at once, in place
+        order = t.store.offset_of("vocab.order")
+        first, second = np.array(t.store.array("vocab.order")[:2])
+    with open(path, "r+b") as f:  # swapped: the order is no longer sorted (only the times change)
+        f.seek(order)
+        f.write(np.array([second, first], np.int64).tobytes())
+    with pytest.raises(FormatError, match="not sorted by word"):
+        query(path)
+    assert len(checks) == 2

@@ -17,26 +17,31 @@ accumulation order per row is exactly sequential (numpy's pairwise ``sum`` would
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from embtool.kernels.common import f32, f64, fma32
 
 
+@functools.cache
 def _load_powf():
+    """The C library's ``powf`` through ctypes, or None; loaded at the first non-2 norm, not at
+    import (``ctypes.util.find_library`` runs ``ldconfig -p`` in a subprocess: tried last)."""
     import ctypes
     import ctypes.util
 
-    try:
-        libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-        fn = libm.powf
-    except (OSError, AttributeError):  # pragma: no cover - every Linux/macOS libc has powf
+    for name in ("libm.so.6", None):
+        try:
+            fn = ctypes.CDLL(name or ctypes.util.find_library("m")).powf
+            break
+        except (OSError, AttributeError, TypeError):  # not glibc's name (macOS), or no libm found
+            continue
+    else:  # pragma: no cover - every Linux/macOS libc has powf
         return None
     fn.restype = ctypes.c_float
     fn.argtypes = [ctypes.c_float, ctypes.c_float]
     return fn
-
-
-_powf = _load_powf()
 
 
 def powf(x, p):
@@ -52,6 +57,7 @@ def powf(x, p):
     with np.errstate(all="ignore"):
         r64 = np.power(x.astype(f64), f64(p))
         r = r64.astype(f32)
+        _powf = _load_powf()
         if _powf is None:
             return r
         # Distance to the nearest float32 rounding boundary (midpoint), relative to the value.
