@@ -1,7 +1,7 @@
 """The oracle of ``evaluate --unknown subword``: gensim 4.4's ``evaluate_word_analogies`` and
 ``evaluate_word_pairs`` loops on a ``FastTextKeyedVectors`` with one change, a word outside the
 known words (the first ``restrict_vocab``, case-folded) getting ``kv[word]`` for the word as the
-file spells it instead of its question or pair being skipped (docs/semantics.md §8.5).  The
+file spells it instead of its question or pair being skipped (docs/semantics.md §8.4).  The
 vectors, means and scores are gensim's own (``kv.most_similar``, ``kv.similarity``); the loops are
 restated here, and equal scores ranked by row as embtool ranks them.  Used by tests/test_fasttext.py and tests/golden/make_fasttext_evaluate.py.
 """
