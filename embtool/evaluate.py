@@ -206,7 +206,7 @@ def evaluate_analogies(weight, vocab, path_or_lines, *, restrict_vocab=300000,
     Returns ``{"accuracy", "correct", "incorrect", "oov", "oov_ratio", "oov_answered",
     "questions", "sections"}``: counts over all sections, ``oov`` the number of 4-word questions
     not answered for an unknown word (``oov_ratio`` the same as a percentage, as gensim logs it),
-    ``oov_answered`` those answered with subword vectors (``unknown="subword"``), ``questions``
+    ``oov_answered`` those answered with fastText vectors (``unknown="subword"``), ``questions``
     the number of 4-word lines, and ``sections`` a list of ``{"section", "correct",
     "incorrect", "accuracy"}`` ending with gensim's ``"Total accuracy"`` entry.  Accuracies are
     fractions, 0.0 when nothing was evaluated.  ``progress(n)`` is called with the number of
@@ -301,7 +301,7 @@ def evaluate_pairs(weight, vocab, path, *, delimiter="\t", encoding="utf-8", res
     float) are skipped, as gensim.  Returns ``{"pearson", "spearman", "pairs", "oov",
     "oov_ratio", "oov_answered"}``: ``pairs`` scored pairs (OOV pairs included with
     ``dummy4unknown``), ``oov`` pairs not scored for an unknown word, ``oov_ratio`` gensim's
-    percentage, ``oov_answered`` pairs scored with subword vectors.  ``unknown`` and
+    percentage, ``oov_answered`` pairs scored with fastText vectors.  ``unknown`` and
     ``subwords``: as ``evaluate_analogies``.
     """
     if not delimiter:

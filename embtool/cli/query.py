@@ -79,9 +79,9 @@ def _vector(arr):
               help="Count questions with unknown words as incorrect / pairs as similarity 0 (gensim's option).")
 @click.option("--unknown", type=click.Choice(EVALUATE_UNKNOWN),
               help="A word outside the first --restrict-vocab words: its question or pair is skipped "
-                   "(gensim), it gets its fastText vector (kv[word]: its own row or subword vector; a "
-                   "question whose answer is unknown is still skipped), or it is an error. Default: "
-                   "subword for tables with n-grams, else skip.")
+                   "(gensim's rule), it gets its fastText vector (its own row past --restrict-vocab, "
+                   "else its subword vector; a question whose expected answer is unknown is still "
+                   "skipped), or it is an error. Default: subword for tables with n-grams, else skip.")
 @click.option("--delimiter", default="\t", show_default=repr("\t"), help="Field separator of --pairs.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --pairs.")
 @tensor_option
