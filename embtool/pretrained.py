@@ -15,7 +15,7 @@ Decisions (docs/semantics.md §7.8):
   ``vocab_file`` or, for a folder or index, by the tokenizer next to the weights
   (``embtool.vocab_files``); rows the vocabulary does not name have no word;
 * a fastText ``.bin`` model keeps its n-gram buckets (``embtool.formats.fasttext``): unknown words
-  get gensim's subword vectors in ``lookup --words`` and ``similar``;
+  get gensim's subword vectors in ``lookup --words``, ``similar`` and ``evaluate``;
 * a gensim pickle (``.kv``, ``.model``) is recognised and refused, never unpickled.
 """
 from __future__ import annotations
@@ -286,17 +286,31 @@ def has_subwords(table: Table) -> bool:
     return fasttext.MINN_KEY in table.metadata and fasttext.NGRAMS in table.store.tensors
 
 
-def unknown_policy(table: Table, unknown: str | None) -> str:
-    """The policy for words not in the vocabulary: as given, else ``subword`` for a table with
-    n-gram buckets and ``error`` otherwise."""
+def unknown_policy(table: Table, unknown: str | None, *, otherwise: str = "error",
+                   allowed=UNKNOWN_POLICIES) -> str:
+    """The policy for words not in the vocabulary: as given (one of ``allowed``), else
+    ``subword`` for a table with n-gram buckets and ``otherwise`` for other tables."""
     if unknown is None:
-        return "subword" if has_subwords(table) else "error"
-    if unknown not in UNKNOWN_POLICIES:
-        raise ConfigError(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}, not {unknown!r}")
+        return "subword" if has_subwords(table) else otherwise
+    if unknown not in allowed:
+        raise ConfigError(f"unknown must be one of {', '.join(allowed)}, not {unknown!r}")
     if unknown == "subword" and not has_subwords(table):
+        others = [p for p in allowed if p != "subword"]
         raise ConfigError(f"{table.path}: the table has no subword n-grams (load a fastText .bin "
-                          "model to get them); use --unknown error, skip or unk")
+                          f"model to get them); use --unknown {', '.join(others[:-1])} or {others[-1]}")
     return unknown
+
+
+def evaluation_unknown(table: Table, unknown: str | None):
+    """``evaluate``'s policy for words outside the known words and the function giving their
+    vectors under it: ``(policy, subwords or None)``.  The default is ``subword`` for a table
+    with n-gram buckets, else gensim's ``skip``."""
+    from functools import partial
+
+    from .evaluate import UNKNOWN_POLICIES as EVALUATE_POLICIES
+
+    policy = unknown_policy(table, unknown, otherwise="skip", allowed=EVALUATE_POLICIES)
+    return policy, (partial(subword_vectors, table) if policy == "subword" else None)
 
 
 def subword_vectors(table: Table, words, *, unit: bool = False) -> np.ndarray:

@@ -122,21 +122,27 @@ def unit_queries(weight, item_lists, vocab=None, labels=None):
     return units, ids
 
 
-def mean_units(weight, ids, weights):
+def mean_units(weight, ids, weights, given=None):
     """gensim's unit mean of unit rows, ``unitvec(sum(w_j * unit(row_j)) / sum(|w_j|))``,
-    for many queries at once: ids (Q, m) (-1 pads), weights (Q, m) float64.
+    for many queries at once: ids (Q, m) (-1 pads), weights (Q, m) float64.  ``given``: float32
+    vectors (G, D) that ids ``len(weight) + g`` stand for, used as they are (gensim does not
+    normalise a vector given as a query item; the unit subword vectors of ``evaluate``).
 
     The float32 accumulation runs in item order for every query, as ``unit_query``'s loop.
     Returns (unit queries (Q, D) float32, valid (Q,)): a query is invalid when one of its rows
     or its mean has zero or non-finite norm.
     """
     q, m = ids.shape
+    num = weight.shape[0]
     present = ids >= 0
-    vecs = as_f32(weight[np.where(present, ids, 0).reshape(-1)])
+    extra = ids >= num if given is not None else np.zeros_like(present)
+    vecs = as_f32(weight[np.where(present & ~extra, ids, 0).reshape(-1)])
     norms = row_norms(vecs).reshape(q, m)
     with np.errstate(divide="ignore", invalid="ignore"):
         units = (vecs.reshape(q, m, -1) / norms[..., None])
-    valid = (~present | (np.isfinite(norms) & (norms > 0))).all(axis=1)
+    if extra.any():
+        units[extra] = given[ids[extra] - num]
+    valid = (~present | extra | (np.isfinite(norms) & (norms > 0))).all(axis=1)
     mean = np.zeros((q, weight.shape[1]), f32)
     total = np.zeros(q, f64)
     for j in range(m):  # gensim: float32 ``mean += w * vec``, item by item

@@ -40,7 +40,8 @@ def torch():
     return _oracle("torch")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def gensim():
-    """gensim as a live oracle. Skipped when absent locally; required in CI."""
+    """gensim as a live oracle. Skipped when absent locally; required in CI.  Session-wide, so
+    that module fixtures (a model trained with gensim) can use it."""
     return _oracle("gensim")

@@ -164,7 +164,9 @@ def test_progress_adds_up_to_the_file_size(monkeypatch, files):
 
 def test_result_shape_and_oov(files):
     got = evaluate_analogies(TABLE, VOCAB, files[0], dummy4unknown=True)
-    assert set(got) == {"accuracy", "correct", "incorrect", "oov", "oov_ratio", "questions", "sections"}
+    assert set(got) == {"accuracy", "correct", "incorrect", "oov", "oov_ratio", "oov_answered", "questions",
+                        "sections"}
+    assert got["oov_answered"] == 0  # unknown words are skipped unless asked otherwise
     lines = [x for x in files[0].read_text().splitlines() if not x.startswith(": ")]
     assert got["questions"] == sum(len(x.split()) == 4 for x in lines)
     assert got["oov"] > 0 and got["oov_ratio"] == pytest.approx(100 * got["oov"] / got["questions"])

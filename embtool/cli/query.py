@@ -6,6 +6,10 @@ import click
 from . import cli
 from .common import ArgsCommand, examples, free_args, output_options, progress, scheduler_option, tensor_option
 
+#: evaluate's ``--unknown`` choices: evaluate.UNKNOWN_POLICIES, which imports numpy (a test keeps
+#: them equal)
+EVALUATE_UNKNOWN = ("skip", "subword", "error")
+
 
 @cli.command(cls=ArgsCommand, epilog=examples(
     "embtool similar glove.safetensors king -k 5",
@@ -73,19 +77,25 @@ def _vector(arr):
 @click.option("--case-sensitive", is_flag=True, help="Do not upper-case words and questions (gensim folds case).")
 @click.option("--dummy4unknown", is_flag=True,
               help="Count questions with unknown words as incorrect / pairs as similarity 0 (gensim's option).")
+@click.option("--unknown", type=click.Choice(EVALUATE_UNKNOWN),
+              help="A word outside the first --restrict-vocab words: its question or pair is skipped "
+                   "(gensim's rule), it gets its fastText vector (its own row past --restrict-vocab, "
+                   "else its subword vector; a question whose expected answer is unknown is still "
+                   "skipped), or it is an error. Default: subword for tables with n-grams, else skip.")
 @click.option("--delimiter", default="\t", show_default=repr("\t"), help="Field separator of --pairs.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Encoding of --pairs.")
 @tensor_option
 @output_options(("json", "jsonl", "csv", "tsv", "table"))
 @scheduler_option
-def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unknown, delimiter,
-             encoding, tensor, out):
+def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unknown, unknown,
+             delimiter, encoding, tensor, out):
     """Score the table on word analogies (3CosAdd accuracy) and/or word-pair similarity
     (Pearson, Spearman), with gensim's rules."""
     import os
 
     from ..errors import ConfigError
     from ..evaluate import evaluate_analogies, evaluate_pairs
+    from ..pretrained import evaluation_unknown
     from ..render import render_object
     from ..sharded import open_table
 
@@ -95,18 +105,20 @@ def evaluate(table, analogies, pairs, restrict_vocab, case_sensitive, dummy4unkn
     with open_table(table, tensor=tensor) as t:
         if t.vocab is None:
             raise ConfigError(f"{table}: evaluation needs a table with a vocabulary")
+        policy, subwords = evaluation_unknown(t, unknown)
         if analogies:
             size = os.path.getsize(analogies) if os.path.isfile(analogies) else None
             with progress(size, "analogies", unit="bytes") as advance:
                 result["analogies"] = evaluate_analogies(
                     t.weight(), t.vocab, analogies, restrict_vocab=restrict_vocab,
                     case_insensitive=not case_sensitive, dummy4unknown=dummy4unknown, norms=t.norms,
-                    progress=advance)
+                    progress=advance, unknown=policy, subwords=subwords)
         if pairs:
             result["pairs"] = evaluate_pairs(t.weight(), t.vocab, pairs, delimiter=delimiter,
                                              encoding=encoding, restrict_vocab=restrict_vocab,
                                              case_insensitive=not case_sensitive,
-                                             dummy4unknown=dummy4unknown)
+                                             dummy4unknown=dummy4unknown, unknown=policy,
+                                             subwords=subwords)
     render_object(result if len(result) > 1 else next(iter(result.values())), out,
                   rows=lambda _: _score_rows(result))
 
