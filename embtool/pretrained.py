@@ -60,7 +60,7 @@ def source_kind(source, format: str = "auto") -> str:
     if kind.name == "fasttext-bin":
         return "fasttext"
     if kind.name in ("pickle", "tokenizer", "json", "npz", "empty", "binary", "sharded-table"):
-        hint = "" if kind.hint.startswith(LOAD_FIRST) else f"; {kind.hint}"
+        hint = "" if not kind.hint or kind.hint.startswith(LOAD_FIRST) else f"; {kind.hint}"
         raise FormatError(f"{source}: this is {kind.what}, not a vector file or model{hint}")
     return "vectors"
 

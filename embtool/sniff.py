@@ -51,6 +51,10 @@ ZIP_MAGIC = b"PK\x03\x04"
 BOM = b"\xef\xbb\xbf"
 COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
 
+#: fastText's enums in the old layout's arguments (``loss_name``: hs, ns, softmax, ova;
+#: ``model_name``: cbow, sg, sup), numbered from 1
+FASTTEXT_LOSSES, FASTTEXT_MODELS = (1, 2, 3, 4), (1, 2, 3)
+
 LOAD_FIRST = "make a table of it with `embtool load-pretrained` first"
 GENSIM_HINT = ("embtool never unpickles files; convert it with gensim first: "
                "KeyedVectors.load(PATH).save_word2vec_format('vectors.bin', binary=True) "
@@ -137,6 +141,25 @@ def json_kind(obj) -> Kind:
     return Kind("json", "a JSON file")
 
 
+def is_fasttext_head(head: bytes) -> bool:
+    """A fastText ``.bin`` model: the magic, or the old layout (models saved before the magic,
+    such as gensim's test models), which opens with 12 int32 arguments ``dim ws epoch min_count
+    neg word_ngrams loss model bucket minn maxn lr_update_rate``, a float64 ``t`` and the
+    dictionary's int32 ``size nwords nlabels``: no magic to match, so every field must be in its
+    range (``embtool.formats.fasttext`` reads the layout)."""
+    if head.startswith(FASTTEXT_MAGIC):
+        return True
+    if len(head) < 68:
+        return False
+    dim, ws, epoch, _, neg, ngrams, loss, model, bucket, minn, maxn, lr_rate = struct.unpack_from("<12i", head)
+    (t,) = struct.unpack_from("<d", head, 48)
+    size, nwords, nlabels = struct.unpack_from("<3i", head, 56)
+    return (0 < dim <= 1 << 16 and 0 < ws <= 1000 and epoch > 0 and 0 <= neg <= 1000
+            and 0 < ngrams <= 100 and loss in FASTTEXT_LOSSES and model in FASTTEXT_MODELS
+            and bucket >= 0 and 0 <= minn <= maxn <= 100 and lr_rate > 0 and 0.0 <= t <= 1.0
+            and nlabels >= 0 and 0 <= nwords <= size)
+
+
 def sniff_head(head: bytes, name: str = "", size: int | None = None) -> Kind:
     """The kind of data starting with ``head`` (``name``: the file name, for suffix hints; JSON
     that is not parsed here comes back as the provisional kind ``json?``)."""
@@ -144,7 +167,7 @@ def sniff_head(head: bytes, name: str = "", size: int | None = None) -> Kind:
         return Kind("empty", "an empty file")
     if is_safetensors_head(head, size):
         return Kind("safetensors", "a safetensors file")
-    if head.startswith(FASTTEXT_MAGIC):
+    if is_fasttext_head(head):
         return Kind("fasttext-bin", "a fastText .bin model", LOAD_FIRST)
     if head.startswith(NPY_MAGIC):
         return Kind("npy", "a .npy array", LOAD_FIRST + " (with --vocab naming its rows)")

@@ -106,6 +106,7 @@ def test_models_made_by_fasttext_match_gensim(gensim, name):
     from gensim.models.fasttext import load_facebook_vectors
 
     path = _gensim_test_data(gensim) / name
+    assert pretrained.source_kind(path) == "fasttext"  # the old layout too, without a magic
     kv = load_facebook_vectors(str(path))
     model = fasttext.read_bin(path)
     assert model.words == kv.index_to_key
@@ -113,6 +114,32 @@ def test_models_made_by_fasttext_match_gensim(gensim, name):
     unknown = ["landlord", "Раскольникову", "zzz", "ça", "x"]
     assert np.array_equal(fasttext.subword_vectors(model.ngrams, unknown, model.minn, model.maxn),
                           np.stack([kv[w] for w in unknown]))
+
+
+OLD_LAYOUT = dict(dim=100, ws=5, epoch=5, min_count=5, neg=5, word_ngrams=1, loss=2, model=2,
+                  bucket=2_000_000, minn=3, maxn=6, lr_update_rate=100)
+
+
+def _old_head(t=1e-4, size=10, nwords=10, nlabels=0, **args):
+    import struct
+
+    values = {**OLD_LAYOUT, **args}
+    return struct.pack("<12id3i", *values.values(), t, size, nwords, nlabels) + b"word\0"
+
+
+def test_old_layout_is_told_by_its_arguments():
+    """Models saved before fastText had a magic open with their arguments: each must be in range,
+    so other binary data is not taken for a model."""
+    from embtool.sniff import is_fasttext_head, sniff_head
+
+    assert is_fasttext_head(_old_head()) and sniff_head(_old_head()).name == "fasttext-bin"
+    assert is_fasttext_head(_old_head(minn=0, maxn=0, bucket=0, t=0.0))
+    for bad in (dict(dim=0), dict(ws=-1), dict(loss=5), dict(model=0), dict(minn=4, maxn=3),
+                dict(lr_update_rate=0), dict(t=float("nan")), dict(t=2.0), dict(nwords=11),
+                dict(nlabels=-1)):
+        assert not is_fasttext_head(_old_head(**bad)), bad
+    assert not is_fasttext_head(_old_head()[:60])
+    assert not is_fasttext_head(np.random.default_rng(0).bytes(1 << 16))
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from embtool import sniff
 from embtool.errors import ConfigError, FormatError
 from embtool.formats.source import text_encoding
-from embtool.sniff import BOM, FASTTEXT_MAGIC, NPY_MAGIC  # noqa: F401 (the one home of magic bytes)
+from embtool.sniff import BOM, NPY_MAGIC, is_fasttext_head  # the one home of magic bytes
 
 FORMATS = ("auto", "glove", "word2vec", "word2vec-binary", "npy")
 #: bytes.isspace() minus the line feed: what a line's end is stripped of (gensim's rstrip()).
@@ -149,7 +149,7 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
         raise ConfigError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not head:
         raise FormatError(f"{name}: empty file")
-    if head.startswith(FASTTEXT_MAGIC):
+    if is_fasttext_head(head):
         raise FormatError(f"{name}: this is a fastText .bin model, not a vector text file; "
                           "`embtool load-pretrained` reads it with --format auto or fasttext")
     if head.startswith(NPY_MAGIC):

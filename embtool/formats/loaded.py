@@ -160,7 +160,8 @@ def decode_keys(data, offsets, where, *, name, encoding, unicode_errors, where_k
         row = int(np.searchsorted(seps, e.start))
         raise FormatError(
             f"{name}, {where_kind} {int(where[row])}: word is not valid {enc} ({e.reason}); "
-            "pass unicode_errors='replace' or 'ignore', or the file's encoding") from None
+            "use --unicode-errors replace or ignore (unicode_errors= in Python), or give the file's "
+            "--encoding") from None
     except UnicodeError:  # a decoder that names no position (punycode, idna, utf-16's BOM)
         _decode_each(data, offsets, where, name, enc, unicode_errors, where_kind)
         raise FormatError(f"{name}: the words are not valid {enc}") from None
