@@ -99,7 +99,7 @@ def test_hundred_steps_one_process_each_every_optimizer(tmp_path):
             check_against(ours, theirs, case)
         batches = batches_file(tmp_path / f"case{i}" / "b.npz", i)
         table = case_table(tmp_path / f"case{i}" / "batches.safetensors", i)
-        r = run("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams))
+        r = invoke("train-step", table, "--batches", batches, "--optimizer", name, *hparam_args(hparams))
         assert r.code == 0, (case, r.err)
         assert "100 steps to step 100" in r.err
         compare([snapshot(table)], [ours[100]], exact=True)

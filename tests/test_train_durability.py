@@ -141,5 +141,5 @@ def test_sigkill_at_random_instants(tmp_path, case):
     assert after != before
     outcomes, killed_running = kill_at_random_instants(
         lambda: start(args(run), env), fresh_copy, lambda: folder_state(run), before, after, duration, seed=case,
-        trials=6)  # every write operation is also killed deterministically in test_store_powerloss
+        trials=4)  # every write operation is also killed deterministically in test_store_powerloss
     print(case, outcomes, f"{killed_running} killed mid-run, full run {duration:.2f}s")
