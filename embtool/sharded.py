@@ -229,7 +229,7 @@ class ShardRows:
 # The table
 
 
-class ShardedTable:
+class ShardedTable(st.Closing):
     """An open sharded table (``ShardedTable.open(index)``): the read side of ``Table`` over the
     shards, and the executor its per-shard work runs on."""
 
@@ -513,12 +513,6 @@ class ShardedTable:
         if self.group is not None:
             self.group.close()
             self.group = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -195,7 +195,6 @@ def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size
     return struct.pack("<Q", size) + text + b" " * (size - len(text))
 
 
-
 def _np():
     import numpy
 
@@ -425,7 +424,17 @@ CHECKPOINT_BYTES = 256 << 20
 PRIMARY_KEY = "embtool.primary"
 
 
-class Group:
+class Closing:
+    """``with x:`` closes ``x`` at the end: groups, stores and the tables over them."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Group(Closing):
     """Files that are written together: one lock (flock on the ``primary`` file) and one log
     (``PRIMARY-wal``).  A file joins its primary's group by naming it in its metadata
     (``embtool.primary``, a path relative to its folder); any other file is its own group.
@@ -722,12 +731,6 @@ class Group:
         self._close_log()
         self._unlock()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def checkpoint(path) -> dict:
     """``embtool checkpoint``: make a table (its group) durable and remove its log."""
@@ -980,7 +983,7 @@ class Transaction:
 # Open files
 
 
-class Store:
+class Store(Closing):
     """An open, locked, memory-mapped safetensors file.
 
     ``Store(path)`` locks the file's group (its own, or the primary its metadata names) shared,
@@ -1148,12 +1151,6 @@ class Store:
         if self._own_group and self.group is not None:
             self.group.close()
             self.group = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ VOCAB_TENSORS = ("vocab.bytes", "vocab.offsets", "vocab.order")
 # The table
 
 
-class Table:
+class Table(st.Closing):
     """An open table.  Use ``Table.open(path)`` (or ``embtool.open``) and ``close()`` / ``with``."""
 
     def __init__(self, store: st.Store, tensor: str | None = None, *, files=None):
@@ -367,12 +367,6 @@ class Table:
     def close(self) -> None:
         self.store.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def _merged(metadata: Mapping[str, str], changes: Mapping[str, str | None] | None) -> dict[str, str]:
     """``metadata`` with ``changes`` applied (a value of None removes the key)."""
@@ -391,7 +385,6 @@ class _Widened:
 
     def __getitem__(self, key):
         return widen(self.raw[key], self.stored)
-
 
 
 def create(path, tensors: Mapping[str, object], config: Config, *, weight_dtype: str = "F32",

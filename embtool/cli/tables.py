@@ -237,26 +237,24 @@ def _set_frozen(table, tensor, frozen: bool) -> None:
     info(f"{table}: {'frozen' if frozen else 'trainable'}" + ("" if changed else " (unchanged)"))
 
 
-@cli.command(epilog=examples(
+def _frozen_command(name: str, frozen: bool, help_text: str, *example_lines: str) -> None:
+    """``freeze`` and ``unfreeze``: one flag of the table's config, set in place."""
+
+    @cli.command(name, help=help_text, epilog=examples(*example_lines))
+    @TABLE
+    @tensor_option
+    def command(table, tensor):
+        _set_frozen(table, tensor, frozen)
+
+
+_frozen_command(
+    "freeze", True, "Mark the table frozen (requires_grad=False): train-step refuses it. O(1), in place.",
     "embtool freeze glove.safetensors",
-    "embtool freeze model.safetensors --tensor model.embed_tokens.weight",
-))
-@TABLE
-@tensor_option
-def freeze(table, tensor):
-    """Mark the table frozen (requires_grad=False): train-step refuses it. O(1), in place."""
-    _set_frozen(table, tensor, True)
-
-
-@cli.command(epilog=examples(
+    "embtool freeze model.safetensors --tensor model.embed_tokens.weight")
+_frozen_command(
+    "unfreeze", False, "Mark the table trainable again. O(1), in place.",
     "embtool unfreeze glove.safetensors",
-    "embtool unfreeze glove.safetensors && embtool train-step glove.safetensors -i ids.json --grad grad.npy",
-))
-@TABLE
-@tensor_option
-def unfreeze(table, tensor):
-    """Mark the table trainable again. O(1), in place."""
-    _set_frozen(table, tensor, False)
+    "embtool unfreeze glove.safetensors && embtool train-step glove.safetensors -i ids.json --grad grad.npy")
 
 
 @cli.command(epilog=examples(
