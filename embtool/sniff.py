@@ -174,15 +174,19 @@ def sniff_head(head: bytes, name: str = "", size: int | None = None) -> Kind:
     if head.startswith(ZIP_MAGIC):
         return Kind("npz", "a zip archive (.npz?)", "unpack it first")
     if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        gensim = name.endswith((".kv", ".model")) or b"gensim" in head
+        plain = name[:name.rindex(".")] if name.endswith((".gz", ".bz2", ".xz")) else name  # as gensim saves
+        gensim = plain.endswith((".kv", ".model")) or b"gensim" in head
         return Kind("pickle", "a gensim native model (a Python pickle)" if gensim
                     else "a Python pickle", GENSIM_HINT if gensim else "embtool never unpickles files")
     for magic, codec in COMPRESSED.items():
         if head.startswith(magic):
             inner = _decompressed_head(head, codec)
-            what = f"{codec}-compressed data" if inner is None else \
-                f"a {codec}-compressed {_strip_article(sniff_head(inner, name).what)}"
-            return Kind(codec, what, LOAD_FIRST)
+            if inner is None:
+                return Kind(codec, f"{codec}-compressed data", LOAD_FIRST)
+            kind = sniff_head(inner, name)
+            # what load-pretrained reads compressed is loaded first; a pickle keeps its own advice
+            return Kind(codec, f"a {codec}-compressed {_strip_article(kind.what)}",
+                        kind.hint if kind.name == "pickle" else LOAD_FIRST)
     body = head[len(BOM):] if head.startswith(BOM) else head
     if body.lstrip()[:1] == b"{":
         try:

@@ -394,12 +394,16 @@ def test_not_a_table_says_what_the_file_is(tmp_path, monkeypatch, command, make,
     assert not (tmp_path / "unpickled-marker").exists()
 
 
-@pytest.mark.parametrize("name", ["vectors.kv", "model.model"])
+@pytest.mark.parametrize("name", ["vectors.kv", "model.model", "model.model.gz"])
 def test_gensim_pickles_are_refused_with_the_conversion_hint(tmp_path, monkeypatch, name):
+    """gensim's .kv / .model pickles, also gzipped as gensim saves them when asked (``.gz``)."""
+    import gzip
+
     monkeypatch.chdir(tmp_path)
     p = tmp_path / name
-    p.write_bytes(pickle.dumps(_Boom(), protocol=4))
-    assert sniff(p).name == "pickle"
+    data = pickle.dumps(_Boom(), protocol=4)
+    p.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    assert sniff(p).name == ("gzip" if name.endswith(".gz") else "pickle")
     for args in (["load-pretrained", p, "t.safetensors"], ["info", p]):
         r = invoke(*args)
         assert_single_error_line(r, str(p), "gensim native model", "save_word2vec_format", "never unpickles")
