@@ -72,10 +72,10 @@ def kill_at_random_instants(start, prepare, state, before, after, duration, *, s
     ``state()`` to equal ``before`` or ``after``; ``trials`` times.  Returns the outcome counts and
     how many kills landed while the process was still running (must be some).
 
-    The delays are drawn from the last three quarters of a full run (``duration``) and a little
-    after: the first quarter is the interpreter starting and importing, before any file is
-    opened, where a kill can only find the state before (every write operation is also killed
-    deterministically, in test_store_processes and test_store_powerloss)."""
+    The delays are drawn from the last three quarters of a full run (``duration``): the first
+    quarter is the interpreter starting and importing, before any file is opened, where a kill
+    can only find the state before (every write operation is also killed deterministically, in
+    test_store_processes and test_store_powerloss)."""
     import random
     import signal
     import time
@@ -86,7 +86,7 @@ def kill_at_random_instants(start, prepare, state, before, after, duration, *, s
     for _ in range(trials):
         prepare()
         proc = start()
-        time.sleep(rnd.uniform(duration / 4, duration * 1.1))
+        time.sleep(rnd.uniform(duration / 4, duration))
         proc.send_signal(signal.SIGKILL)
         if proc.wait(timeout=120) == -signal.SIGKILL:
             killed_running += 1
