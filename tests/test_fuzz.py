@@ -25,6 +25,7 @@ import lzma
 import random
 import struct
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,10 @@ def base(tmp_path_factory):
     make("bf16", {"weight": w}, dtype="BF16")
     make("f64", {"weight": w.astype(np.float64)}, dtype="F64")
     make("zero", {"weight": np.zeros((5, 0), np.float32)})
+    fasttext = d / "fasttext"  # a table with subword n-grams, from the sample fastText model
+    r = invoke("load-pretrained", Path(__file__).parent.parent / "sample_data" / "small.fasttext.bin", fasttext)
+    assert r.code == 0, r.err
+    files["fasttext"] = fasttext.read_bytes()
     (d / "ids.json").write_text("[[0, 1], [5, 1]]")
     (d / "grad.json").write_text(json.dumps(np.ones((2, 2, D)).tolist()))
     for name, opt in (("adagrad", "adagrad"), ("adam", "adam")):
@@ -860,9 +865,11 @@ def test_fuzz_evaluate_files(base, work, seed):
     stored, _, _ = delivery(r, ANALOGIES if analogies else PAIRS, mutations(r) if r.randint(0, 3) else [])
     args = ["evaluate", "t.safetensors", "--analogies" if analogies else "--pairs", "e.txt"]
     for opt in sample(r, ["--restrict-vocab", "--case-sensitive", "--dummy4unknown", "--delimiter",
-                          "--encoding", "-f"], 2):
+                          "--encoding", "-f", "--unknown"], 2):
         if opt in ("--case-sensitive", "--dummy4unknown"):
             args += [opt]
+        elif opt == "--unknown":
+            args += [opt, r.choice(["skip", "subword", "error", "unk", ""])]
         elif opt == "--delimiter":
             args += [opt, r.choice(["\t", " ", "", ",", "\n"])]
         elif opt == "--encoding":
@@ -871,7 +878,7 @@ def test_fuzz_evaluate_files(base, work, seed):
             args += [opt, r.choice(["json", "table"])]
         else:
             args += [opt, r.choice(WEIRD)]
-    table = base["files"][r.choice(["words", "plain", "zero"])]
+    table = base["files"][r.choice(["words", "plain", "zero", "fasttext"])]
     run_case(Case(args, {"t.safetensors": table, "e.txt": stored}), work)
 
 
