@@ -91,6 +91,32 @@ def test_ngram_hashes_sign_extend_bytes_as_fasttext():
         fasttext.read_bin(Path(__file__))
 
 
+def _byte_ngrams(data: bytes, minn: int, maxn: int) -> list[bytes]:
+    """fastText's ``computeSubwords`` over the bytes of ``<word>``: n-grams of minn..maxn
+    characters, a character starting at each byte that is not ``10xxxxxx``."""
+    starts = [i for i, b in enumerate(data) if b & 0xC0 != 0x80] + [len(data)]
+    grams = []
+    for a in range(len(starts) - 1):
+        for n in range(minn, maxn + 1):
+            if a + n < len(starts) and not (n == 1 and (a == 0 or a + n == len(starts) - 1)):
+                grams.append(data[starts[a]:starts[a + n]])
+    return grams
+
+
+@pytest.mark.gensim
+def test_words_from_undecodable_bytes_get_the_ngrams_of_those_bytes(gensim, sample_table):
+    """A command-line word of bytes that are not UTF-8 (Python's surrogateescape) is hashed as
+    those bytes, as fastText hashes what it is given; a lone surrogate is one Error line."""
+    from gensim.models.fasttext_inner import ft_hash_bytes
+
+    word = b"caf\xe9".decode("utf-8", "surrogateescape")
+    want = [ft_hash_bytes(g) % 1000 for g in _byte_ngrams(b"<caf\xe9>", 3, 5)]
+    assert fasttext.ngram_hashes(word, 3, 5, 1000) == want and len(want) == 9
+    assert _lookup(sample_table, [word], "--unknown", "subword").shape == (1, 8)
+    r = invoke("lookup", sample_table, "-w", "--", "\ud800")
+    assert_single_error_line(r, "'\\ud800' is not text (a lone surrogate)")
+
+
 # -- live: gensim ---------------------------------------------------------------------------------
 
 def _gensim_test_data(gensim):

@@ -776,7 +776,7 @@ WORD_ARGS = ["king", "the", "é", "中文", "a b", "zzz", "", "[\"king\", \"the\
 def words_case(r):
     args = ["lookup", "t.safetensors", "-w", *[r.choice(WORD_ARGS) for _ in range(r.randint(1, 3))]]
     if coin(r):
-        args += ["--unknown", r.choice(["error", "skip", "unk", "x"])]
+        args += ["--unknown", r.choice(["error", "skip", "unk", "subword", "x"])]
     if r.randint(0, 3) == 0:
         args = ["lookup", "t.safetensors", "--words-file", "w.txt"] + args[4:]
     return args
@@ -785,8 +785,8 @@ def words_case(r):
 def option_case(r):
     which = r.choice(["init", "similar", "lookup", "renorm", "export", "info", "words"])
     if which == "words":
-        return words_case(r), r.choice(["words", "words", "plain"])
-    table = r.choice(["words", "plain", "f64", "zero", "bf16"])
+        return words_case(r), r.choice(["words", "words", "plain", "fasttext"])
+    table = r.choice(["words", "plain", "f64", "zero", "bf16", "fasttext"])
     if which == "init":
         args = ["init", "out.safetensors", "-n", r.choice(WEIRD), "-d", r.choice(WEIRD)]
         for opt in sample(r, ["--seed", "--scale", "--init", "--dtype", "--padding-idx", "--max-norm",
@@ -799,9 +799,11 @@ def option_case(r):
     if which == "similar":
         args = ["similar", "t.safetensors",
                 r.choice(["king", "the", "0", "3", "11", "12", "-1", "1_0", "zzz", "-", "a b"])]
-        for opt in sample(r, ["-k", "--restrict-vocab", "-n", "--ids", "--vector"], 2):
+        for opt in sample(r, ["-k", "--restrict-vocab", "-n", "--ids", "--vector", "--unknown"], 2):
             if opt == "--ids":
                 args += [opt]
+            elif opt == "--unknown":
+                args += [opt, r.choice(["error", "subword", "skip"])]
             elif opt == "--vector":
                 args += [opt, r.choice(["[1,0,0,0]", "[1,0]", "[0,0,0,0]", "[1e39,0,0,0]", "[]"])]
             elif opt == "-n":

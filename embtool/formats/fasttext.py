@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embtool.errors import FormatError
+from embtool.errors import FormatError, KeyNotFoundError
 
 MAGIC = 793712314
 FNV_OFFSET = 2166136261
@@ -158,8 +158,16 @@ def _dedupe(path, words, on_duplicate):
 def ngram_hashes(word: str, minn: int, maxn: int, bucket: int) -> list[int]:
     """gensim's ``ft_ngram_hashes``: the bucket of each n-gram of ``word``, in fastText's order
     (by start character, then length).  Written out here because gensim's version is compiled
-    Cython; the FNV-1a hash is extended one character at a time (it is a prefix hash)."""
-    data = ("<" + word + ">").encode("utf-8")
+    Cython; the FNV-1a hash is extended one character at a time (it is a prefix hash).
+
+    A word from undecodable bytes (a command-line argument or a file read with Python's
+    ``surrogateescape``) is hashed as those bytes, as fastText itself hashes whatever bytes it is
+    given; gensim cannot encode such a word.  Other lone surrogates are refused."""
+    try:
+        data = ("<" + word + ">").encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise KeyNotFoundError(f"word {word!r} is not text (a lone surrogate): it has no fastText "
+                               "n-grams") from None
     n_bytes = len(data)
     out = []
     for i in range(n_bytes):
