@@ -103,6 +103,9 @@ def _from_fasttext(source, dtype: str, limit, encoding, on_duplicate):
     from .formats import fasttext
     from .vocab import encode_vocab
 
+    if str(source) == "-":
+        raise ConfigError("a fastText .bin model is read from a file (it is memory-mapped), not from "
+                          "standard input (-)")
     model = fasttext.read_bin(source, encoding=encoding, on_duplicate=on_duplicate)
     vectors = fasttext.word_vectors(model)
     words = model.words

@@ -44,8 +44,8 @@ FUZZ = settings(derandomize=SEED is None, database=None, deadline=None, print_bl
                 suppress_health_check=list(HealthCheck))
 seeds = st.integers(0, 2**32 - 1)
 #: the tests' shares of the generated cases
-WEIGHTS = {"text": 0.22, "binary": 0.08, "header": 0.14, "tensors": 0.10, "indices": 0.18,
-           "train": 0.10, "options": 0.12, "evaluate": 0.06}
+WEIGHTS = {"text": 0.19, "binary": 0.08, "header": 0.14, "tensors": 0.10, "indices": 0.16,
+           "train": 0.10, "options": 0.12, "evaluate": 0.06, "models": 0.05}
 
 
 def fuzz(kind: str):
@@ -108,7 +108,7 @@ def base(tmp_path_factory):
     make("f64", {"weight": w.astype(np.float64)}, dtype="F64")
     make("zero", {"weight": np.zeros((5, 0), np.float32)})
     fasttext = d / "fasttext"  # a table with subword n-grams, from the sample fastText model
-    r = invoke("load-pretrained", Path(__file__).parent.parent / "sample_data" / "small.fasttext.bin", fasttext)
+    r = invoke("load-pretrained", SAMPLE_FASTTEXT, fasttext)
     assert r.code == 0, r.err
     files["fasttext"] = fasttext.read_bytes()
     (d / "ids.json").write_text("[[0, 1], [5, 1]]")
@@ -882,6 +882,92 @@ def test_fuzz_evaluate_files(base, work, seed):
             args += [opt, r.choice(WEIRD)]
     table = base["files"][r.choice(["words", "plain", "zero", "fasttext"])]
     run_case(Case(args, {"t.safetensors": table, "e.txt": stored}), work)
+
+
+# ------------------------------------------------------------------------------ model files
+
+EMB = "embeddings.word_embeddings.weight"
+TOKENS_V = ["[PAD]", "[UNK]", "the", "of", "##s", "é", "中", "a b", "Ġthe", "▁of"]
+
+
+def _tokenizer(r) -> dict:
+    """A Hugging Face tokenizer.json of one of the three model types."""
+    kind = r.choice(["WordPiece", "BPE", "Unigram"])
+    model = {"type": kind}
+    if kind == "Unigram":
+        model["vocab"] = [[t, -float(i)] for i, t in enumerate(TOKENS_V)]
+    else:
+        model["vocab"] = {t: i for i, t in enumerate(TOKENS_V)}
+        if kind == "BPE":
+            model["merges"] = ["t h", "th e"]
+    return {"version": "1.0", "added_tokens": [{"id": 0, "content": "[PAD]", "special": True}],
+            "model": model}
+
+
+def _vocabulary(r) -> tuple[str, bytes]:
+    """(file name, bytes) of a vocabulary in one of the formats --vocab reads."""
+    kind = r.choice(["tokenizer", "txt", "map", "lines"])
+    words = TOKENS_V[:r.choice([N - 3, len(TOKENS_V), N])]
+    if kind == "tokenizer":
+        return "tokenizer.json", json.dumps(_tokenizer(r), ensure_ascii=coin(r)).encode()
+    if kind == "map":
+        return "vocab.json", json.dumps({w: i for i, w in enumerate(words)}).encode()
+    sep = r.choice([b"\n", b"\r\n"])
+    body = sep.join(w.encode() for w in words) + sep
+    return ("vocab.txt" if kind == "txt" else "words.txt"), (b"\xef\xbb\xbf" + body if coin(r, 0.2) else body)
+
+
+def _model_bytes(r, w) -> bytes:
+    from safetensors.numpy import save
+
+    tensors = {EMB: w.astype(r.choice([np.float32, np.float16])), "pooler.dense.weight": w[:D, :D].copy()}
+    if coin(r, 0.3):
+        tensors["quantized"] = np.arange(8, dtype=np.int8).reshape(2, 4)
+    return save(tensors, metadata={"format": "pt"} if coin(r) else None)
+
+
+@fuzz("models")
+def test_fuzz_model_files(base, work, seed):
+    """Model files as users have them, damaged: a checkpoint with a tokenizer or vocabulary beside
+    it, a two-shard checkpoint index, a fastText .bin model."""
+    r = random.Random(seed)
+    kind = r.choice(["vocab", "vocab", "index", "fasttext"])
+    ops = mutations(r, least=1) if r.randint(0, 4) else []
+    if kind == "vocab":
+        name, vocab = _vocabulary(r)
+        model = _model_bytes(r, base["weight"])
+        damaged_model = coin(r, 0.25)
+        files = {"model.safetensors": mutate(model, ops) if damaged_model else model,
+                 name: vocab if damaged_model else mutate(vocab, ops)}
+        args = ["load-pretrained", "model.safetensors", "out.safetensors", "--vocab", name]
+        args += r.choice([[], ["--tensor", EMB], ["--tensor", "pooler.dense.weight"], ["--tensor", "nope"],
+                          ["--on-duplicate", r.choice(["error", "first", "last", "x"])]])
+    elif kind == "index":
+        from safetensors.numpy import save
+
+        w = base["weight"]
+        shards = {"model-00001-of-00002.safetensors": save({"pooler.dense.weight": w[:D, :D].copy()}),
+                  "model-00002-of-00002.safetensors": save({EMB: w})}
+        index = {"metadata": {"total_size": int(w.nbytes + D * D * 4)},
+                 "weight_map": {"pooler.dense.weight": "model-00001-of-00002.safetensors",
+                                EMB: "model-00002-of-00002.safetensors"}}
+        text = json.dumps(index).encode()
+        target = r.choice([None, *shards])
+        files = {n: (mutate(b, ops) if n == target else b) for n, b in shards.items()}
+        files["model.safetensors.index.json"] = text if target else mutate(text, ops)
+        command = r.choice([["info", "model.safetensors.index.json"],
+                            ["load-pretrained", "model.safetensors.index.json", "out.safetensors"],
+                            ["lookup", "model.safetensors.index.json", "0", "3"],
+                            ["similar", "model.safetensors.index.json", "2", "--ids"]])
+        args = command + r.choice([[], ["--tensor", EMB], ["--tensor", "nope"]])
+    else:
+        data = SAMPLE_FASTTEXT.read_bytes()
+        files = {"m.bin": mutate(data, [(op, pos % 400, b, t) for op, pos, b, t in ops] if coin(r) else ops)}
+        args = ["load-pretrained", "m.bin", "out.safetensors", *r.choice([[], ["--format", "fasttext"]])]
+    run_case(Case(args, files, outputs=OUTPUTS), work)
+
+
+SAMPLE_FASTTEXT = Path(__file__).parent.parent / "sample_data" / "small.fasttext.bin"
 
 
 # ------------------------------------------------------------------------------ the corpus

@@ -27,6 +27,7 @@ Vectors, as gensim computes them (float32 throughout, in this order, so the bits
 from __future__ import annotations
 
 import mmap
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ def read_bin(path, *, encoding: str = "utf-8", on_duplicate: str = "first") -> F
     """Read a fastText ``.bin`` model (the word and n-gram rows; nothing is computed yet)."""
     path = Path(path)
     with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:  # (mmap refuses an empty file)
+            raise FormatError(f"{path}: empty file, not a fastText model")
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         return _parse(path, mm, encoding, on_duplicate)
@@ -212,8 +215,9 @@ def word_vectors(model: FastTextModel) -> np.ndarray:
     if bucket == 0:
         return vectors
     hashes = [ngram_hashes(w, model.minn, model.maxn, bucket) for w in model.words]
-    counts = _sum_rows(vectors, model.ngrams, hashes)
-    vectors /= (counts + 1).astype(np.float32)[:, None]
+    with np.errstate(all="ignore"):  # IEEE: a model's inf and NaN propagate, without a warning
+        counts = _sum_rows(vectors, model.ngrams, hashes)
+        vectors /= (counts + 1).astype(np.float32)[:, None]
     return vectors
 
 
@@ -224,10 +228,11 @@ def subword_vectors(ngrams: np.ndarray, words, minn: int, maxn: int, *, unit: bo
     ngrams = np.asarray(ngrams, np.float32)
     out = np.zeros((len(words), ngrams.shape[1]), np.float32)
     hashes = [ngram_hashes(w, minn, maxn, len(ngrams)) for w in words]
-    counts = _sum_rows(out, ngrams, hashes)
-    for i, c in enumerate(counts):
-        if c == 0:
-            continue
-        # per word, as gensim: numpy's float32 norm (BLAS dot), float32 division
-        out[i] = out[i] / np.linalg.norm(out[i]) if unit else out[i] / int(c)
+    with np.errstate(all="ignore"):  # IEEE: a model's inf and NaN propagate, without a warning
+        counts = _sum_rows(out, ngrams, hashes)
+        for i, c in enumerate(counts):
+            if c == 0:
+                continue
+            # per word, as gensim: numpy's float32 norm (BLAS dot), float32 division
+            out[i] = out[i] / np.linalg.norm(out[i]) if unit else out[i] / int(c)
     return out
