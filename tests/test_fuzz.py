@@ -111,6 +111,11 @@ def base(tmp_path_factory):
     r = invoke("load-pretrained", SAMPLE_FASTTEXT, fasttext)
     assert r.code == 0, r.err
     files["fasttext"] = fasttext.read_bytes()
+    sharded = d / "sharded"  # the words table in 3 shards: {file name: bytes} of its folder
+    sharded.mkdir()
+    r = invoke("shard", d / "words", sharded / "t.index.json", "--shards", "3")
+    assert r.code == 0, r.err
+    files["sharded"] = {p.name: p.read_bytes() for p in sharded.iterdir()}
     (d / "ids.json").write_text("[[0, 1], [5, 1]]")
     (d / "grad.json").write_text(json.dumps(np.ones((2, 2, D)).tolist()))
     for name, opt in (("adagrad", "adagrad"), ("adam", "adam")):
@@ -929,9 +934,9 @@ def _model_bytes(r, w) -> bytes:
 @fuzz("models")
 def test_fuzz_model_files(base, work, seed):
     """Model files as users have them, damaged: a checkpoint with a tokenizer or vocabulary beside
-    it, a two-shard checkpoint index, a fastText .bin model."""
+    it, a two-shard checkpoint index, a fastText .bin model, embtool's own sharded table."""
     r = random.Random(seed)
-    kind = r.choice(["vocab", "vocab", "index", "fasttext"])
+    kind = r.choice(["vocab", "vocab", "index", "fasttext", "sharded", "sharded"])
     ops = mutations(r, least=1) if r.randint(0, 4) else []
     if kind == "vocab":
         name, vocab = _vocabulary(r)
@@ -960,6 +965,22 @@ def test_fuzz_model_files(base, work, seed):
                             ["lookup", "model.safetensors.index.json", "0", "3"],
                             ["similar", "model.safetensors.index.json", "2", "--ids"]])
         args = command + r.choice([[], ["--tensor", EMB], ["--tensor", "nope"]])
+    elif kind == "sharded":  # embtool's own sharded table, one of its files damaged
+        shard_files = base["files"]["sharded"]
+        target = r.choice(sorted(shard_files))
+        files = {n: (mutate(b, ops) if n == target else b) for n, b in shard_files.items()}
+        files["ids.json"], files["grad.json"] = b"[[0, 1], [5, 1]]", json.dumps(np.ones((2, 2, D)).tolist()).encode()
+        writing = r.choice([["renorm", "t.index.json", "--max-norm", "1"],
+                            ["train-step", "t.index.json", "-i", "ids.json", "--grad", "grad.json",
+                             "--optimizer", r.choice(["sgd", "adagrad", "adam"])],
+                            ["freeze", "t.index.json"], None, None, None])
+        args = writing or r.choice([["info", "t.index.json"], ["info", "t.index.json", "--stats"],
+                                    ["lookup", "t.index.json", "0", "5", "11"],
+                                    ["lookup", "t.index.json", "-w", "king", "the"],
+                                    ["similar", "t.index.json", "king", "-k", "3"],
+                                    ["unshard", "t.index.json", "out.safetensors"]])
+        run_case(Case(args, files, outputs=OUTPUTS, writes=tuple(shard_files) if writing else ()), work)
+        return
     else:
         data = SAMPLE_FASTTEXT.read_bytes()
         files = {"m.bin": mutate(data, [(op, pos % 400, b, t) for op, pos, b, t in ops] if coin(r) else ops)}
