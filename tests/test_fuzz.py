@@ -44,8 +44,8 @@ FUZZ = settings(derandomize=SEED is None, database=None, deadline=None, print_bl
                 suppress_health_check=list(HealthCheck))
 seeds = st.integers(0, 2**32 - 1)
 #: the tests' shares of the generated cases
-WEIGHTS = {"text": 0.19, "binary": 0.08, "header": 0.14, "tensors": 0.10, "indices": 0.16,
-           "train": 0.10, "options": 0.12, "evaluate": 0.06, "models": 0.05}
+WEIGHTS = {"text": 0.19, "binary": 0.08, "header": 0.11, "tensors": 0.10, "indices": 0.16,
+           "train": 0.10, "options": 0.12, "evaluate": 0.06, "models": 0.05, "log": 0.03}
 
 
 def fuzz(kind: str):
@@ -100,6 +100,8 @@ def base(tmp_path_factory):
         create(d / name, tensors, cfg, weight_dtype=dtype, force=True)
         files[name] = (d / name).read_bytes()
 
+    (d / "ids.json").write_text("[[0, 1], [5, 1]]")
+    (d / "grad.json").write_text(json.dumps(np.ones((2, 2, D)).tolist()))
     make("plain", {"weight": w}, Config(padding_idx=2))
     make("words", {"weight": w, **vocab})
     make("frozen", {"weight": w, **vocab}, Config(frozen=True, max_norm=1.5))
@@ -116,8 +118,17 @@ def base(tmp_path_factory):
     r = invoke("shard", d / "words", sharded / "t.index.json", "--shards", "3")
     assert r.code == 0, r.err
     files["sharded"] = {p.name: p.read_bytes() for p in sharded.iterdir()}
-    (d / "ids.json").write_text("[[0, 1], [5, 1]]")
-    (d / "grad.json").write_text(json.dumps(np.ones((2, 2, D)).tolist()))
+    logged = d / "logged"  # a sparse table whose last three steps are in its write-ahead log
+    logged.mkdir()
+    t = logged / "t.safetensors"
+    create(t, {"weight": w, **vocab}, Config(sparse=True))
+    states = []
+    for _ in range(4):  # the first adds the optimizer state (a rewrite), the others are logged
+        r = invoke("train-step", t, "-i", d / "ids.json", "--grad", d / "grad.json", "--optimizer", "adagrad")
+        assert r.code == 0, r.err
+        states.append(t.read_bytes())
+    files["logged"] = {p.name: p.read_bytes() for p in logged.iterdir()}
+    files["logged states"] = states
     for name, opt in (("adagrad", "adagrad"), ("adam", "adam")):
         (d / name).write_bytes(files["words"])
         r = invoke("train-step", d / name, "-i", d / "ids.json", "--grad", d / "grad.json",
@@ -989,6 +1000,27 @@ def test_fuzz_model_files(base, work, seed):
 
 
 SAMPLE_FASTTEXT = Path(__file__).parent.parent / "sample_data" / "small.fasttext.bin"
+
+
+# ------------------------------------------------------------------------------ a damaged log
+
+@fuzz("log")
+def test_fuzz_write_ahead_log(base, work, seed):
+    """A table's write-ahead log damaged (bit rot, a torn or cut file): every command either
+    refuses it with one Error line or recovers the table to one of its committed states, never
+    to anything else (a frame whose checksum fails ends the committed log)."""
+    r = random.Random(seed)
+    files = dict(base["files"]["logged"])
+    files["t.safetensors-wal"] = mutate(files["t.safetensors-wal"], mutations(r, least=1))
+    files["ids.json"], files["grad.json"] = b"[[0, 1], [5, 1]]", json.dumps(np.ones((2, 2, D)).tolist()).encode()
+    args = r.choice([["info", "t.safetensors"], ["info", "t.safetensors", "--stats"],
+                     ["lookup", "t.safetensors", "0", "5"], ["lookup", "t.safetensors", "-w", "the", "king"],
+                     ["similar", "t.safetensors", "the", "-k", "3"], ["checkpoint", "t.safetensors"],
+                     ["export", "t.safetensors", "out.txt"]])
+    table = ("t.safetensors", "t.safetensors-wal")
+    run_case(Case(args, files, outputs=OUTPUTS, writes=table, recovery=table), work)
+    assert (work / "t.safetensors").read_bytes() in base["files"]["logged states"], \
+        f"the table is in no committed state after {args}"
 
 
 # ------------------------------------------------------------------------------ the corpus
