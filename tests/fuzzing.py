@@ -69,13 +69,16 @@ class Case:
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.name: p.read_bytes() if p.is_file() else None for p in folder.iterdir()}
+    """Every file below ``folder`` by its relative path (folders as None)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None
+            for p in folder.rglob("*")}
 
 
 def _reset(folder: Path, files: dict) -> None:
     for p in folder.iterdir():
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    for name, data in files.items():
+    for name, data in files.items():  # a name with "/" is a file in a sub-folder (a model folder)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
 
 

@@ -947,7 +947,7 @@ def test_fuzz_model_files(base, work, seed):
     """Model files as users have them, damaged: a checkpoint with a tokenizer or vocabulary beside
     it, a two-shard checkpoint index, a fastText .bin model, embtool's own sharded table."""
     r = random.Random(seed)
-    kind = r.choice(["vocab", "vocab", "index", "fasttext", "sharded", "sharded"])
+    kind = r.choice(["vocab", "vocab", "index", "fasttext", "sharded", "sharded", "folder", "folder"])
     ops = mutations(r, least=1) if r.randint(0, 4) else []
     if kind == "vocab":
         name, vocab = _vocabulary(r)
@@ -976,6 +976,23 @@ def test_fuzz_model_files(base, work, seed):
                             ["lookup", "model.safetensors.index.json", "0", "3"],
                             ["similar", "model.safetensors.index.json", "2", "--ids"]])
         args = command + r.choice([[], ["--tensor", EMB], ["--tensor", "nope"]])
+    elif kind == "folder":  # a transformers or sentence-transformers folder, one file damaged
+        from safetensors.numpy import save
+
+        w = base["weight"]
+        if coin(r):
+            folder = {"m/config.json": json.dumps({"model_type": "bert", "vocab_size": N}).encode(),
+                      "m/model.safetensors": _model_bytes(r, w),
+                      "m/tokenizer.json": json.dumps(_tokenizer(r)).encode()}
+        else:
+            folder = {"m/modules.json": json.dumps([{"idx": 0, "name": "0", "path": "0_StaticEmbedding",
+                                                     "type": "sentence_transformers.models.StaticEmbedding"}]).encode(),
+                      "m/0_StaticEmbedding/model.safetensors": save({"embedding.weight": w}),
+                      "m/0_StaticEmbedding/tokenizer.json": json.dumps(_tokenizer(r)).encode()}
+        target = r.choice(sorted(folder))
+        files = {n: (mutate(b, ops) if n == target else b) for n, b in folder.items()}
+        args = r.choice([["info", "m"], ["load-pretrained", "m", "out.safetensors"], ["lookup", "m", "0", "3"],
+                         ["lookup", "m", "-w", "the", "of"], ["similar", "m", "the", "-k", "3"]])
     elif kind == "sharded":  # embtool's own sharded table, one of its files damaged
         shard_files = base["files"]["sharded"]
         target = r.choice(sorted(shard_files))
