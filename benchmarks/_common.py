@@ -7,6 +7,13 @@ import subprocess
 import sys
 import time
 
+# PyTorch's OpenMP workers spin for a while after each parallel call (GNU OpenMP: up to about
+# 0.2 s) before they sleep.  The scripts alternate torch and embtool calls on the same cores, so
+# spinning workers would take a core from the embtool call timed next (EmbeddingBag sum measured
+# 36-45 ms that way, 28-31 ms without); passive workers sleep at once.  torch's own times are the
+# same either way here (31-38 ms for the same sum).  Set before the scripts import torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def best_of(fn, repeat: int = 5, warmup: int = 1) -> float:
     """The fastest of ``repeat`` wall-clock runs of ``fn()`` (after ``warmup`` untimed runs)."""

@@ -15,18 +15,13 @@ Usage: python benchmarks/bench_train.py [--rows 1000000] [--ids 1000000] [--dim 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-
-def best_of(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import best_of  # noqa: E402
 
 
 def main() -> None:
@@ -73,8 +68,8 @@ def main() -> None:
     # interleaved, best of each: the machine's load changes during the run
     t_ours, t_ref = np.inf, np.inf
     for _ in range(args.repeat):
-        t_ours = min(t_ours, best_of(ours, 1))
-        t_ref = min(t_ref, best_of(reference, 1))
+        t_ours = min(t_ours, best_of(ours, 1, warmup=0))
+        t_ref = min(t_ref, best_of(reference, 1, warmup=0))
     same = np.array_equal(ours_w.view(np.int32), tw.detach().numpy().view(np.int32))
     print(f"dense backward + SGD, {args.ids} ids x {args.dim} on {args.rows} rows, {threads} threads:")
     print(f"  embtool {t_ours * 1e3:8.1f} ms   torch {t_ref * 1e3:8.1f} ms   "
@@ -92,7 +87,7 @@ def main() -> None:
             return step(sspec, 3, weight, state, rg)
 
         sparse_step()
-        t = best_of(sparse_step, args.repeat)
+        t = best_of(sparse_step, args.repeat, warmup=0)
         backend = kernels.backend_name(args.sparse_ids * args.dim * kernels.PER_ROW_UPDATE)
         print(f"sparse {name} step, {args.sparse_ids} ids on {args.rows} rows: backward + step "
               f"{t * 1e3:7.2f} ms ({backend} backend)")

@@ -4,17 +4,20 @@ Bags are independent, so each kernel runs slices of the bags on parallel threads
 sequentially in input order, with PyTorch's float arithmetic (docs/semantics.md §4.2).  The loop over
 features is innermost so that LLVM vectorises it without reassociating any sum.  The sums take
 four rows per pass over the accumulator, ``(((acc + r0) + r1) + r2) + r3`` (still one rounding
-per addition, in input order), and the row ``AHEAD`` input positions further on is prefetched
-across bag boundaries: the random row reads are what these kernels wait for.
+per addition, in input order), and the row ``AHEAD`` input positions further on is prefetched into
+the second-level cache, across bag boundaries: the random row reads are what these kernels wait
+for, and that cache can have more of them in flight than the first.
 """
 from __future__ import annotations
 
 import numba
 
 from embtool.kernels._numba import JIT, readonly, threads
-from embtool.kernels._numba.intrinsics import fma32, prefetch
+from embtool.kernels._numba.intrinsics import fma32, prefetch_l2
 
-AHEAD = 8
+#: input positions between the row read and the row prefetched (into the second-level cache:
+#: ``intrinsics.prefetch_l2``; 16-48 measured alike, 8 slower)
+AHEAD = 24
 #: bags per thread below which a kernel runs on one thread.
 GRAIN = 64
 
@@ -28,7 +31,7 @@ def _prefetch_ahead(weight, indices, i, count, dim):
     while j < stop:
         base = indices[j] * dim
         for c in range(0, dim, 16):
-            prefetch(weight, base + c)
+            prefetch_l2(weight, base + c)
         j += 1
 
 
