@@ -75,7 +75,10 @@ def kill_at_random_instants(start, prepare, state, before, after, duration, *, s
     The delays are drawn from the last three quarters of a full run (``duration``): the first
     quarter is the interpreter starting and importing, before any file is opened, where a kill
     can only find the state before (every write operation is also killed deterministically, in
-    test_store_processes and test_store_powerloss)."""
+    test_store_processes and test_store_powerloss).  A run that finished before its kill was
+    faster than ``duration`` (the measured run compiled kernels or filled caches the later ones
+    find ready), so later delays are drawn from its length; trials continue, up to twice as
+    many, until a kill has landed while a command ran."""
     import random
     import signal
     import time
@@ -83,13 +86,18 @@ def kill_at_random_instants(start, prepare, state, before, after, duration, *, s
     outcomes = {"before": 0, "after": 0}
     killed_running = 0
     rnd = random.Random(seed)
-    for _ in range(trials):
+    done = 0
+    while done < trials or (killed_running == 0 and done < 2 * trials):
+        done += 1
         prepare()
         proc = start()
-        time.sleep(rnd.uniform(duration / 4, duration))
+        delay = rnd.uniform(duration / 4, duration)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         if proc.wait(timeout=120) == -signal.SIGKILL:
             killed_running += 1
+        else:
+            duration = delay  # it took less than that
         now = state()
         assert now in (before, after), "the table is neither the state before nor after the command"
         outcomes["before" if now == before else "after"] += 1
