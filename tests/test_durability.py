@@ -71,5 +71,5 @@ def test_sigkill_at_random_instants(tmp_path, name):
 
     outcomes, killed_running = kill_at_random_instants(
         lambda: start(args, extra_env), prepare, lambda: snapshot(p), before, after, duration, seed=name,
-        trials=5)  # every write point is killed deterministically in test_store_processes/_powerloss
+        trials=4)  # every write point is killed deterministically in test_store_processes/_powerloss
     print(name, outcomes, f"{killed_running} killed mid-run, full run {duration:.2f}s")
