@@ -303,7 +303,7 @@ def _sgd_sparse_entries(spec, new_step, weight, rowgrad) -> Update:
     entries one by one, ``p = fma(v, f32(-lr), p)`` in stored order."""
     order, rows, starts = rowgrad.groups()
     lr = f32(spec.lr) if spec.maximize else -f32(spec.lr)  # fma(-v, -lr, p) == fma(v, lr, p)
-    out_w = np.array(weight[rows], dtype=np.float32)
+    out_w = weight[rows]  # a copy (fancy indexing); float32, as _check_arrays made sure
     row_kernels(rowgrad.values.size).scatter_rows(
         rowgrad.values, order, starts[:-1], starts[1:], np.full(rows.size, lr, np.float32), False, out_w)
     return Update(new_step, rows, out_w, {}, int(rows.size), rowgrad)

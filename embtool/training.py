@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backward import SPARSE_SCALE_MESSAGE, embedding_backward
+from . import kernels
+from .backward import SPARSE_SCALE_MESSAGE, embedding_backward, row_kernels
 from .errors import ConfigError, FormatError, ShapeError, StateError
-from .ids import check_ids
+from .ids import check_ids, distinct, distinct_inverse
 from .inputs import read_array, read_ids
 from .ops import STREAM_BYTES, embedding_renorm_
 from .config import META_HPARAMS, META_NAME, META_STATE_FILE, META_STEP
@@ -324,10 +325,12 @@ def prepare(table, home, batches, optimizer, hparams, reset_optimizer):
 def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
     spec, count, fresh, checked, names = prepare(table, home, batches, optimizer, hparams, reset_optimizer)
     cfg = table.config
-    work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
-        _Work.full(table, home, spec, names, fresh)
-    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
-        records, count = work.run(spec, count, cfg, checked)
+    # The backends are chosen for the whole call: the steps of a batch start Numba once.
+    with kernels.call_work(sum(ids.size for ids, _ in checked) * table.shape[1] * kernels.PER_ROW_UPDATE):
+        work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
+            _Work.full(table, home, spec, names, fresh)
+        with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
+            records, count = work.run(spec, count, cfg, checked)
     meta = {**spec.to_metadata(count), META_TENSOR: table.tensor}
     summary = {
         "table": str(table.path), "tensor": table.tensor, "optimizer": spec.name, "hparams": spec.hparams,
@@ -407,12 +410,13 @@ class _Work:
     the sorted distinct rows ``rows`` that the batches name (a row-sparse optimizer changes no
     other row)."""
 
-    def __init__(self, rows, weight, state, every_row: bool, state_fill):
+    def __init__(self, rows, weight, state, every_row: bool, state_fill, local=None):
         self.rows = rows  # table row of each work row (None: the identity)
         self.weight = weight
         self.state = state
         self.every_row = every_row
         self.state_fill = state_fill  # fresh state: the init value of rows never touched, else None
+        self.local = local  # per step, its ids as work rows (None: the ids themselves)
         n = weight.shape[0]
         self.weight_changed = np.zeros(n, bool)
         self.state_changed = np.zeros(n, bool)
@@ -426,19 +430,20 @@ class _Work:
 
     @classmethod
     def compact(cls, table, home, spec, names, fresh, checked):
-        parts = [ids.reshape(-1) for ids, _ in checked]
-        rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
-        weight = np.take(table.raw, rows, axis=0)
+        # One sort for every step's ids gives the rows and each step's ids as work rows (a
+        # search per step would cost more than its update for a call of many steps).
+        flat = np.concatenate([ids.reshape(-1) for ids, _ in checked]) if checked else np.zeros(0, np.int64)
+        rows, inverse = distinct_inverse(flat)
+        ends = np.cumsum([ids.size for ids, _ in checked])
+        local = [part.reshape(ids.shape) for part, (ids, _) in zip(np.split(inverse, ends[:-1]), checked)]
+        weight = _rows_of(table.raw, rows)
         if fresh:
             state = init_state(spec, weight.shape)
             fill = {n: v[0, 0] for n, v in init_state(spec, (1, 1)).items()}
         else:
-            state = {n: np.take(home.array(n), rows, axis=0) for n in names}
+            state = {n: _rows_of(home.array(n), rows) for n in names}
             fill = None
-        return cls(rows, weight, state, False, fill)
-
-    def _local(self, ids: np.ndarray) -> np.ndarray:
-        return ids if self.rows is None else np.searchsorted(self.rows, ids)
+        return cls(rows, weight, state, False, fill, local)
 
     def _local_padding(self, padding_idx):
         if padding_idx is None or self.rows is None:
@@ -450,13 +455,13 @@ class _Work:
         """Apply the steps; per-step records and the final step count."""
         records = []
         pad = self._local_padding(cfg.padding_idx)
-        for ids, grad in checked:
-            local = self._local(ids)
+        for i, (ids, grad) in enumerate(checked):
+            local = ids if self.local is None else self.local[i]
             renormed = 0
             if cfg.max_norm is not None:
                 # the forward pass: torch.embedding_renorm_ of the distinct looked-up rows
                 renormed = embedding_renorm_(self.weight, local, cfg.max_norm, cfg.norm_type)
-                self.weight_changed[np.unique(local)] = True
+                self.weight_changed[local.reshape(-1)] = True
             rg = embedding_backward(local, grad, num_embeddings=self.weight.shape[0], padding_idx=pad,
                                     scale_grad_by_freq=cfg.scale_grad_by_freq, sparse=cfg.sparse)
             up = step(spec, count, self.weight, self.state, rg)
@@ -471,7 +476,7 @@ class _Work:
                 self.weight_changed[up.rows] = True
                 self.state_changed[up.rows] = True
             # rows of the coalesced gradient (a row-sparse update names exactly those)
-            grad_rows = up.rows if up.rows is not None else np.unique(rg.rows) if rg.sparse else rg.rows
+            grad_rows = up.rows if up.rows is not None else distinct(rg.rows) if rg.sparse else rg.rows
             self.touched[grad_rows] = True
             records.append({"step": count, "rows_touched": int(grad_rows.size),
                             "grad_norm": up.grad_norm, "rows_renormed": int(renormed)})
@@ -499,6 +504,12 @@ class _Work:
             return dict(self.state)
         s = self.state_changed
         return {n: _patched(None, self.state_fill[n], self.rows[s], self.state[n][s], shape=shape) for n in names}
+
+
+def _rows_of(tensor, rows) -> np.ndarray:
+    """``tensor[rows]`` of a float32 tensor, on the backend the call's work asks for."""
+    out = np.empty((rows.size, tensor.shape[1]), tensor.dtype)
+    return row_kernels(out.size).gather(tensor, rows, out) if out.size else out
 
 
 def _selected(mask, rows, values):

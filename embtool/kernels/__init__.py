@@ -22,10 +22,16 @@ norms, scores or scatters rows.  Jobs whose numpy kernel is slower or faster per
 convert their size with the factors below, so that each kind of job switches to Numba where
 numpy stops being the faster end to end.
 
+A call that runs many small jobs (the steps of ``train-step --batches``) states its whole work
+once, ``with kernels.call_work(total): ...``: inside, every job counts as at least that much, so
+the call starts Numba once instead of paying numpy's per-element cost at every step.
+
 The environment is read at each call so that a test can switch backends with ``monkeypatch``.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from types import ModuleType
 
@@ -56,6 +62,20 @@ PER_FORMATTED_VALUE = 1 / 4
 PER_ROW_UPDATE = 1 / 16
 
 
+#: the work of the whole call being run (``call_work``): no job of it counts as less
+_CALL_WORK: contextvars.ContextVar[float] = contextvars.ContextVar("embtool_call_work", default=0.0)
+
+
+@contextlib.contextmanager
+def call_work(work: float):
+    """Within the block, choose backends as for jobs of at least ``work`` elements."""
+    token = _CALL_WORK.set(max(_CALL_WORK.get(), float(work)))
+    try:
+        yield
+    finally:
+        _CALL_WORK.reset(token)
+
+
 def backend_name(work: float | None = None) -> str:
     """``"numpy"`` or ``"numba"``: the backend a job of ``work`` elements runs on (``None``:
     a large job)."""
@@ -66,7 +86,7 @@ def backend_name(work: float | None = None) -> str:
         from embtool.errors import ConfigError
 
         raise ConfigError(f"EMBTOOL_BACKEND must be numpy, numba or auto, not {choice!r}")
-    if work is not None and work < NUMBA_MIN_WORK:
+    if work is not None and max(work, _CALL_WORK.get()) < NUMBA_MIN_WORK:
         return "numpy"
     return "numba"
 

@@ -15,15 +15,19 @@ from embtool.kernels._numpy.backward import scatter_rows
 from embtool.kernels.common import fma32
 
 f32 = np.float32
-CHUNK = 1 << 14
+#: values per chunk: the float64 temporaries of ``fma32`` (1 MB) stay in the second-level cache and
+#: are reused by the allocator, instead of fresh pages (huge pages, which numpy asks for from 4 MB:
+#: zeroing them cost more than the arithmetic on them, 2-4x the time of a 10k-row step)
+CHUNK_VALUES = 1 << 17
 #: float32 square root, correctly rounded (torch's MKL sqrt is sometimes 1 ulp low; tests swap
 #: in torch's own to check that everything else is exact).
 sqrt = np.sqrt
 
 
-def _chunks(n):
-    for lo in range(0, n, CHUNK):
-        yield slice(lo, min(n, lo + CHUNK))
+def _chunks(n, width):
+    step = max(1, CHUNK_VALUES // max(1, width))
+    for lo in range(0, n, step):
+        yield slice(lo, min(n, lo + step))
 
 
 def _grad(gvals, gidx, maximize):
@@ -37,7 +41,7 @@ def _grad(gvals, gidx, maximize):
 def sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampening, wd, nesterov,
              maximize, first, out_w, out_buf):
     """SGD (dense-gradient formulas); ``first`` marks the step that creates the momentum buffer."""
-    for c in _chunks(rows.size):
+    for c in _chunks(rows.size, weight.shape[1]):
         p = weight[rows[c]]
         g = _grad(gvals, gidx[c], maximize)
         if wd != 0:
@@ -52,7 +56,7 @@ def sgd_rows(weight, buf, rows, gvals, gidx, neg_lr, momentum, one_minus_dampeni
 def adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, sparse, out_w, out_acc):
     """Adagrad: dense path ``sum=fma(g,g,sum)``, ``p+=(-clr*g)/std``; sparse path
     ``sum+=g*g``, ``p=fma(g/std,-clr,p)`` (the two round differently in torch)."""
-    for c in _chunks(rows.size):
+    for c in _chunks(rows.size, weight.shape[1]):
         p = weight[rows[c]]
         g = _grad(gvals, gidx[c], maximize)
         s = acc[rows[c]]
@@ -71,7 +75,7 @@ def adagrad_rows(weight, acc, rows, gvals, gidx, neg_clr, wd, eps, maximize, spa
 def sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2, eps, neg_step_size,
                      maximize, out_w, out_m, out_v):
     """SparseAdam on coalesced rows (torch/optim/_functional.py ``sparse_adam``)."""
-    for c in _chunks(rows.size):
+    for c in _chunks(rows.size, weight.shape[1]):
         g = _grad(gvals, gidx[c], maximize)
         m_old = m[rows[c]]
         v_old = v[rows[c]]
@@ -87,7 +91,7 @@ def sparse_adam_rows(weight, m, v, rows, gvals, gidx, one_minus_b1, one_minus_b2
 def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus_b2, eps, wd,
               decay_factor, amsgrad, maximize, neg_step_size, bc2_sqrt, out_w, out_m, out_v, out_vmax):
     """Adam / AdamW: ``decay_factor`` is AdamW's ``f32(1-lr*wd)`` (1 for none), ``wd`` Adam's."""
-    for c in _chunks(rows.size):
+    for c in _chunks(rows.size, weight.shape[1]):
         p = weight[rows[c]]
         g = _grad(gvals, gidx[c], maximize)
         if decay_factor != 1:
@@ -112,5 +116,5 @@ def adam_rows(weight, m, v, vmax, rows, gvals, gidx, one_minus_b1, b2, one_minus
 def sgd_segment_rows(weight, entries, order, begin, end, scale, rows, neg_lr, out_w):
     """Dense backward fused with plain SGD (see the Numba twin): accumulate, then one fma."""
     scatter_rows(entries, order, begin, end, scale, True, out_w)
-    for c in _chunks(rows.size):
+    for c in _chunks(rows.size, weight.shape[1]):
         out_w[c] = fma32(out_w[c], neg_lr, weight[rows[c]])
