@@ -647,7 +647,7 @@ class Group(Closing):
             self._log = self._open_log()
         fd, salt, end = self._log
         parts, length = wal.encode_frame(salt, records)
-        fs.pwrite(fd, parts, end)
+        fs.fill(fd, parts, end)  # past the log's end: nobody has read it (a large frame skips the cache)
         fs.sync(fd)
         self._log = (fd, salt, end + length)
         return end + length

@@ -46,12 +46,13 @@ class OS:
         _pwrite(fd, data, offset)
 
     def fill(self, fd: int, data, offset: int) -> None:
-        """``pwrite`` into a new file that no other descriptor or map uses yet (a temporary file
-        being filled).  Where the system allows it, the page-aligned middle of a large write goes
-        straight to the disk (O_DIRECT through an aligned bounce buffer) instead of through the
-        page cache: on this kind of machine (a VM whose guest memory is backed lazily) taking fresh
-        page-cache pages costs 3-6x the disk's time, and the fsync that follows has nothing left
-        to write.  A file being filled is not mapped by anyone, so no cached page can go stale.
+        """``pwrite`` into a region that no other descriptor or map uses yet: a temporary file
+        being filled, or the end of the log, where a frame is appended under the group's lock.
+        Where the system allows it, the page-aligned middle of a large write goes straight to the
+        disk (O_DIRECT through an aligned bounce buffer) instead of through the page cache: on
+        this kind of machine (a VM whose guest memory is backed lazily) taking fresh page-cache
+        pages costs 3-6x the disk's time, and the fsync that follows has nothing left to write.
+        Nobody maps such a region or has read it, so no cached page can go stale.
         Layers that replace ``pwrite`` (the tests' simulated disk) see every byte through it."""
         if type(self).pwrite is not OS.pwrite or not _fill_direct(fd, data, offset):
             self.pwrite(fd, data, offset)
@@ -130,16 +131,18 @@ def _pwrite(fd: int, data, offset: int) -> None:
 def _fill_direct(fd: int, data, offset: int) -> bool:
     """``_pwrite(fd, data, offset)`` with the aligned middle written with O_DIRECT; False (nothing
     written) where that is not possible: a small or non-contiguous write, no O_DIRECT on this
-    system or file system."""
+    system or file system.  ``data`` may be a list of buffers written back to back (a log frame):
+    the bounce buffer joins them."""
     direct = getattr(os, "O_DIRECT", 0)
-    if not direct or isinstance(data, list):
+    if not direct:
         return False
-    view = memoryview(data)
-    if not view.contiguous:
+    views = [memoryview(p) for p in (data if isinstance(data, list) else [data])]
+    if not all(v.contiguous for v in views):
         return False
-    view = view.cast("B")
+    views = [v.cast("B") for v in views]
+    total = sum(len(v) for v in views)
     lo = -(-offset // DIRECT_ALIGN) * DIRECT_ALIGN
-    hi = (offset + len(view)) // DIRECT_ALIGN * DIRECT_ALIGN
+    hi = (offset + total) // DIRECT_ALIGN * DIRECT_ALIGN
     if hi - lo < DIRECT_MIN:
         return False
     import fcntl
@@ -155,7 +158,10 @@ def _fill_direct(fd: int, data, offset: int) -> bool:
         pos = lo
         while pos < hi:
             n = min(DIRECT_CHUNK, hi - pos)
-            aligned[:n] = view[pos - offset:pos - offset + n]
+            at = 0
+            for piece in _pieces(views, pos - offset, pos - offset + n):
+                aligned[at:at + len(piece)] = piece
+                at += len(piece)
             try:
                 _pwrite(fd, aligned[:n], pos)
             except OSError as e:
@@ -167,9 +173,23 @@ def _fill_direct(fd: int, data, offset: int) -> bool:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags)
         aligned.release()
         bounce.close()
-    _pwrite(fd, view[:lo - offset], offset)
-    _pwrite(fd, view[hi - offset:], hi)
+    for a, b in ((offset, lo), (hi, offset + total)):
+        if b > a:
+            _pwrite(fd, _pieces(views, a - offset, b - offset), a)
     return True
+
+
+def _pieces(views: list, start: int, stop: int) -> list:
+    """The bytes ``start:stop`` of the buffers ``views`` taken back to back, as slices of them."""
+    out, pos = [], 0
+    for v in views:
+        end = pos + len(v)
+        if end > start and pos < stop:
+            out.append(v[max(start, pos) - pos:min(stop, end) - pos])
+        pos = end
+        if pos >= stop:
+            break
+    return out
 
 
 def _read_boot_id() -> bytes:

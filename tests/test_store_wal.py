@@ -88,6 +88,32 @@ def test_a_replay_after_a_restart_applies_every_frame_since_the_checkpoint(table
     assert (w[1] == 9).all() and (w[2] == 8).all()
 
 
+def test_large_frames_written_around_the_cache_replay(tmp_path, monkeypatch):
+    """Frames from ``DIRECT_MIN`` bytes go to the disk with O_DIRECT, each starting where the
+    last one ended (not page-aligned): the log they make scans and replays as one written
+    through the cache would."""
+    monkeypatch.setattr(vfs, "DIRECT_MIN", 8192)
+    monkeypatch.setattr(vfs, "DIRECT_CHUNK", 4096)
+    rng = np.random.default_rng(3)
+    table = make_table(tmp_path / "t.safetensors", rng.standard_normal((3000, 16), dtype=np.float32))
+    expected = np.zeros((3000, 16), np.float32)  # the rows no frame names are zeroed below
+    with Table.open(table, write=True) as t:
+        for k in range(4):
+            rows = np.unique(rng.integers(0, 3000, 400 + 97 * k))
+            values = rng.standard_normal((rows.size, 16), dtype=np.float32)
+            t.update({"weight": (rows, values)}, {"test.k": str(k)})
+            expected[rows] = values
+    with open(wal.log_path(table), "r+b") as f:
+        state = wal.read_state(f.fileno())
+        assert len(wal.scan(memoryview(f.read()), state.salt)) == 4
+        f.seek(wal.MARK_AT)  # as if the machine had restarted: every frame is replayed
+        f.write(wal.encode_mark(state.salt, wal.FRAMES_AT, b"other boot"))
+    with open(table, "r+b") as f:  # over rows the page cache would have lost
+        f.seek(st.read_header(table).data_start)
+        f.write(bytes(3000 * 16 * 4))
+    assert np.array_equal(weight(table), expected)
+
+
 def test_a_copied_folder_replays(tmp_path, table):
     import shutil
 

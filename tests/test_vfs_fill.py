@@ -27,7 +27,8 @@ def record_writes(monkeypatch):
     real = vfs._pwrite
 
     def spy(fd, data, offset):
-        seen.append((offset, memoryview(data).nbytes, bool(fcntl.fcntl(fd, fcntl.F_GETFL) & DIRECT)))
+        size = sum(memoryview(p).nbytes for p in (data if isinstance(data, list) else [data]))
+        seen.append((offset, size, bool(fcntl.fcntl(fd, fcntl.F_GETFL) & DIRECT)))
         real(fd, data, offset)
 
     monkeypatch.setattr(vfs, "_pwrite", spy)
@@ -54,6 +55,27 @@ def test_fill_writes_the_same_bytes_as_pwrite(tmp_path, monkeypatch, small_direc
     else:
         assert not direct
     assert sum(n for _, n, _ in seen) == offset + size
+
+
+@pytest.mark.parametrize("sizes", [[0, 5000, 1, 0, 9000, 3], [20000], [4096, 4096, 4096], [7] * 3000,
+                                   [3, 0, 12000, 4100, 5]])
+@pytest.mark.parametrize("offset", [0, 1024, 4095, 8200])
+def test_fill_joins_a_list_of_buffers(tmp_path, monkeypatch, small_direct, sizes, offset):
+    """A log frame arrives as a list of buffers: the bounce buffer joins them, across its chunks
+    and the unaligned head and tail."""
+    rng = np.random.default_rng(sum(sizes) + offset)
+    parts = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in sizes]
+    seen = record_writes(monkeypatch)
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        vfs.OS().pwrite(fd, b"h" * offset, 0)
+        vfs.OS().fill(fd, [memoryview(p) for p in parts], offset)
+        assert os.pread(fd, offset + sum(sizes) + 1, 0) == b"h" * offset + b"".join(parts)
+    finally:
+        os.close(fd)
+    assert sum(n for _, n, _ in seen) == offset + sum(sizes)
+    if DIRECT and (offset + sum(sizes)) // 4096 * 4096 - -(-offset // 4096) * 4096 >= 8192:
+        assert any(d for _, _, d in seen)
 
 
 def test_a_layer_replacing_pwrite_sees_every_byte(tmp_path, small_direct):
