@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embtool import kernels
 from embtool import store as st
 from embtool.errors import ConfigError, FormatError, IndexRangeError, ShapeError, StateError
 from embtool.optim import ADAM_SPARSE, SGD_SPARSE_WD, SPARSE_ADAM_DENSE
@@ -92,17 +93,27 @@ def live_torch():
 
 
 @pytest.mark.parametrize("i", range(len(CASES)), ids=CASE_IDS)
-def test_trajectories(tmp_path, i):
+def test_trajectories(tmp_path, monkeypatch, i):
     """100 steps, one call per step, against the committed torch trajectory and live torch; the
-    same 100 steps in one call (one transaction) give the same bits."""
+    same 100 steps in one call (one transaction) give the same bits.  The steps of one call
+    choose their kernels for the whole call's work: with the Numba threshold between one step's
+    work and the call's, the single steps run on numpy and the call on Numba."""
     case, name, hparams, opts = CASES[i]
+    used = []
+    backend = kernels.backend
+    monkeypatch.setattr(kernels, "backend", lambda b: used.append(b) or backend(b))
     ours = run_case(case_table(tmp_path / "a.safetensors", i), i)
+    assert set(used) == {"numpy"}
     check_against(ours, golden_snapshots(i), case)
     torch = live_torch()
     if torch is not None:
         check_against(ours, torch_trajectory(torch, name, hparams, case_weight(i), case_batches(i, opts),
                                              **opts), case)
+    ids = sum(np.size(b[0]) for b in case_batches(i, opts))
+    monkeypatch.setattr(kernels, "NUMBA_MIN_WORK", ids * case_weight(i).shape[1] * kernels.PER_ROW_UPDATE)
+    used.clear()
     many = run_case(case_table(tmp_path / "b.safetensors", i), i, per_call=100)
+    assert set(used) == {"numba"}
     compare([ours[100]], [many[100]], exact=True)
 
 
