@@ -24,7 +24,6 @@ process would.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 from .errors import EmbtoolError
@@ -87,7 +86,9 @@ class InProcess(Executor):
                 if done is not None:
                     done(i)
             return results
-        from concurrent.futures import as_completed
+        # imported here, not at the top: every command with --scheduler imports this module to
+        # set the default, and few of them run tasks (the import costs 7 ms)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
 
         with ThreadPoolExecutor(min(len(args), self.threads), thread_name_prefix="embtool") as pool:
             futures = {pool.submit(fn, a): i for i, a in enumerate(args)}
