@@ -152,6 +152,7 @@ class _ShardState:
     """``training``'s ``StateHome`` for a shard: its optimizer state lives in the shard."""
 
     def __init__(self, shard):
+        self.holder = shard.store
         self.array = shard.store.array
 
 

@@ -1078,6 +1078,31 @@ class Store(Closing):
         """Absolute file offset of tensor ``name``'s first byte."""
         return self.header.data_start + self.header.tensors[name].begin
 
+    def read_rows(self, name: str, rows) -> np.ndarray:
+        """Rows ``rows`` (int64, ascending, distinct, in range) of the 2-D tensor ``name``, read
+        with ``pread`` into a new array, one system call per run of consecutive rows.
+
+        For a few rows scattered over a large tensor: a fault of the map would map the 16 pages
+        around each row (the kernel's fault-around) and the page tables over the whole span, all
+        of which are torn down again when the map goes, and that grows with the file (10k rows of
+        a 2 GB tensor: 70 ms of faults and 40 ms of unmapping, against 20 ms of reads)."""
+        import numpy as np
+
+        arr = self.array(name)
+        out = np.empty((len(rows), arr.shape[1]), arr.dtype)
+        row_bytes = out.strides[0]
+        if out.size == 0:
+            return out
+        rows = np.asarray(rows, np.int64)
+        starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1).tolist()
+        into = memoryview(out).cast("B")
+        base = self.offset_of(name)
+        for s, e in zip(starts, starts[1:] + [len(rows)]):
+            want = (e - s) * row_bytes
+            if os.preadv(self.fd, [into[s * row_bytes:e * row_bytes]], base + int(rows[s]) * row_bytes) != want:
+                raise FormatError(f"{self.path}: truncated while reading tensor {name!r}")
+        return out
+
     # -- writing ------------------------------------------------------------------------------
     def transaction(self) -> Transaction:
         """A transaction of this file's group (see ``Transaction``)."""

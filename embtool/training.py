@@ -197,8 +197,13 @@ class StateHome:
         holder = self.store if self.external else self.table.store
         return {} if holder is None else {n: t for n, t in holder.tensors.items() if n.startswith("optim.")}
 
+    @property
+    def holder(self) -> Store:
+        """The open file that holds the state tensors."""
+        return self.store if self.external else self.table.store
+
     def array(self, name: str) -> np.ndarray:
-        return (self.store if self.external else self.table.store).array(name)
+        return self.holder.array(name)
 
     def close(self) -> None:
         if self.store is not None:
@@ -436,12 +441,12 @@ class _Work:
         rows, inverse = distinct_inverse(flat)
         ends = np.cumsum([ids.size for ids, _ in checked])
         local = [part.reshape(ids.shape) for part, (ids, _) in zip(np.split(inverse, ends[:-1]), checked)]
-        weight = _rows_of(table.raw, rows)
+        weight = _rows_of(table.store, table.tensor, rows)
         if fresh:
             state = init_state(spec, weight.shape)
             fill = {n: v[0, 0] for n, v in init_state(spec, (1, 1)).items()}
         else:
-            state = {n: _rows_of(home.array(n), rows) for n in names}
+            state = {n: _rows_of(home.holder, n, rows) for n in names}
             fill = None
         return cls(rows, weight, state, False, fill, local)
 
@@ -506,8 +511,18 @@ class _Work:
         return {n: _patched(None, self.state_fill[n], self.rows[s], self.state[n][s], shape=shape) for n in names}
 
 
-def _rows_of(tensor, rows) -> np.ndarray:
-    """``tensor[rows]`` of a float32 tensor, on the backend the call's work asks for."""
+#: a call's rows fewer than one in this many of the table's are read with ``pread``, not through
+#: the map (``Store.read_rows``): scattered rows gain nothing from a map's fault-around
+PREAD_FRACTION = 16
+
+
+def _rows_of(store: Store, name: str, rows) -> np.ndarray:
+    """Rows ``rows`` (sorted, distinct) of the float32 tensor ``name`` of ``store``, copied: read
+    with ``pread`` when they are few, else gathered from the map on the backend the call's work
+    asks for."""
+    tensor = store.array(name)
+    if rows.size * PREAD_FRACTION <= tensor.shape[0]:
+        return store.read_rows(name, rows)
     out = np.empty((rows.size, tensor.shape[1]), tensor.dtype)
     return row_kernels(out.size).gather(tensor, rows, out) if out.size else out
 

@@ -252,3 +252,24 @@ def test_concurrent_writers_lose_no_update(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-c", COUNTER, str(p), "25"]) for _ in range(4)]
     assert [pr.wait(timeout=120) for pr in procs] == [0] * 4
     assert st.read_header(p).metadata["test.counter"] == "100"
+
+
+@pytest.mark.parametrize("rows", [[], [0], [99], [0, 1, 2, 3], [5, 6, 40, 41, 42, 97, 99], list(range(100)),
+                                  [3, 50]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_read_rows_reads_what_the_map_holds(tmp_path, rows, dtype):
+    """``Store.read_rows``: runs of consecutive rows in one pread each, the same values as the map."""
+    w = np.random.default_rng(len(rows)).standard_normal((100, 7)).astype(dtype)
+    p = make_table(tmp_path / "t.safetensors", w)
+    with st.Store(p) as s:
+        got = s.read_rows("weight", np.array(rows, np.int64))
+        assert got.dtype == w.dtype and got.shape == (len(rows), 7)
+        assert np.array_equal(got, s.array("weight")[rows]) and np.array_equal(got, w[rows])
+
+
+def test_read_rows_of_a_truncated_file_is_an_error(tmp_path, monkeypatch):
+    p = make_table(tmp_path / "t.safetensors", np.ones((100, 4), np.float32))
+    with st.Store(p) as s:
+        monkeypatch.setattr(st.os, "preadv", lambda fd, bufs, offset: 0)  # as past the end of a file
+        with pytest.raises(FormatError, match="truncated while reading tensor 'weight'"):
+            s.read_rows("weight", np.array([98, 99]))

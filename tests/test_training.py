@@ -124,11 +124,18 @@ def test_trajectories(tmp_path, monkeypatch, i):
     ("adagrad", dict(lr=0.1), dict(scale_grad_by_freq=True, max_norm=1.0)),
     ("sgd", dict(lr=0.05, maximize=True), dict(sparse=True, max_norm=1.2, padding_idx=0)),
 ])
-def test_compact_rows_equal_whole_table(tmp_path, monkeypatch, name, hparams, opts):
+@pytest.mark.parametrize("pread", [False, True])
+def test_compact_rows_equal_whole_table(tmp_path, monkeypatch, name, hparams, opts, pread):
     """A row-sparse step computed on the compact copy of the named rows (and written in place)
-    equals the same step computed on the whole table (and rewritten), bit for bit.  (SparseAdam
-    has no whole-table formula: torch leaves rows without gradient alone.)"""
+    equals the same step computed on the whole table (and rewritten), bit for bit, whether the
+    rows were read through the map or with pread.  (SparseAdam has no whole-table formula: torch
+    leaves rows without gradient alone.)"""
     import embtool.optim
+    import embtool.training
+
+    reads = []
+    monkeypatch.setattr(embtool.training, "PREAD_FRACTION", 0 if pread else 10**9)
+    monkeypatch.setattr(st.Store, "read_rows", lambda s, *a, _f=st.Store.read_rows: reads.append(a) or _f(s, *a))
 
     w0 = np.random.default_rng(5).standard_normal((60, D)).astype(np.float32) * 2
     batches = [batch(*b) for b in make_batches(6, 60, D, 4, (5, 3), padding_idx=opts.get("padding_idx"), hot=25)]
@@ -137,6 +144,7 @@ def test_compact_rows_equal_whole_table(tmp_path, monkeypatch, name, hparams, op
     for k in range(len(batches)):
         assert train_step(a, batches[k:k + 1], optimizer=name, hparams=hparams)["write"] == (
             "rewrite" if k == 0 and name != "sgd" else "in-place")
+    assert bool(reads) == pread
     monkeypatch.setattr(embtool.optim.OptimizerSpec, "row_sparse", lambda self, sparse: False)
     for k in range(len(batches)):
         assert train_step(b, batches[k:k + 1], optimizer=name, hparams=hparams)["write"] == "rewrite"
