@@ -8,8 +8,9 @@ so its cost must not grow with the table); ``--batches`` of 100 steps <= 5 ms pe
 measured as (time of 100 steps - time of 1 step) / 99 in the same process kind.  Tables are made by
 ``embtool init --sparse`` in a temporary folder; each optimizer's first step (which adds its
 ``optim.*`` tensors by rewriting the file) is run once untimed, and the table of each ``--batches``
-run is read once first: both runs then start with the table in the page cache.  The cost the steps defer, the
-checkpoint that syncs their scattered pages, is printed too (``embtool checkpoint`` after them).
+run is read once first: both runs then start with the table in the page cache.  The cost the
+steps defer, the checkpoint that syncs their scattered pages, is printed too (``embtool
+checkpoint`` after them).
 
 Usage: python benchmarks/bench_train_step.py [--rows 1000000 4000000] [--dim 128] [--ids 10000]
        [--repeat 5] [--optimizers sgd adagrad sparse-adam] [--batches 100]
