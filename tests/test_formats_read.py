@@ -77,6 +77,28 @@ def test_glove_dim_is_the_most_common_field_count(tmp_path):
     assert got.report.dim == 3 and got.words == ["a b", "c", "d"]
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=hs.lists(hs.lists(hs.sampled_from([b"w", b"1", b"", b"x y"]), min_size=1, max_size=6)
+                      .map(b" ".join), max_size=60),
+       first=hs.integers(1, 400), whole=hs.integers(1, 4000))
+def test_dim_from_a_short_first_sample_is_the_dim_of_the_whole_sample(monkeypatch, lines, first,
+                                                                     whole):
+    """``_infer_dim`` tries a short sample first: it decides only when it holds every line the
+    rule looks at, so the dimension (or the error) is that of the whole sample."""
+    monkeypatch.setattr(read_module._detect, "DIM_SAMPLE_LINES", 5)
+    data = b"\n".join(lines) + b"\n"
+    arr = np.frombuffer(data + bytes(64), np.uint8)
+
+    def infer(samples):
+        monkeypatch.setattr(read_module, "DIM_SAMPLES", samples)
+        try:
+            return read_module._infer_dim(arr, 0, len(data), "v.txt")
+        except FormatError as e:
+            return str(e)
+
+    assert infer((first, max(first, whole))) == infer((max(first, whole),))
+
+
 def test_dim_parameter_overrides_inference_and_must_match_a_header(tmp_path):
     got = load(tmp_path, b"a b 1 2\nc d 3 4\n", dim=2)
     assert got.words == ["a b", "c d"]

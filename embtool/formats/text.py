@@ -41,15 +41,37 @@ _LITERALS = (b"nan", b"inf", b"infinity")
 
 class GrowingTable:
     """A C-contiguous (rows x dim) array that grows with ``ndarray.resize`` (realloc: large
-    blocks are remapped, not copied) and is shrunk to the rows used at the end."""
+    blocks are remapped, not copied) and is shrunk to the rows used at the end.
 
-    def __init__(self, dim: int, dtype, capacity: int):
+    ``touch``: write the whole array once now.  The first write to fresh memory costs a page
+    fault per page, and here (a VM whose guest memory the host backs lazily) some 0.1 s for a
+    120 MB table, 20x the write itself; numpy's fill does not hold the GIL, so a caller that is
+    waiting for Numba to start anyway (``kernels.prepare``) pays for those faults on the other
+    core instead of inside the parse."""
+
+    def __init__(self, dim: int, dtype, capacity: int, touch: bool = False):
         self.table = np.empty((max(capacity, 1), dim), dtype)
+        if touch:
+            self.table.fill(0)
 
     def ensure(self, rows: int):
         if rows > len(self.table):
             grown = max(rows, int(len(self.table) * 1.5) + 1024)
             self.table.resize((grown, self.table.shape[1]), refcheck=False)
+
+
+def warm_up(K, dtype: str) -> None:
+    """Call ``K``'s text kernels once on a one-row text, with the argument types ``TextParser``
+    gives them for a table of ``dtype``: with Numba, that loads their compiled forms (a
+    ``kernels.prepare`` job running on another thread while the file is opened and sized)."""
+    buf = np.zeros(64, np.uint8)
+    buf[:4] = np.frombuffer(b"a 1\n", np.uint8)
+    bounds = np.array([0, 4], np.int64)
+    lines, rows = K.count_rows(buf, bounds)
+    out = np.empty((1, 1), np.float64 if dtype in ("float16", "float64") else np.float32)
+    K.parse_rows(buf, bounds, np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 1, out,
+                 np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64),
+                 np.empty(1, np.uint8))
 
 
 class TextParser:
@@ -68,14 +90,26 @@ class TextParser:
         self.key_parts, self.len_parts, self.line_parts = [], [], []
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, arr, n, start, line_base, capacity, progress=None, src=None):
-        """Parse from ``arr[start:n]`` (the first block) to the end; return the table."""
-        rep, dim = self.report, self.dim
-        store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
+    def _target(self):
+        """The most rows to read: the header's count and ``limit`` (None: every row)."""
         target = self.header_count
         if self.limit is not None:
             target = self.limit if target is None else min(target, self.limit)
-        grow = GrowingTable(dim, store, capacity if target is None else min(target, capacity))
+        return target
+
+    def allocate(self, capacity: int, touch: bool = False) -> GrowingTable:
+        """The output table for ``capacity`` rows (fewer when the header or limit says so);
+        ``touch``: faulted in now (``GrowingTable``)."""
+        store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
+        target = self._target()
+        return GrowingTable(self.dim, store, capacity if target is None else min(target, capacity),
+                            touch)
+
+    def run(self, arr, n, start, line_base, grow: GrowingTable, progress=None, src=None):
+        """Parse from ``arr[start:n]`` (the first block) to the end into ``grow`` (``allocate``);
+        return the table."""
+        rep = self.report
+        target = self._target()
         done = 0
         last_line = line_base
         counting_only = False

@@ -23,10 +23,18 @@ convert their size with the factors below, so that each kind of job switches to 
 numpy stops being the faster end to end.
 
 The environment is read at each call so that a test can switch backends with ``monkeypatch``.
+
+``prepare(work, warm)`` starts loading the Numba backend (and the kernels ``warm`` calls) on a
+background thread, for a job that knows early that it will run on Numba and has other work to do
+meanwhile: a process pays some 0.35 s for importing Numba and for its first kernel call, nearly
+all of it Python holding the GIL on one core, while reading a file's first block, sizing the
+output and faulting in its memory need the other core and little of the GIL.
 """
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from types import ModuleType
 
 BACKENDS = ("numpy", "numba")
@@ -85,3 +93,27 @@ def backend(name: str) -> ModuleType:
     from embtool.kernels import numpy_kernels
 
     return numpy_kernels
+
+
+def prepare(work: float | None, warm=None) -> None:
+    """Start importing the backend ``choose(work)`` will give, and calling ``warm(kernels)`` (tiny
+    calls that load the compiled kernels a job will use from Numba's cache), on a background
+    thread; ``choose`` then finds the module imported, or waits for its import to end, and the
+    kernels loaded.  Nothing happens for a job that runs on numpy (small jobs never import
+    Numba), nor when the Numba backend is imported already (the process paid its start-up).
+    A failure on the thread is ignored: the job's own import or call reports it."""
+    if backend_name(work) != "numba" or "embtool.kernels.numba_kernels" in sys.modules:
+        return
+
+    def load():
+        try:
+            from embtool.kernels import numba_kernels
+
+            if warm is not None:
+                warm(numba_kernels)
+        except BaseException:  # noqa: BLE001 - reported by the job itself, on its own thread
+            pass
+
+    # Not a daemon: the interpreter's exit waits for it (an early error of the job), rather
+    # than stopping a thread in the middle of loading LLVM.
+    threading.Thread(target=load, name="embtool-numba-start").start()
