@@ -130,7 +130,12 @@ def _pwrite(fd: int, data, offset: int) -> None:
 def _fill_direct(fd: int, data, offset: int) -> bool:
     """``_pwrite(fd, data, offset)`` with the aligned middle written with O_DIRECT; False (nothing
     written) where that is not possible: a small or non-contiguous write, no O_DIRECT on this
-    system or file system."""
+    system or file system.
+
+    The middle goes straight from ``data`` when its memory is aligned as the file offsets are
+    (a page-aligned array written where the file's pages start, as a table's largest tensor is:
+    ``store.encode_header``), else through the bounce buffer: copying 120 MB into it 4 MB at a
+    time, each write waiting for the disk, took twice as long as one write from the array."""
     direct = getattr(os, "O_DIRECT", 0)
     if not direct or isinstance(data, list):
         return False
@@ -149,6 +154,18 @@ def _fill_direct(fd: int, data, offset: int) -> bool:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct)
     except OSError:  # the file system has no O_DIRECT (tmpfs)
         return False
+    if _address(view) % DIRECT_ALIGN == offset % DIRECT_ALIGN:
+        try:
+            _pwrite(fd, view[lo - offset:hi - offset], lo)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            return False  # an alignment the device refuses: nothing written
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+        _pwrite(fd, view[:lo - offset], offset)
+        _pwrite(fd, view[hi - offset:], hi)
+        return True
     bounce = mmap.mmap(-1, DIRECT_CHUNK)  # page-aligned memory
     aligned = memoryview(bounce)
     try:
@@ -170,6 +187,13 @@ def _fill_direct(fd: int, data, offset: int) -> bool:
     _pwrite(fd, view[:lo - offset], offset)
     _pwrite(fd, view[hi - offset:], hi)
     return True
+
+
+def _address(view: memoryview) -> int:
+    """The memory address of a contiguous buffer's first byte (read-only buffers too)."""
+    import numpy as np
+
+    return np.frombuffer(view, np.uint8).__array_interface__["data"][0]
 
 
 def _read_boot_id() -> bytes:

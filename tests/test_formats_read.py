@@ -523,3 +523,16 @@ def test_readers_give_whole_lines_with_padding(tmp_path, lines, final, block, ma
         assert src.consumed() >= pos
     assert pos == len(data) == src.consumed()
     src.close()
+
+
+def test_an_aligned_table_grows_and_is_cut_to_its_rows():
+    """The page-aligned output table of a plain file: growing past the estimate copies it once
+    (then it is an ordinary array), and the rows used are a view of it."""
+    grow = text.GrowingTable(3, np.float32, 4, touch=True, aligned=True)
+    assert grow.table.ctypes.data % text.PAGE == 0 and not grow.table.any()
+    grow.table[:] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert grow.used(2).tolist() == [[0, 1, 2], [3, 4, 5]]
+    grow.ensure(10)
+    assert len(grow.table) >= 10 and grow.table[:4].ravel().tolist() == list(range(12))
+    grow.table[4:10] = 1
+    assert grow.used(10).shape == (10, 3) and grow.used(10).flags.owndata

@@ -88,7 +88,8 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
                 reader, src.name, dim=dim, header_count=found.header and found.header[0],
                 header_lines=found.header_lines, limit=limit, dtype=dtype, encoding=encoding,
                 kernels=None, report=report)
-            grow = parser.allocate(capacity, touch=kernels.backend_name(work) == "numba")
+            grow = parser.allocate(capacity, touch=kernels.backend_name(work) == "numba",
+                                   aligned=src.plain_file)
             parser.kernels = kernels.choose(work)
             table, rows = parser.run(arr, n, found.start, found.header_lines, grow, progress, src)
             data, offsets, where = parser.keys()

@@ -32,32 +32,63 @@ import numpy as np
 
 from embtool.errors import FormatError
 from embtool.formats.detect import LINE_WS, number
+from embtool.formats.loaded import shrink
 from embtool.kernels.common import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO_MANY
 
 #: bytes per parallel chunk of a block.
 CHUNK = 1 << 20
+#: what ``page_aligned`` aligns to (a page covers every device's direct-I/O alignment).
+PAGE = 4096
 _LITERALS = (b"nan", b"inf", b"infinity")
 
 
 class GrowingTable:
     """A C-contiguous (rows x dim) array that grows with ``ndarray.resize`` (realloc: large
-    blocks are remapped, not copied) and is shrunk to the rows used at the end.
+    blocks are remapped, not copied) and is shrunk to the rows used at the end (``used``).
 
     ``touch``: write the whole array once now.  The first write to fresh memory costs a page
     fault per page, and here (a VM whose guest memory the host backs lazily) some 0.1 s for a
     120 MB table, 20x the write itself; numpy's fill does not hold the GIL, so a caller that is
     waiting for Numba to start anyway (``kernels.prepare``) pays for those faults on the other
-    core instead of inside the parse."""
+    core instead of inside the parse.
 
-    def __init__(self, dim: int, dtype, capacity: int, touch: bool = False):
-        self.table = np.empty((max(capacity, 1), dim), dtype)
+    ``aligned``: the table starts on a page boundary (a view of a larger buffer), as the weight
+    does in a table file (``store.encode_header``), so that writing it to a new file goes
+    straight from this memory to the disk (``vfs.OS.fill``), without a copy through a bounce
+    buffer.  For a file whose size gave the capacity: growing it copies it once (into an
+    unaligned array, which later growth remaps), and the rows left unused stay allocated."""
+
+    def __init__(self, dim: int, dtype, capacity: int, touch: bool = False,
+                 aligned: bool = False):
+        shape = (max(capacity, 1), dim)
+        self.table = page_aligned(shape, dtype) if aligned else np.empty(shape, dtype)
         if touch:
             self.table.fill(0)
 
     def ensure(self, rows: int):
         if rows > len(self.table):
             grown = max(rows, int(len(self.table) * 1.5) + 1024)
-            self.table.resize((grown, self.table.shape[1]), refcheck=False)
+            if self.table.base is not None:  # aligned: a view, which cannot be resized
+                table = np.empty((grown, self.table.shape[1]), self.table.dtype)
+                table[:len(self.table)] = self.table
+                self.table = table
+            else:
+                self.table.resize((grown, self.table.shape[1]), refcheck=False)
+
+    def used(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows: the table shrunk, or a view of an aligned one."""
+        if self.table.base is not None:
+            return self.table[:rows]
+        return shrink(self.table, rows)
+
+
+def page_aligned(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a page boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + PAGE, np.uint8)
+    skip = -raw.ctypes.data % PAGE
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 def warm_up(K, dtype: str) -> None:
@@ -97,13 +128,13 @@ class TextParser:
             target = self.limit if target is None else min(target, self.limit)
         return target
 
-    def allocate(self, capacity: int, touch: bool = False) -> GrowingTable:
+    def allocate(self, capacity: int, touch: bool = False, aligned: bool = False) -> GrowingTable:
         """The output table for ``capacity`` rows (fewer when the header or limit says so);
-        ``touch``: faulted in now (``GrowingTable``)."""
+        ``touch``: faulted in now, ``aligned``: on a page boundary (``GrowingTable``)."""
         store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
         target = self._target()
         return GrowingTable(self.dim, store, capacity if target is None else min(target, capacity),
-                            touch)
+                            touch, aligned)
 
     def run(self, arr, n, start, line_base, grow: GrowingTable, progress=None, src=None):
         """Parse from ``arr[start:n]`` (the first block) to the end into ``grow`` (``allocate``);
@@ -154,7 +185,7 @@ class TextParser:
         if rep.ignored_rows:
             rep.warnings.append(f"the header says {self.header_count} rows; {rep.ignored_rows} "
                                 "more rows after them were ignored")
-        return grow.table, done
+        return grow.used(done), done
 
     def _bounds(self, a, n):
         nchunks = max(1, (n - a) // CHUNK)
