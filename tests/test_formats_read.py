@@ -525,11 +525,25 @@ def test_readers_give_whole_lines_with_padding(tmp_path, lines, final, block, ma
     src.close()
 
 
-def test_an_aligned_table_grows_and_is_cut_to_its_rows():
-    """The page-aligned output table of a plain file: growing past the estimate copies it once
-    (then it is an ordinary array), and the rows used are a view of it."""
-    grow = text.GrowingTable(3, np.float32, 4, touch=True, aligned=True)
-    assert grow.table.ctypes.data % text.PAGE == 0 and not grow.table.any()
+def test_an_aligned_table_grows_and_is_cut_to_its_rows(monkeypatch):
+    """The page-aligned output table of a plain file, written a piece at a time while Numba
+    starts: growing past the estimate copies it once (then it is an ordinary array), and the
+    rows used are a view of it."""
+    monkeypatch.setattr(text, "TOUCH_PIECE", 1200)
+
+    class Starting:  # a thread starting Numba, alive for two pieces
+        calls = 0
+
+        def is_alive(self):
+            self.calls += 1
+            return self.calls <= 2
+
+    grow = text.GrowingTable(3, np.float32, 4, touch=Starting(), aligned=True)
+    assert grow.table.ctypes.data % text.PAGE == 0
+    grow = text.GrowingTable(3, np.float32, 4000, touch=Starting(), aligned=True)
+    step = text.TOUCH_PIECE // 12
+    assert not grow.table[:2 * step].any()  # written while Numba started
+    grow = text.GrowingTable(3, np.float32, 4, aligned=True)
     grow.table[:] = np.arange(12, dtype=np.float32).reshape(4, 3)
     assert grow.used(2).tolist() == [[0, 1, 2], [3, 4, 5]]
     grow.ensure(10)

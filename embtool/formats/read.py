@@ -68,11 +68,11 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
         reader = MappedReader(src) if mapped else BlockReader(src)
         arr, n = reader.next()
         work = max(src.size or 0, n) * kernels.PER_TEXT_BYTE
-        text_file = found.format != "word2vec-binary"
-        if text_file:
+        starting = None
+        if found.format != "word2vec-binary":
             # Numba starts on another thread (about 0.35 s) while this one sizes the table and
             # faults it in; the parse then finds its kernels loaded.
-            kernels.prepare(work, partial(text.warm_up, dtype=dtype))
+            starting = kernels.prepare(work, partial(text.warm_up, dtype=dtype))
         capacity = _capacity(src, found, n, reader, dim)
         if found.format == "word2vec-binary":
             K = kernels.choose(work)
@@ -88,8 +88,7 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
                 reader, src.name, dim=dim, header_count=found.header and found.header[0],
                 header_lines=found.header_lines, limit=limit, dtype=dtype, encoding=encoding,
                 kernels=None, report=report)
-            grow = parser.allocate(capacity, touch=kernels.backend_name(work) == "numba",
-                                   aligned=src.plain_file)
+            grow = parser.allocate(capacity, touch=starting, aligned=src.plain_file)
             parser.kernels = kernels.choose(work)
             table, rows = parser.run(arr, n, found.start, found.header_lines, grow, progress, src)
             data, offsets, where = parser.keys()

@@ -39,6 +39,8 @@ from embtool.kernels.common import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO
 CHUNK = 1 << 20
 #: what ``page_aligned`` aligns to (a page covers every device's direct-I/O alignment).
 PAGE = 4096
+#: bytes of the output table written at a time while Numba starts (``GrowingTable``).
+TOUCH_PIECE = 8 << 20
 _LITERALS = (b"nan", b"inf", b"infinity")
 
 
@@ -46,11 +48,12 @@ class GrowingTable:
     """A C-contiguous (rows x dim) array that grows with ``ndarray.resize`` (realloc: large
     blocks are remapped, not copied) and is shrunk to the rows used at the end (``used``).
 
-    ``touch``: write the whole array once now.  The first write to fresh memory costs a page
-    fault per page, and here (a VM whose guest memory the host backs lazily) some 0.1 s for a
-    120 MB table, 20x the write itself; numpy's fill does not hold the GIL, so a caller that is
-    waiting for Numba to start anyway (``kernels.prepare``) pays for those faults on the other
-    core instead of inside the parse.
+    ``touch``: a thread starting Numba (``kernels.prepare``); while it runs, the array is written
+    once, a piece at a time.  The first write to fresh memory costs a page fault per page, and
+    here (a VM whose guest memory the host backs lazily) 15-600 ms for a 120 MB table, 1-30x
+    the write itself; numpy's fill does not hold the GIL, so those faults are paid on the core
+    the Numba start-up leaves free instead of inside the parse.  The pieces stop when Numba is
+    ready: the parse's threads fault in the rest.
 
     ``aligned``: the table starts on a page boundary (a view of a larger buffer), as the weight
     does in a table file (``store.encode_header``), so that writing it to a new file goes
@@ -58,12 +61,15 @@ class GrowingTable:
     buffer.  For a file whose size gave the capacity: growing it copies it once (into an
     unaligned array, which later growth remaps), and the rows left unused stay allocated."""
 
-    def __init__(self, dim: int, dtype, capacity: int, touch: bool = False,
-                 aligned: bool = False):
+    def __init__(self, dim: int, dtype, capacity: int, touch=None, aligned: bool = False):
         shape = (max(capacity, 1), dim)
         self.table = page_aligned(shape, dtype) if aligned else np.empty(shape, dtype)
-        if touch:
-            self.table.fill(0)
+        if touch is not None:
+            step = max(1, TOUCH_PIECE // max(1, self.table[:1].nbytes))
+            for r in range(0, len(self.table), step):
+                if not touch.is_alive():
+                    break
+                self.table[r:r + step].fill(0)
 
     def ensure(self, rows: int):
         if rows > len(self.table):
@@ -128,7 +134,7 @@ class TextParser:
             target = self.limit if target is None else min(target, self.limit)
         return target
 
-    def allocate(self, capacity: int, touch: bool = False, aligned: bool = False) -> GrowingTable:
+    def allocate(self, capacity: int, touch=None, aligned: bool = False) -> GrowingTable:
         """The output table for ``capacity`` rows (fewer when the header or limit says so);
         ``touch``: faulted in now, ``aligned``: on a page boundary (``GrowingTable``)."""
         store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)

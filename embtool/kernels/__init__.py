@@ -95,15 +95,16 @@ def backend(name: str) -> ModuleType:
     return numpy_kernels
 
 
-def prepare(work: float | None, warm=None) -> None:
+def prepare(work: float | None, warm=None) -> threading.Thread | None:
     """Start importing the backend ``choose(work)`` will give, and calling ``warm(kernels)`` (tiny
     calls that load the compiled kernels a job will use from Numba's cache), on a background
     thread; ``choose`` then finds the module imported, or waits for its import to end, and the
-    kernels loaded.  Nothing happens for a job that runs on numpy (small jobs never import
-    Numba), nor when the Numba backend is imported already (the process paid its start-up).
-    A failure on the thread is ignored: the job's own import or call reports it."""
+    kernels loaded.  Returns the thread (alive while Numba starts), or None: nothing happens for
+    a job that runs on numpy (small jobs never import Numba), nor when the Numba backend is
+    imported already (the process paid its start-up).  A failure on the thread is ignored: the
+    job's own import or call reports it."""
     if backend_name(work) != "numba" or "embtool.kernels.numba_kernels" in sys.modules:
-        return
+        return None
 
     def load():
         try:
@@ -116,4 +117,6 @@ def prepare(work: float | None, warm=None) -> None:
 
     # Not a daemon: the interpreter's exit waits for it (an early error of the job), rather
     # than stopping a thread in the middle of loading LLVM.
-    threading.Thread(target=load, name="embtool-numba-start").start()
+    thread = threading.Thread(target=load, name="embtool-numba-start")
+    thread.start()
+    return thread
