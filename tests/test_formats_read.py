@@ -550,3 +550,19 @@ def test_an_aligned_table_grows_and_is_cut_to_its_rows(monkeypatch):
     assert len(grow.table) >= 10 and grow.table[:4].ravel().tolist() == list(range(12))
     grow.table[4:10] = 1
     assert grow.used(10).shape == (10, 3) and grow.used(10).flags.owndata
+
+
+def test_duplicates_in_a_mapped_file_are_dropped_in_place(tmp_path):
+    """A plain file large enough to be mapped parses into a page-aligned table (a view of a
+    larger buffer); dropping duplicate rows compacts it in place, without a copy of the table."""
+    rng = np.random.default_rng(5)
+    rows = 12000
+    values = rng.integers(-999, 999, (rows, 80)) / 100
+    words = [f"w{i % (rows - 50)}" for i in range(rows)]  # the last 50 repeat earlier words
+    data = "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in zip(words, values)).encode()
+    assert len(data) > source.MAP_FROM
+    got = load(tmp_path, data)
+    ref_words, ref = naive_parse.parse_glove(data)
+    assert got.words == [w.decode() for w in ref_words[:rows - 50]]
+    assert bits(got.vectors) == bits(ref[:rows - 50]) and got.report.duplicates == 50
+    assert got.vectors.base is not None and got.vectors.flags.c_contiguous

@@ -83,8 +83,6 @@ class GrowingTable:
 
     def used(self, rows: int) -> np.ndarray:
         """The first ``rows`` rows: the table shrunk, or a view of an aligned one."""
-        if self.table.base is not None:
-            return self.table[:rows]
         return shrink(self.table, rows)
 
 
