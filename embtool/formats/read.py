@@ -70,7 +70,7 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
         work = max(src.size or 0, n) * kernels.PER_TEXT_BYTE
         starting = None
         if found.format != "word2vec-binary":
-            # Numba starts on another thread (about 0.35 s) while this one sizes the table and
+            # Numba starts on another thread (about 0.4 s) while this one sizes the table and
             # faults it in; the parse then finds its kernels loaded.
             starting = kernels.prepare(work, partial(text.warm_up, dtype=dtype))
         capacity = _capacity(src, found, n, reader, dim)

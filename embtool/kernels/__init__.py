@@ -26,7 +26,7 @@ The environment is read at each call so that a test can switch backends with ``m
 
 ``prepare(work, warm)`` starts loading the Numba backend (and the kernels ``warm`` calls) on a
 background thread, for a job that knows early that it will run on Numba and has other work to do
-meanwhile: a process pays some 0.35 s for importing Numba and for its first kernel call, nearly
+meanwhile: a process pays about 0.4 s for importing Numba and for its first kernel call, nearly
 all of it Python holding the GIL on one core, while reading a file's first block, sizing the
 output and faulting in its memory need the other core and little of the GIL.
 """
