@@ -40,7 +40,7 @@ CHUNK = 1 << 20
 #: what ``page_aligned`` aligns to (a page covers every device's direct-I/O alignment).
 PAGE = 4096
 #: bytes of the output table written at a time while Numba starts (``GrowingTable``).
-TOUCH_PIECE = 8 << 20
+TOUCH_PIECE = 2 << 20
 _LITERALS = (b"nan", b"inf", b"infinity")
 
 
