@@ -54,7 +54,7 @@ from .config import PREFIX, Config, pick_tensor
 from .errors import EmbtoolError, FormatError
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors reference implementation's limit
-HEADER_ALIGN = 4096  # data starts on a page boundary: aligned, mmap-friendly rows
+HEADER_ALIGN = 4096  # the largest tensor starts on a page boundary: aligned, mmap-friendly rows
 HEADER_SLACK = 1024  # spare header bytes for in-place metadata updates
 COPY_CHUNK = 64 << 20
 
@@ -178,9 +178,14 @@ def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size
     """The 8-byte length plus JSON header, padded with spaces.
 
     With ``size`` the JSON is padded to exactly that many bytes (an in-place update) and
-    ``None`` is returned if it does not fit; otherwise it is padded so that the data starts on a
-    page boundary with at least ``HEADER_SLACK`` spare bytes.
+    ``None`` is returned if it does not fit; otherwise it is padded with at least
+    ``HEADER_SLACK`` spare bytes so that the largest tensor starts on a page boundary (the data
+    section does when that is the first tensor, or when the tensors before it would not stay
+    8-byte aligned).  A table's rows then start page-aligned in the file as in a map of it, and
+    a page-aligned array of them is written to a new file straight from memory
+    (``vfs.OS.fill``).
     """
+    infos = list(infos)
     obj: dict = {}
     if metadata:
         obj["__metadata__"] = dict(metadata)
@@ -188,8 +193,10 @@ def encode_header(infos: Iterable[TensorInfo], metadata: Mapping[str, str], size
         obj[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [t.begin, t.end]}
     text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if size is None:
-        total = 8 + len(text) + HEADER_SLACK
-        size = -(-total // HEADER_ALIGN) * HEADER_ALIGN - 8
+        largest = max(infos, key=lambda t: t.nbytes, default=None)
+        base = largest.begin if largest is not None and largest.begin % 8 == 0 else 0
+        total = 8 + len(text) + HEADER_SLACK + base
+        size = -(-total // HEADER_ALIGN) * HEADER_ALIGN - 8 - base
     elif len(text) > size:
         return None
     return struct.pack("<Q", size) + text + b" " * (size - len(text))

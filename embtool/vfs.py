@@ -131,8 +131,13 @@ def _pwrite(fd: int, data, offset: int) -> None:
 def _fill_direct(fd: int, data, offset: int) -> bool:
     """``_pwrite(fd, data, offset)`` with the aligned middle written with O_DIRECT; False (nothing
     written) where that is not possible: a small or non-contiguous write, no O_DIRECT on this
-    system or file system.  ``data`` may be a list of buffers written back to back (a log frame):
-    the bounce buffer joins them."""
+    system or file system.  ``data`` may be a list of buffers written back to back (a log frame).
+
+    The middle goes straight from ``data`` when it is one buffer whose memory is aligned as the
+    file offsets are (a page-aligned array written where the file's pages start, as a table's
+    largest tensor is: ``store.encode_header``), else through the bounce buffer, which also joins
+    a list: copying 120 MB into it 4 MB at a time, each write waiting for the disk, took twice as
+    long as one write from the array."""
     direct = getattr(os, "O_DIRECT", 0)
     if not direct:
         return False
@@ -152,27 +157,37 @@ def _fill_direct(fd: int, data, offset: int) -> bool:
         fcntl.fcntl(fd, fcntl.F_SETFL, flags | direct)
     except OSError:  # the file system has no O_DIRECT (tmpfs)
         return False
-    bounce = mmap.mmap(-1, DIRECT_CHUNK)  # page-aligned memory
-    aligned = memoryview(bounce)
-    try:
-        pos = lo
-        while pos < hi:
-            n = min(DIRECT_CHUNK, hi - pos)
-            at = 0
-            for piece in _pieces(views, pos - offset, pos - offset + n):
-                aligned[at:at + len(piece)] = piece
-                at += len(piece)
-            try:
-                _pwrite(fd, aligned[:n], pos)
-            except OSError as e:
-                if e.errno != errno.EINVAL or pos != lo:
-                    raise
-                return False  # an alignment the device refuses: nothing written yet
-            pos += n
-    finally:
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags)
-        aligned.release()
-        bounce.close()
+    if len(views) == 1 and _address(views[0]) % DIRECT_ALIGN == offset % DIRECT_ALIGN:
+        try:
+            _pwrite(fd, views[0][lo - offset:hi - offset], lo)
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            return False  # an alignment the device refuses: nothing written
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    else:
+        bounce = mmap.mmap(-1, DIRECT_CHUNK)  # page-aligned memory
+        aligned = memoryview(bounce)
+        try:
+            pos = lo
+            while pos < hi:
+                n = min(DIRECT_CHUNK, hi - pos)
+                at = 0
+                for piece in _pieces(views, pos - offset, pos - offset + n):
+                    aligned[at:at + len(piece)] = piece
+                    at += len(piece)
+                try:
+                    _pwrite(fd, aligned[:n], pos)
+                except OSError as e:
+                    if e.errno != errno.EINVAL or pos != lo:
+                        raise
+                    return False  # an alignment the device refuses: nothing written yet
+                pos += n
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+            aligned.release()
+            bounce.close()
     for a, b in ((offset, lo), (hi, offset + total)):
         if b > a:
             _pwrite(fd, _pieces(views, a - offset, b - offset), a)
@@ -190,6 +205,13 @@ def _pieces(views: list, start: int, stop: int) -> list:
         if pos >= stop:
             break
     return out
+
+
+def _address(view: memoryview) -> int:
+    """The memory address of a contiguous buffer's first byte (read-only buffers too)."""
+    import numpy as np
+
+    return np.frombuffer(view, np.uint8).__array_interface__["data"][0]
 
 
 def _read_boot_id() -> bytes:

@@ -77,6 +77,28 @@ def test_glove_dim_is_the_most_common_field_count(tmp_path):
     assert got.report.dim == 3 and got.words == ["a b", "c", "d"]
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=hs.lists(hs.lists(hs.sampled_from([b"w", b"1", b"", b"x y"]), min_size=1, max_size=6)
+                      .map(b" ".join), max_size=60),
+       first=hs.integers(1, 400), whole=hs.integers(1, 4000))
+def test_dim_from_a_short_first_sample_is_the_dim_of_the_whole_sample(monkeypatch, lines, first,
+                                                                     whole):
+    """``_infer_dim`` tries a short sample first: it decides only when it holds every line the
+    rule looks at, so the dimension (or the error) is that of the whole sample."""
+    monkeypatch.setattr(read_module._detect, "DIM_SAMPLE_LINES", 5)
+    data = b"\n".join(lines) + b"\n"
+    arr = np.frombuffer(data + bytes(64), np.uint8)
+
+    def infer(samples):
+        monkeypatch.setattr(read_module, "DIM_SAMPLES", samples)
+        try:
+            return read_module._infer_dim(arr, 0, len(data), "v.txt")
+        except FormatError as e:
+            return str(e)
+
+    assert infer((first, max(first, whole))) == infer((max(first, whole),))
+
+
 def test_dim_parameter_overrides_inference_and_must_match_a_header(tmp_path):
     got = load(tmp_path, b"a b 1 2\nc d 3 4\n", dim=2)
     assert got.words == ["a b", "c d"]
@@ -501,3 +523,46 @@ def test_readers_give_whole_lines_with_padding(tmp_path, lines, final, block, ma
         assert src.consumed() >= pos
     assert pos == len(data) == src.consumed()
     src.close()
+
+
+def test_an_aligned_table_grows_and_is_cut_to_its_rows(monkeypatch):
+    """The page-aligned output table of a plain file, written a piece at a time while Numba
+    starts: growing past the estimate copies it once (then it is an ordinary array), and the
+    rows used are a view of it."""
+    monkeypatch.setattr(text, "TOUCH_PIECE", 1200)
+
+    class Starting:  # a thread starting Numba, alive for two pieces
+        calls = 0
+
+        def is_alive(self):
+            self.calls += 1
+            return self.calls <= 2
+
+    grow = text.GrowingTable(3, np.float32, 4, touch=Starting(), aligned=True)
+    assert grow.table.ctypes.data % text.PAGE == 0
+    grow = text.GrowingTable(3, np.float32, 4000, touch=Starting(), aligned=True)
+    step = text.TOUCH_PIECE // 12
+    assert not grow.table[:2 * step].any()  # written while Numba started
+    grow = text.GrowingTable(3, np.float32, 4, aligned=True)
+    grow.table[:] = np.arange(12, dtype=np.float32).reshape(4, 3)
+    assert grow.used(2).tolist() == [[0, 1, 2], [3, 4, 5]]
+    grow.ensure(10)
+    assert len(grow.table) >= 10 and grow.table[:4].ravel().tolist() == list(range(12))
+    grow.table[4:10] = 1
+    assert grow.used(10).shape == (10, 3) and grow.used(10).flags.owndata
+
+
+def test_duplicates_in_a_mapped_file_are_dropped_in_place(tmp_path):
+    """A plain file large enough to be mapped parses into a page-aligned table (a view of a
+    larger buffer); dropping duplicate rows compacts it in place, without a copy of the table."""
+    rng = np.random.default_rng(5)
+    rows = 12000
+    values = rng.integers(-999, 999, (rows, 80)) / 100
+    words = [f"w{i % (rows - 50)}" for i in range(rows)]  # the last 50 repeat earlier words
+    data = "".join(f"{w} {' '.join(map(str, v))}\n" for w, v in zip(words, values)).encode()
+    assert len(data) > source.MAP_FROM
+    got = load(tmp_path, data)
+    ref_words, ref = naive_parse.parse_glove(data)
+    assert got.words == [w.decode() for w in ref_words[:rows - 50]]
+    assert bits(got.vectors) == bits(ref[:rows - 50]) and got.report.duplicates == 50
+    assert got.vectors.base is not None and got.vectors.flags.c_contiguous

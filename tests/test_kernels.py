@@ -104,6 +104,36 @@ def test_choose(monkeypatch):
         kernels.choose(10)
 
 
+def test_prepare_loads_numba_in_the_background_only_for_jobs_that_use_it():
+    """``prepare`` starts Numba (and its warm-up calls) on a thread for a large job only: small
+    jobs and a numpy backend never import it; a warm-up that fails is the job's to report."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, threading; from embtool import kernels; from embtool.formats import text\n"
+            "kernels.prepare(10, lambda K: text.warm_up(K, 'float32'))\n"
+            "os.environ['EMBTOOL_BACKEND'] = 'numpy'; kernels.prepare(10**9, None)\n"
+            "print('numba' in sys.modules, threading.active_count())\n"
+            "os.environ['EMBTOOL_BACKEND'] = 'auto'\n"
+            "def warm(K): text.warm_up(K, 'float32'); raise RuntimeError('reported by the job')\n"
+            "kernels.prepare(10**9, warm)\n"
+            "[t.join() for t in threading.enumerate() if t.name == 'embtool-numba-start']\n"
+            "print('embtool.kernels.numba_kernels' in sys.modules, threading.active_count())\n")
+    env = {k: v for k, v in os.environ.items() if k != "EMBTOOL_BACKEND"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env)
+    assert out.stdout.split() == ["False", "1", "True", "1"]
+    assert out.stderr == ""
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_warm_up_runs_the_text_kernels_of_both_backends(dtype):
+    from embtool.formats import text
+
+    for K in (npk, nb):
+        text.warm_up(K, dtype)
+
+
 def test_a_forked_child_runs_the_threaded_kernels():
     """The thread pool does not survive fork(): the child must make its own, not wait forever."""
     weight = _mixed(1, (300, 5), 0.0)

@@ -46,6 +46,25 @@ def test_written_table_is_read_by_safetensors_numpy(tmp_path):
     assert h.data_start % st.HEADER_ALIGN == 0
 
 
+@pytest.mark.parametrize("rows", [1, 7, 1000])
+def test_the_largest_tensor_starts_on_a_page_boundary(tmp_path, rows):
+    """With a vocabulary the I64 tensors come first: the header is padded so that the weight
+    (the largest tensor) starts on a page boundary, the I64 tensors stay 8-byte aligned, and the
+    header keeps its spare room."""
+    from embtool.vocab import encode_vocab
+
+    w = np.ones((rows, 5), np.float32)
+    p = tmp_path / "t.safetensors"
+    create(p, {"weight": w, **encode_vocab([f"w{i}" for i in range(rows)])}, Config(), force=True)
+    h = st.read_header(p)
+    assert (h.data_start + h.tensors["weight"].begin) % st.HEADER_ALIGN == 0
+    assert h.data_start % 8 == 0 and h.tensors["vocab.offsets"].begin == 0
+    raw = p.read_bytes()[8:h.data_start]
+    assert len(raw) - len(raw.rstrip(b" ")) >= st.HEADER_SLACK
+    with Table.open(p) as t:
+        assert np.array_equal(t.weight(), w) and t.vocab.find("w0") == 0
+
+
 def test_foreign_file_tensor_selection(tmp_path):
     from safetensors.numpy import save_file
 

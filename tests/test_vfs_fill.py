@@ -110,3 +110,28 @@ def test_a_device_refusing_the_alignment_gets_buffered_writes(tmp_path, monkeypa
         assert os.pread(fd, len(data) + 8, 0) == bytes(7) + data
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("offset", [0, 4096, 1000, 5000])
+def test_a_page_aligned_source_goes_to_the_disk_without_the_bounce_buffer(tmp_path, monkeypatch,
+                                                                          small_direct, offset):
+    """Memory aligned as the file offsets are (a table's page-aligned weight written where the
+    file's pages start) is written in one direct write from the array itself; the same bytes."""
+    from embtool.formats.text import page_aligned
+
+    data = page_aligned((40000 + offset % 4096,), np.uint8)[offset % 4096:]
+    data[:] = np.random.default_rng(offset).integers(0, 256, data.size, dtype=np.uint8)
+    seen = record_writes(monkeypatch)
+    bounces = []
+    real_mmap = vfs.mmap.mmap
+    monkeypatch.setattr(vfs.mmap, "mmap", lambda *a, **k: bounces.append(a) or real_mmap(*a, **k))
+    fd = os.open(tmp_path / "t", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        vfs.OS().fill(fd, data, offset)
+        assert os.pread(fd, offset + data.size + 1, 0) == bytes(offset) + data.tobytes()
+    finally:
+        os.close(fd)
+    direct = [(o, n) for o, n, d in seen if d]
+    if DIRECT and direct:  # (a file system without O_DIRECT gets plain writes)
+        lo = -(-offset // 4096) * 4096
+        assert direct == [(lo, (offset + data.size) // 4096 * 4096 - lo)] and not bounces

@@ -194,11 +194,15 @@ def detect(head: bytes, name: str, fmt: str, encoding: str, whole: bool = False)
     return Detected("glove", bom, None, start)
 
 
-def infer_dim(block: bytes, name: str, line_base: int = 0) -> int:
+def infer_dim(block: bytes, name: str, line_base: int = 0, partial: bool = False) -> int | None:
     """A GloVe file's dimension: the most common number of fields minus one over the first
     ``DIM_SAMPLE_LINES`` non-blank lines (ties go to the smaller dimension, since a longer row may
     be a key with spaces while a shorter one is always an error).  One damaged or 840B-style
-    line among the first rows therefore does not decide the dimension."""
+    line among the first rows therefore does not decide the dimension.  At most the first
+    ``4 * DIM_SAMPLE_LINES`` lines are looked at.
+
+    ``partial``: ``block`` is only the start of the sample (whole lines); None when it ends
+    before the lines the rule looks at (a longer sample may decide otherwise)."""
     counts: dict[int, int] = {}
     first_line = {}
     pieces = block.split(b"\n", 4 * DIM_SAMPLE_LINES)
@@ -213,6 +217,8 @@ def infer_dim(block: bytes, name: str, line_base: int = 0) -> int:
         seen += 1
         if seen == DIM_SAMPLE_LINES:
             break
+    if partial and seen < DIM_SAMPLE_LINES and len(pieces) <= 4 * DIM_SAMPLE_LINES:
+        return None
     if not counts:
         raise FormatError(f"{name}: no vectors found (only blank lines)")
     usable = {k: c for k, c in counts.items() if k >= 2}

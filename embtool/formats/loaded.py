@@ -234,11 +234,12 @@ def compact_rows(table: np.ndarray, keep: np.ndarray) -> np.ndarray:
 
 
 def shrink(table: np.ndarray, rows: int) -> np.ndarray:
-    """The first ``rows`` rows of ``table``, releasing the rest of its memory when it owns it."""
+    """The first ``rows`` rows of ``table``, releasing the rest of its memory when it owns it; a
+    view of a larger buffer (the page-aligned table of a plain file) is cut in place: copying
+    it would need a second table's memory."""
     if rows == len(table):
         return table
-    try:
-        table.resize((rows,) + table.shape[1:], refcheck=False)
-        return table
-    except ValueError:
-        return np.ascontiguousarray(table[:rows]).copy()
+    if table.base is not None:
+        return table[:rows]
+    table.resize((rows,) + table.shape[1:], refcheck=False)
+    return table

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from functools import partial
 
 import numpy as np
 
@@ -21,6 +22,10 @@ DTYPES = tuple(_dtypes.NAMES.values())  # the user-facing names of the table dty
 HEAD = 1 << 16
 #: the most bytes allocated for the table before the size of a stream is known.
 FIRST_ALLOCATION = 256 << 20
+#: bytes of the first block whose lines give the estimate of bytes per row (``_capacity``).
+CAPACITY_SAMPLE = 4 << 20
+#: the samples ``_infer_dim`` tries in turn: the last one decides (``detect.infer_dim``).
+DIM_SAMPLES = (4 << 20, 8 << 20)
 
 
 def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding="utf-8",
@@ -62,9 +67,15 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
         mapped = src.plain_file and src.size >= MAP_FROM and found.format != "word2vec-binary"
         reader = MappedReader(src) if mapped else BlockReader(src)
         arr, n = reader.next()
-        K = kernels.choose(max(src.size or 0, n) * kernels.PER_TEXT_BYTE)
+        work = max(src.size or 0, n) * kernels.PER_TEXT_BYTE
+        starting = None
+        if found.format != "word2vec-binary":
+            # Numba starts on another thread (about 0.4 s) while this one sizes the table and
+            # faults it in; the parse then finds its kernels loaded.
+            starting = kernels.prepare(work, partial(text.warm_up, dtype=dtype))
         capacity = _capacity(src, found, n, reader, dim)
         if found.format == "word2vec-binary":
+            K = kernels.choose(work)
             table, rows, data, offsets, where = binary.read_binary(
                 reader, found.start, found.header[0], dim, limit=limit, dtype=dtype,
                 kernels=K, report=report, name=src.name, capacity=capacity,
@@ -72,17 +83,14 @@ def read_vectors(source, *, format="auto", limit=None, dtype="float32", encoding
             where_kind = "byte"
         else:
             if dim is None:
-                sample_end = min(n, found.start + (8 << 20))
-                sample = arr[found.start:sample_end].tobytes()
-                if sample_end < n:
-                    sample = sample[: sample.rfind(b"\n") + 1] or sample
-                dim = _detect.infer_dim(sample, src.name)
+                dim = _infer_dim(arr, found.start, n, src.name)
             parser = text.TextParser(
                 reader, src.name, dim=dim, header_count=found.header and found.header[0],
                 header_lines=found.header_lines, limit=limit, dtype=dtype, encoding=encoding,
-                kernels=K, report=report)
-            table, rows = parser.run(arr, n, found.start, found.header_lines, capacity,
-                                     progress, src)
+                kernels=None, report=report)
+            grow = parser.allocate(capacity, touch=starting, aligned=src.plain_file)
+            parser.kernels = kernels.choose(work)
+            table, rows = parser.run(arr, n, found.start, found.header_lines, grow, progress, src)
             data, offsets, where = parser.keys()
             where_kind = "line"
         report.dim = dim
@@ -124,14 +132,34 @@ def _read_head(src) -> tuple[bytes, bool]:
     return head, len(more) < want
 
 
+def _infer_dim(arr, start, n, name) -> int:
+    """``detect.infer_dim`` of the first lines of the block, up to 8 MB.  A first 4 MB is enough
+    when it holds the lines the rule looks at (1000 rows of 300 values do): copying and splitting
+    8 MB holds the GIL for 10-15 ms, which the Numba start-up on the other thread waits for."""
+    for size in DIM_SAMPLES:
+        sample_end = min(n, start + size)
+        sample = arr[start:sample_end].tobytes()
+        if sample_end < n:
+            sample = sample[: sample.rfind(b"\n") + 1] or sample
+        dim = _detect.infer_dim(sample, name, partial=sample_end < n and size < DIM_SAMPLES[-1])
+        if dim is not None:
+            return dim
+    raise AssertionError("unreachable: the last sample decides")  # pragma: no cover
+
+
 def _capacity(src, found, n, reader, dim) -> int:
     """Rows to allocate at first: exact from a header (bounded by what the file can hold), else
     estimated from the file size and the first block's bytes per row; the table grows if needed."""
     if found.header is not None and found.format == "word2vec-binary":
         per_row = 4 * dim + 2
     else:
-        rows = max(1, reader.count(b"\n", found.start, n))
-        per_row = max(1, (n - found.start) // rows)
+        # bytes per row from the first lines (counting a whole 32 MB block holds the GIL for
+        # 15-30 ms, which the Numba start-up on the other thread waits for)
+        end = min(n, found.start + CAPACITY_SAMPLE)
+        rows = reader.count(b"\n", found.start, end)
+        if rows == 0:
+            end, rows = n, max(1, reader.count(b"\n", found.start, n))
+        per_row = max(1, (end - found.start) // rows)
         if found.header is not None:
             per_row = min(per_row, 2 * (dim or 1) + 1)
     if src.plain_file:

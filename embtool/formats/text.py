@@ -32,24 +32,81 @@ import numpy as np
 
 from embtool.errors import FormatError
 from embtool.formats.detect import LINE_WS, number
+from embtool.formats.loaded import shrink
 from embtool.kernels.common import EMPTY_FIELD, ERRORS, SPACED_KEY, TOO_FEW, TOO_MANY
 
 #: bytes per parallel chunk of a block.
 CHUNK = 1 << 20
+#: what ``page_aligned`` aligns to (a page covers every device's direct-I/O alignment).
+PAGE = 4096
+#: bytes of the output table written at a time while Numba starts (``GrowingTable``).
+TOUCH_PIECE = 2 << 20
 _LITERALS = (b"nan", b"inf", b"infinity")
 
 
 class GrowingTable:
     """A C-contiguous (rows x dim) array that grows with ``ndarray.resize`` (realloc: large
-    blocks are remapped, not copied) and is shrunk to the rows used at the end."""
+    blocks are remapped, not copied) and is shrunk to the rows used at the end (``used``).
 
-    def __init__(self, dim: int, dtype, capacity: int):
-        self.table = np.empty((max(capacity, 1), dim), dtype)
+    ``touch``: a thread starting Numba (``kernels.prepare``); while it runs, the array is written
+    once, a piece at a time.  The first write to fresh memory costs a page fault per page, and
+    here (a VM whose guest memory the host backs lazily) 15-600 ms for a 120 MB table, 1-30x
+    the write itself; numpy's fill does not hold the GIL, so those faults are paid on the core
+    the Numba start-up leaves free instead of inside the parse.  The pieces stop when Numba is
+    ready: the parse's threads fault in the rest.
+
+    ``aligned``: the table starts on a page boundary (a view of a larger buffer), as the weight
+    does in a table file (``store.encode_header``), so that writing it to a new file goes
+    straight from this memory to the disk (``vfs.OS.fill``), without a copy through a bounce
+    buffer.  For a file whose size gave the capacity: growing it copies it once (into an
+    unaligned array, which later growth remaps), and the rows left unused stay allocated."""
+
+    def __init__(self, dim: int, dtype, capacity: int, touch=None, aligned: bool = False):
+        shape = (max(capacity, 1), dim)
+        self.table = page_aligned(shape, dtype) if aligned else np.empty(shape, dtype)
+        if touch is not None:
+            step = max(1, TOUCH_PIECE // max(1, self.table[:1].nbytes))
+            for r in range(0, len(self.table), step):
+                if not touch.is_alive():
+                    break
+                self.table[r:r + step].fill(0)
 
     def ensure(self, rows: int):
         if rows > len(self.table):
             grown = max(rows, int(len(self.table) * 1.5) + 1024)
-            self.table.resize((grown, self.table.shape[1]), refcheck=False)
+            if self.table.base is not None:  # aligned: a view, which cannot be resized
+                table = np.empty((grown, self.table.shape[1]), self.table.dtype)
+                table[:len(self.table)] = self.table
+                self.table = table
+            else:
+                self.table.resize((grown, self.table.shape[1]), refcheck=False)
+
+    def used(self, rows: int) -> np.ndarray:
+        """The first ``rows`` rows: the table shrunk, or a view of an aligned one."""
+        return shrink(self.table, rows)
+
+
+def page_aligned(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array starting on a page boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + PAGE, np.uint8)
+    skip = -raw.ctypes.data % PAGE
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+def warm_up(K, dtype: str) -> None:
+    """Call ``K``'s text kernels once on a one-row text, with the argument types ``TextParser``
+    gives them for a table of ``dtype``: with Numba, that loads their compiled forms (a
+    ``kernels.prepare`` job running on another thread while the file is opened and sized)."""
+    buf = np.zeros(64, np.uint8)
+    buf[:4] = np.frombuffer(b"a 1\n", np.uint8)
+    bounds = np.array([0, 4], np.int64)
+    lines, rows = K.count_rows(buf, bounds)
+    out = np.empty((1, 1), np.float64 if dtype in ("float16", "float64") else np.float32)
+    K.parse_rows(buf, bounds, np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 1, out,
+                 np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64),
+                 np.empty(1, np.uint8))
 
 
 class TextParser:
@@ -68,14 +125,26 @@ class TextParser:
         self.key_parts, self.len_parts, self.line_parts = [], [], []
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, arr, n, start, line_base, capacity, progress=None, src=None):
-        """Parse from ``arr[start:n]`` (the first block) to the end; return the table."""
-        rep, dim = self.report, self.dim
-        store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
+    def _target(self):
+        """The most rows to read: the header's count and ``limit`` (None: every row)."""
         target = self.header_count
         if self.limit is not None:
             target = self.limit if target is None else min(target, self.limit)
-        grow = GrowingTable(dim, store, capacity if target is None else min(target, capacity))
+        return target
+
+    def allocate(self, capacity: int, touch=None, aligned: bool = False) -> GrowingTable:
+        """The output table for ``capacity`` rows (fewer when the header or limit says so);
+        ``touch``: faulted in now, ``aligned``: on a page boundary (``GrowingTable``)."""
+        store = np.float32 if self.dtype == "bfloat16" else np.dtype(self.dtype)
+        target = self._target()
+        return GrowingTable(self.dim, store, capacity if target is None else min(target, capacity),
+                            touch, aligned)
+
+    def run(self, arr, n, start, line_base, grow: GrowingTable, progress=None, src=None):
+        """Parse from ``arr[start:n]`` (the first block) to the end into ``grow`` (``allocate``);
+        return the table."""
+        rep = self.report
+        target = self._target()
         done = 0
         last_line = line_base
         counting_only = False
@@ -120,7 +189,7 @@ class TextParser:
         if rep.ignored_rows:
             rep.warnings.append(f"the header says {self.header_count} rows; {rep.ignored_rows} "
                                 "more rows after them were ignored")
-        return grow.table, done
+        return grow.used(done), done
 
     def _bounds(self, a, n):
         nchunks = max(1, (n - a) // CHUNK)

@@ -27,12 +27,20 @@ once, ``with kernels.call_work(total): ...``: inside, every job counts as at lea
 the call starts Numba once instead of paying numpy's per-element cost at every step.
 
 The environment is read at each call so that a test can switch backends with ``monkeypatch``.
+
+``prepare(work, warm)`` starts loading the Numba backend (and the kernels ``warm`` calls) on a
+background thread, for a job that knows early that it will run on Numba and has other work to do
+meanwhile: a process pays about 0.4 s for importing Numba and for its first kernel call, nearly
+all of it Python holding the GIL on one core, while reading a file's first block, sizing the
+output and faulting in its memory need the other core and little of the GIL.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import os
+import sys
+import threading
 from types import ModuleType
 
 BACKENDS = ("numpy", "numba")
@@ -105,3 +113,30 @@ def backend(name: str) -> ModuleType:
     from embtool.kernels import numpy_kernels
 
     return numpy_kernels
+
+
+def prepare(work: float | None, warm=None) -> threading.Thread | None:
+    """Start importing the backend ``choose(work)`` will give, and calling ``warm(kernels)`` (tiny
+    calls that load the compiled kernels a job will use from Numba's cache), on a background
+    thread; ``choose`` then finds the module imported, or waits for its import to end, and the
+    kernels loaded.  Returns the thread (alive while Numba starts), or None: nothing happens for
+    a job that runs on numpy (small jobs never import Numba), nor when the Numba backend is
+    imported already (the process paid its start-up).  A failure on the thread is ignored: the
+    job's own import or call reports it."""
+    if backend_name(work) != "numba" or "embtool.kernels.numba_kernels" in sys.modules:
+        return None
+
+    def load():
+        try:
+            from embtool.kernels import numba_kernels
+
+            if warm is not None:
+                warm(numba_kernels)
+        except BaseException:  # noqa: BLE001 - reported by the job itself, on its own thread
+            pass
+
+    # Not a daemon: the interpreter's exit waits for it (an early error of the job), rather
+    # than stopping a thread in the middle of loading LLVM.
+    thread = threading.Thread(target=load, name="embtool-numba-start")
+    thread.start()
+    return thread
