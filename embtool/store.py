@@ -1096,6 +1096,8 @@ class Store(Closing):
         import numpy as np
 
         arr = self.array(name)
+        if self.fd < 0:  # mapped without its descriptor (a shard a task maps): the map it is
+            return np.take(arr, np.asarray(rows, np.int64), axis=0)
         out = np.empty((len(rows), arr.shape[1]), arr.dtype)
         row_bytes = out.strides[0]
         if out.size == 0:
