@@ -48,7 +48,9 @@ PROFILE = r"""
 import json, os, sys, time
 from numba.core import event
 
-stack, log = [], open(os.environ["EMBTOOL_COMPILE_LOG"], "a")
+# line-buffered: the command line freezes the garbage collector before it exits, and a file held
+# by a cycle (this module's functions and their globals) is then never flushed
+stack, log = [], open(os.environ["EMBTOOL_COMPILE_LOG"], "a", buffering=1)
 
 class Timer(event.Listener):
     def on_start(self, ev):
