@@ -570,56 +570,67 @@ class Group(Closing):
         logged: it was replaced outside embtool and the rows are not about it."""
         fs = vfs.current()
         last = {r.member: i for i, r in enumerate(records) if not isinstance(r, wal.Rows)}
-        for i, r in enumerate(records):
-            path = self.folder / r.member
-            if isinstance(r, wal.Rows):
-                if i < last.get(r.member, -1):
-                    continue
-                fd = (fds or {}).get(r.member)
-                own = fd is None
-                if own:
-                    try:
-                        fd = fs.open(path, os.O_RDWR)
-                    except FileNotFoundError:
+        jobs: list = []  # rows not yet written: written together (``scatter_all``) before a rename
+        opened: list[int] = []
+        try:
+            for i, r in enumerate(records):
+                path = self.folder / r.member
+                if isinstance(r, wal.Rows):
+                    if i < last.get(r.member, -1):
                         continue
-                try:
+                    fd = (fds or {}).get(r.member)
+                    if fd is None:
+                        try:
+                            fd = fs.open(path, os.O_RDWR)
+                        except FileNotFoundError:
+                            continue
+                        opened.append(fd)
                     if os.fstat(fd).st_size != r.size or not len(r.rows):
                         continue
                     lo, hi = wal.bounds(r.rows)
                     if lo < 0 or r.base + (hi + 1) * r.row_bytes > r.size:
                         raise FormatError(f"{self.log_path}: a logged write falls outside {path}")
-                    fs.scatter(fd, r.base, r.row_bytes, r.rows, r.data)
-                finally:
-                    if own:
-                        os.close(fd)
-            elif isinstance(r, wal.Replace):
-                temp = self.folder / r.temp
-                if not temp.exists():
-                    continue  # renamed before
-                held = mine = None
-                if path == self.primary:
-                    # Lock the new file before it takes the name (nobody may use it before we are
-                    # done: the old file's lock does not cover it), and let the old lock go only
-                    # after the rename (a waiter that gets it must find the name moved on).
-                    held = (temps or {}).get(r.temp)
-                    if held is None:
-                        mine = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
-                        fcntl.flock(mine, fcntl.LOCK_EX)
-                        held = (mine, _identity(mine))
-                try:
-                    fs.rename(temp, path)
-                except BaseException:
-                    if mine is not None:
-                        os.close(mine)  # a failed replay must not keep the new file locked
-                    raise
-                if held is not None:
-                    self._take_lock(held)
-            else:
-                try:
-                    if os.stat(path).st_size == r.size:
-                        fs.unlink(path)
-                except FileNotFoundError:
-                    pass
+                    jobs.append((fd, r.base, r.row_bytes, r.rows, r.data))
+                    continue
+                fs.scatter_all(jobs)
+                jobs = []
+                self._apply_file_record(r, path, temps)
+            fs.scatter_all(jobs)
+        finally:
+            for fd in opened:
+                os.close(fd)
+
+    def _apply_file_record(self, r, path: Path, temps) -> None:
+        """A rename (``wal.Replace``) or a removal (``wal.Remove``) of ``_apply``."""
+        fs = vfs.current()
+        if isinstance(r, wal.Replace):
+            temp = self.folder / r.temp
+            if not temp.exists():
+                return  # renamed before
+            held = mine = None
+            if path == self.primary:
+                # Lock the new file before it takes the name (nobody may use it before we are
+                # done: the old file's lock does not cover it), and let the old lock go only
+                # after the rename (a waiter that gets it must find the name moved on).
+                held = (temps or {}).get(r.temp)
+                if held is None:
+                    mine = os.open(temp, os.O_RDONLY | vfs.CLOEXEC)
+                    fcntl.flock(mine, fcntl.LOCK_EX)
+                    held = (mine, _identity(mine))
+            try:
+                fs.rename(temp, path)
+            except BaseException:
+                if mine is not None:
+                    os.close(mine)  # a failed replay must not keep the new file locked
+                raise
+            if held is not None:
+                self._take_lock(held)
+        else:
+            try:
+                if os.stat(path).st_size == r.size:
+                    fs.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _take_lock(self, held) -> None:
         fd, key = held

@@ -83,6 +83,46 @@ class OS:
         finally:
             wm.close()
 
+    def scatter_all(self, jobs: list) -> None:
+        """``scatter(*job)`` for each job of the list.  On the real system, jobs of many rows that
+        write disjoint parts of the files run at the same time, one thread per core: the numpy
+        scatter releases the GIL, and two maps take their page faults in parallel (a sparse
+        step's weight and state, 10k rows each: 70 ms one after the other, 45-50 ms together).
+        Otherwise, and for a layer that replaces ``scatter`` (the tests' simulated disk, which
+        numbers every write), they run one by one, in order."""
+        big = [job for job in jobs if len(job[3]) > MAP_ROWS]
+        if type(self).scatter is not OS.scatter or len(big) < 2 or not _disjoint(big):
+            for job in jobs:
+                self.scatter(*job)
+            return
+        for job in jobs:
+            if len(job[3]) <= MAP_ROWS:
+                self.scatter(*job)
+        import threading
+
+        pending, errors, take = iter(big), [], threading.Lock()
+
+        def work():
+            while not errors:
+                with take:
+                    job = next(pending, None)
+                if job is None:
+                    return
+                try:
+                    self.scatter(*job)
+                except BaseException as e:  # noqa: BLE001 - re-raised by the calling thread
+                    errors.append(e)
+
+        helpers = [threading.Thread(target=work, name="embtool-scatter")
+                   for _ in range(min(len(big), os.cpu_count() or 1) - 1)]
+        for t in helpers:
+            t.start()
+        work()
+        for t in helpers:
+            t.join()
+        if errors:
+            raise errors[0]
+
     def truncate(self, fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
@@ -112,6 +152,18 @@ class OS:
         contents written before a crash of the OS are lost, and the log must then be replayed
         from its start."""
         return _BOOT_ID
+
+
+def _disjoint(jobs: list) -> bool:
+    """Whether the scatters ``jobs`` write byte ranges of the files that do not overlap (else
+    their order matters)."""
+    spans = []
+    for fd, base, row_bytes, rows, _ in jobs:
+        st = os.fstat(fd)
+        lo, hi = (int(rows.min()), int(rows.max())) if hasattr(rows, "min") else (min(rows), max(rows))
+        spans.append(((st.st_dev, st.st_ino), base + lo * row_bytes, base + (hi + 1) * row_bytes))
+    spans.sort()
+    return all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(spans, spans[1:]))
 
 
 def _pwrite(fd: int, data, offset: int) -> None:

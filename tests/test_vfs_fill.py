@@ -135,3 +135,52 @@ def test_a_page_aligned_source_goes_to_the_disk_without_the_bounce_buffer(tmp_pa
     if DIRECT and direct:  # (a file system without O_DIRECT gets plain writes)
         lo = -(-offset // 4096) * 4096
         assert direct == [(lo, (offset + data.size) // 4096 * 4096 - lo)] and not bounces
+
+
+def _scatter_jobs(tmp_path, spans):
+    """A file of 64 KiB and one job of 200 rows of 16 bytes per ``(first row, step)``."""
+    p = tmp_path / "f"
+    p.write_bytes(bytes(65536))
+    fd = os.open(p, os.O_RDWR)
+    jobs = []
+    for k, (first, step) in enumerate(spans):
+        rows = np.arange(first, first + 200 * step, step, dtype=np.int64)
+        jobs.append((fd, 0, 16, rows, np.full((200, 16), k + 1, np.uint8).tobytes()))
+    return p, fd, jobs
+
+
+def test_scatter_all_runs_disjoint_jobs_together_and_overlapping_ones_in_order(tmp_path, monkeypatch):
+    """Jobs of many rows over disjoint ranges run on several threads; jobs that overlap, and every
+    job under a layer that replaces ``scatter``, run one by one in order (the later one wins)."""
+    import threading
+
+    threads = []
+    real = vfs.OS.scatter
+    monkeypatch.setattr(vfs.OS, "scatter", lambda self, *a: threads.append(threading.current_thread().name)
+                        or real(self, *a))
+    for spans, together in (([(0, 1), (1000, 2), (2000, 1)], True), ([(0, 2), (1, 2)], False)):
+        threads.clear()
+        p, fd, jobs = _scatter_jobs(tmp_path, spans)
+        try:
+            vfs.OS().scatter_all(jobs)
+        finally:
+            os.close(fd)
+        expected = np.zeros((4096, 16), np.uint8)
+        for fd_, _, _, rows, data in jobs:
+            expected[rows] = np.frombuffer(data, np.uint8).reshape(-1, 16)
+        assert np.array_equal(np.frombuffer(p.read_bytes(), np.uint8).reshape(-1, 16), expected)
+        assert len(threads) == len(jobs)
+        assert (len(set(threads)) > 1) == (together and (os.cpu_count() or 1) > 1)
+
+    class Layer(vfs.OS):
+        def scatter(self, *a):
+            threads.append(threading.current_thread().name)
+            super().scatter(*a)
+
+    threads.clear()
+    p, fd, jobs = _scatter_jobs(tmp_path, [(0, 1), (1000, 2)])
+    try:
+        Layer().scatter_all(jobs)
+    finally:
+        os.close(fd)
+    assert len(set(threads)) == 1
