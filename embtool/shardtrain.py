@@ -28,7 +28,7 @@ from .backward import embedding_backward
 from .errors import ConfigError
 from .sharded import Change, ShardedTable, shard_of, write_shard_temp
 from .table import check_trainable
-from .training import META_TENSOR, _Work, prepare
+from .training import META_TENSOR, compute_steps, prepare
 
 
 def train(table: ShardedTable, batches, *, optimizer=None, hparams=None, reset_optimizer=False,
@@ -163,10 +163,7 @@ def train_shard_task(job):
     source, tensor, local, spec, count, fresh, cfg, names, sparse_rows, rewrite, drop = job
     shard = shard_of(source, tensor)
     home = _ShardState(shard)
-    work = _Work.compact(shard, home, spec, names, fresh, local) if sparse_rows else \
-        _Work.full(shard, home, spec, names, fresh)
-    with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (and as training's)
-        records, _ = work.run(spec, count, cfg, local)
+    work, records, _ = compute_steps(shard, home, spec, names, fresh, local, count, cfg, sparse_rows)
     renormed = [r["rows_renormed"] for r in records]
     changed = int(work.weight_changed.sum())
     if not rewrite:

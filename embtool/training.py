@@ -327,15 +327,25 @@ def prepare(table, home, batches, optimizer, hparams, reset_optimizer):
     return spec, count, fresh, checked, names
 
 
-def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
-    spec, count, fresh, checked, names = prepare(table, home, batches, optimizer, hparams, reset_optimizer)
-    cfg = table.config
-    # The backends are chosen for the whole call: the steps of a batch start Numba once.
+def compute_steps(table, home, spec, names, fresh, checked, count: int, cfg, row_sparse: bool):
+    """Every step of a call, in memory (on a table file, or a shard in a task, whose ``cfg`` has
+    its own padding row): ``(work, records, step count)``.  ``row_sparse``: compute on a compact
+    copy of the rows the steps name (the optimizer changes no other row), else on the whole
+    table.  The backends are chosen for the whole call, so the steps of a batch start Numba
+    once."""
     with kernels.call_work(sum(ids.size for ids, _ in checked) * table.shape[1] * kernels.PER_ROW_UPDATE):
-        work = _Work.compact(table, home, spec, names, fresh, checked) if spec.row_sparse(cfg.sparse) else \
+        work = _Work.compact(table, home, spec, names, fresh, checked) if row_sparse else \
             _Work.full(table, home, spec, names, fresh)
         with np.errstate(all="ignore"):  # IEEE arithmetic as torch's: inf and NaN propagate silently
             records, count = work.run(spec, count, cfg, checked)
+    return work, records, count
+
+
+def _train(table: Table, home: StateHome, batches, optimizer, hparams, reset_optimizer, progress) -> dict:
+    spec, count, fresh, checked, names = prepare(table, home, batches, optimizer, hparams, reset_optimizer)
+    cfg = table.config
+    work, records, count = compute_steps(table, home, spec, names, fresh, checked, count, cfg,
+                                         spec.row_sparse(cfg.sparse))
     meta = {**spec.to_metadata(count), META_TENSOR: table.tensor}
     summary = {
         "table": str(table.path), "tensor": table.tensor, "optimizer": spec.name, "hparams": spec.hparams,
