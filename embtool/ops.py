@@ -14,7 +14,7 @@ import numpy as np
 
 from . import dtypes, kernels
 from .errors import ConfigError, ShapeError
-from .ids import check_ids
+from .ids import check_ids, distinct
 from .store import ChunkedTensor
 from .config import Config
 from .dtypes import bf16_to_f32, f32_to_bf16, value_dtype, widen
@@ -81,7 +81,7 @@ def embedding_renorm_(weight: np.ndarray, ids, max_norm: float, norm_type: float
         K = kernels.choose(flat.size * max(1, weight.shape[1]))
         with np.errstate(all="ignore"):  # IEEE arithmetic as torch's (any max_norm, norm_type)
             return int(K.renorm_ids(weight, flat, float(max_norm), float(norm_type)))
-    rows = np.unique(flat)
+    rows = distinct(flat)
     block = weight[rows]
     hit = renorm_block(block, max_norm, norm_type)
     weight[rows[hit]] = block[hit]
@@ -194,7 +194,7 @@ def renorm(table: Table, ids=None, *, max_norm=None, norm_type=None, dry_run: bo
     if cfg.max_norm is None:
         raise ConfigError(f"{table.path}: no max_norm: pass --max-norm or set it on the table")
     if ids is not None:
-        rows = np.unique(check_ids(ids, table.num_embeddings))
+        rows = distinct(check_ids(ids, table.num_embeddings))
         block = np.ascontiguousarray(table.rows(rows), dtype=_compute_dtype(table.dtype))
         hit = renorm_block(block, cfg.max_norm, cfg.norm_type)
         changed, values = rows[hit], block[hit]

@@ -26,6 +26,7 @@ import numpy as np
 
 from .backward import embedding_backward
 from .errors import ConfigError
+from .ids import distinct, distinct_inverse
 from .sharded import Change, ShardedTable, shard_of, write_shard_temp
 from .table import check_trainable
 from .training import META_TENSOR, compute_steps, prepare
@@ -113,14 +114,14 @@ def _records(spec, count, cfg, checked):
     records = []
     for ids, grad in checked:
         flat = ids.reshape(-1)
-        uniq, local = np.unique(flat, return_inverse=True)
+        uniq, local = distinct_inverse(flat)
         pad = cfg.padding_idx
         where = int(np.searchsorted(uniq, pad)) if pad is not None else -1
         local_pad = where if pad is not None and where < uniq.size and uniq[where] == pad else None
         rg = embedding_backward(local.reshape(ids.shape), grad, num_embeddings=uniq.size, padding_idx=local_pad,
                                 scale_grad_by_freq=cfg.scale_grad_by_freq, sparse=cfg.sparse)
         count = _next_step(spec, count)
-        grad_rows = np.unique(rg.rows) if rg.sparse else rg.rows  # as training's records count them
+        grad_rows = distinct(rg.rows) if rg.sparse else rg.rows  # as training's records count them
         records.append({"step": count, "rows_touched": int(grad_rows.size), "grad_norm": _step_norm(spec, rg),
                         "rows_renormed": 0})
     return records, count
@@ -142,7 +143,7 @@ def _step_norm(spec, rg) -> float:
 def _rows_touched(checked, cfg) -> int:
     """Distinct rows given a gradient over all the steps (the padding row gets none)."""
     parts = [ids.reshape(-1) for ids, _ in checked]
-    rows = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    rows = distinct(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
     if cfg.padding_idx is not None:
         rows = rows[rows != cfg.padding_idx]
     return int(rows.size)
