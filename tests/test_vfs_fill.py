@@ -150,15 +150,23 @@ def _scatter_jobs(tmp_path, spans):
 
 
 def test_scatter_all_runs_disjoint_jobs_together_and_overlapping_ones_in_order(tmp_path, monkeypatch):
-    """Jobs of many rows over disjoint ranges run on several threads; jobs that overlap, and every
-    job under a layer that replaces ``scatter``, run one by one in order (the later one wins)."""
+    """Jobs of many rows over disjoint ranges run on several threads at once; jobs that overlap,
+    and every job under a layer that replaces ``scatter``, run one by one in order on the calling
+    thread (the later one wins)."""
     import threading
 
-    threads = []
+    threads, meet = [], threading.Barrier(2, timeout=20)
     real = vfs.OS.scatter
-    monkeypatch.setattr(vfs.OS, "scatter", lambda self, *a: threads.append(threading.current_thread().name)
-                        or real(self, *a))
-    for spans, together in (([(0, 1), (1000, 2), (2000, 1)], True), ([(0, 2), (1, 2)], False)):
+
+    def scatter(self, *args):
+        threads.append(threading.current_thread().name)
+        if together and len(threads) <= 2:
+            meet.wait()  # the first two jobs must be running at the same time
+        real(self, *args)
+
+    monkeypatch.setattr(vfs.OS, "scatter", scatter)
+    for spans, together in (([(0, 1), (1000, 2), (2000, 1)], (os.cpu_count() or 1) > 1),
+                            ([(0, 2), (1, 2)], False)):
         threads.clear()
         p, fd, jobs = _scatter_jobs(tmp_path, spans)
         try:
@@ -166,16 +174,17 @@ def test_scatter_all_runs_disjoint_jobs_together_and_overlapping_ones_in_order(t
         finally:
             os.close(fd)
         expected = np.zeros((4096, 16), np.uint8)
-        for fd_, _, _, rows, data in jobs:
+        for _, _, _, rows, data in jobs:
             expected[rows] = np.frombuffer(data, np.uint8).reshape(-1, 16)
         assert np.array_equal(np.frombuffer(p.read_bytes(), np.uint8).reshape(-1, 16), expected)
         assert len(threads) == len(jobs)
-        assert (len(set(threads)) > 1) == (together and (os.cpu_count() or 1) > 1)
+        assert (len(set(threads)) > 1) == together
+    together = False
 
     class Layer(vfs.OS):
         def scatter(self, *a):
             threads.append(threading.current_thread().name)
-            super().scatter(*a)
+            real(self, *a)
 
     threads.clear()
     p, fd, jobs = _scatter_jobs(tmp_path, [(0, 1), (1000, 2)])
@@ -183,4 +192,4 @@ def test_scatter_all_runs_disjoint_jobs_together_and_overlapping_ones_in_order(t
         Layer().scatter_all(jobs)
     finally:
         os.close(fd)
-    assert len(set(threads)) == 1
+    assert threads == [threading.current_thread().name] * 2
