@@ -587,7 +587,7 @@ class Group(Closing):
                         opened.append(fd)
                     if os.fstat(fd).st_size != r.size or not len(r.rows):
                         continue
-                    lo, hi = wal.bounds(r.rows)
+                    lo, hi = vfs.bounds(r.rows)
                     if lo < 0 or r.base + (hi + 1) * r.row_bytes > r.size:
                         raise FormatError(f"{self.log_path}: a logged write falls outside {path}")
                     jobs.append((fd, r.base, r.row_bytes, r.rows, r.data))
@@ -821,7 +821,7 @@ class Transaction:
             p = p if isinstance(p, RowPatch) else RowPatch.span(*p)
             if not len(p.rows) or not p.row_bytes:
                 continue
-            lo, hi = wal.bounds(p.rows)
+            lo, hi = vfs.bounds(p.rows)
             if lo < 0 or p.base + (hi + 1) * p.row_bytes > store.size or \
                     len(memoryview(p.data).cast("B")) != len(p.rows) * p.row_bytes:
                 raise EmbtoolError(f"{store.path}: internal error: patch outside the file")

@@ -69,7 +69,7 @@ class OS:
         import numpy as np
 
         rows = np.asarray(rows, np.int64)
-        first, last = int(rows.min()), int(rows.max())
+        first, last = bounds(rows)
         start = base + first * row_bytes
         lo = start // mmap.ALLOCATIONGRANULARITY * mmap.ALLOCATIONGRANULARITY  # map only the span
         wm = mmap.mmap(fd, base + (last + 1) * row_bytes - lo, offset=lo, access=mmap.ACCESS_WRITE)
@@ -154,13 +154,23 @@ class OS:
         return _BOOT_ID
 
 
+def bounds(rows) -> tuple[int, int]:
+    """The smallest and largest of a sequence of row numbers (numpy only for many of them)."""
+    if len(rows) > MAP_ROWS:
+        import numpy as np
+
+        a = np.asarray(rows)
+        return int(a.min()), int(a.max())
+    return min(rows), max(rows)
+
+
 def _disjoint(jobs: list) -> bool:
     """Whether the scatters ``jobs`` write byte ranges of the files that do not overlap (else
     their order matters)."""
     spans = []
     for fd, base, row_bytes, rows, _ in jobs:
         st = os.fstat(fd)
-        lo, hi = (int(rows.min()), int(rows.max())) if hasattr(rows, "min") else (min(rows), max(rows))
+        lo, hi = bounds(rows)
         spans.append(((st.st_dev, st.st_ino), base + lo * row_bytes, base + (hi + 1) * row_bytes))
     spans.sort()
     return all(a[0] != b[0] or a[2] <= b[1] for a, b in zip(spans, spans[1:]))

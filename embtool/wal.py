@@ -58,14 +58,6 @@ def _int64s(view):
     return _np().frombuffer(view, "<i8").astype("=i8")
 
 
-def bounds(rows) -> tuple[int, int]:
-    """The smallest and largest of a sequence of row numbers (numpy only for many of them)."""
-    if len(rows) > 64:
-        a = _np().asarray(rows)
-        return int(a.min()), int(a.max())
-    return min(rows), max(rows)
-
-
 def log_path(primary):
     return primary.with_name(primary.name + "-wal")
 
